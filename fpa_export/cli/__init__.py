@@ -1,0 +1,1 @@
+"""Command-line interfaces (click): thin wrappers that parse, call one library function, print a line."""
