@@ -1,5 +1,5 @@
 """fpa-export: train, export, sample and animate Fast Weight Painters."""
-from setuptools import setup
+from setuptools import find_packages, setup
 
 ONNX = ["onnx>=1.16", "onnxscript>=0.2"]
 setup(
@@ -9,7 +9,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["models", "fpa_export", "fpa_export.cli", "training"],
+    packages=find_packages(include=["models", "models.*", "fpa_export", "fpa_export.*", "training", "training.*"]),
     package_data={"models": ["default_model.pt"]},
     install_requires=["torch>=2.4", "numpy", "click>=8.1", "pillow", "imageio>=2.28", "tqdm"],
     extras_require={

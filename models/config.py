@@ -21,12 +21,14 @@ class UNetConfig:
     resnet_groups: int = 8                  # GroupNorm groups in every ResNet block
     attn_heads: int = 4                     # heads of the linear and full attention layers
     attn_dim_head: int = 32                 # channels per attention head
-    out_tanh: bool = True                   # image = tanh(U(x)); the official default
+    pre_tanh: bool = True                   # U sees tanh(W_T), not W_T (official flag unet_tanh)
 
     def __post_init__(self):
         object.__setattr__(self, "dim_mults", tuple(int(m) for m in self.dim_mults))
         _check(self.channels in (1, 3), f"channels must be 1 or 3, got {self.channels}")
         _check(self.dim > 0 and len(self.dim_mults) > 0, "dim and dim_mults must be positive")
+        # The head concatenates the init-conv features (dim channels) with the first level's output.
+        _check(self.dim_mults[0] == 1, f"dim_mults must start with 1, got {self.dim_mults}")
 
 
 @dataclass(frozen=True)
@@ -46,10 +48,10 @@ class FPAConfig:
     value_tanh: bool = False          # values = tanh(raw value) instead of raw
     lr_sigmoid: bool = True           # learning rates = sigmoid(raw); False = official no_lr_sigmoid
     lr_per_row: bool = False          # one learning rate per row (r = S) instead of one per step (r = 1)
-    out_tanh: bool = True             # image = tanh(W_T), applied once after the last step
+    out_tanh: bool = True             # final tanh: tanh(W_T), or tanh(U(·)) for U-Net models
     step_embedding: bool = False      # learned per-step embedding added to the LSTM input (use_pos_enc)
     wide_out_dim: int = 0             # > 0: extra Linear(H → wide_out_dim) + ReLU before kvb
-    unet: Optional[UNetConfig] = None # U-Net refinement tanh(U(tanh(W_T))) when set (*_unet models)
+    unet: Optional[UNetConfig] = None # U-Net refinement (*_unet models): tanh(U(tanh(W_T))) by default
 
     def __post_init__(self):
         if isinstance(self.unet, dict):

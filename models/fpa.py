@@ -2,7 +2,7 @@
 
 An LSTM emits, per painting step, a key, a value and a learning rate for each channel; the delta rule
 (`models.delta_rule`) turns them into one rank-1 update of the channel's S×S canvas per step. The image is
-tanh(W_T), optionally refined by a U-Net: tanh(U(tanh(W_T))).
+tanh(W_T), or with a U-Net refinement tanh(U(tanh(W_T))) (not residual: U's output replaces the image).
 """
 from __future__ import annotations
 
@@ -123,14 +123,13 @@ class FPAGenerator(nn.Module):
 
     # -- from canvas to image -------------------------------------------------------------------
     def finish(self, canvas: torch.Tensor) -> torch.Tensor:
-        """W_T (B, C, S, S) → image: tanh (once, after the last step), then the U-Net if any."""
+        """W_T (B, C, S, S) → image. Without a U-Net: tanh(W_T). With one, as the official code:
+        tanh(U(tanh(W_T))), each tanh switchable (`unet.pre_tanh`, `out_tanh`). Never inside the loop."""
         c = self.config
-        image = torch.tanh(canvas) if c.out_tanh else canvas
+        image = canvas
         if c.unet is not None:
-            image = self.unet(image)
-            if c.unet.out_tanh:
-                image = torch.tanh(image)
-        return image
+            image = self.unet(torch.tanh(image) if c.unet.pre_tanh else image)
+        return torch.tanh(image) if c.out_tanh else image
 
     def paint(self, z: torch.Tensor) -> Painting:
         """The final image plus every step's rank-1 update and partial sum (for GIFs and grids)."""
