@@ -1,0 +1,250 @@
+"""The offline Fréchet distance between image folders, models and saved statistics (`fpa-fd`).
+
+Sources: an image folder (every image, shorter side resized to the resolution then centre-cropped, as
+in the paper's FID protocol), a model checkpoint or `default` (N samples, z ~ N(0, I) from a seeded
+torch generator, clamped to [0, 1] and quantised to uint8 exactly as saved PNGs are), or an `.npz`
+written by `save_stats`. The features and the distance are in `models.frechet`; this module reads and
+writes files and picks comparable settings. Python API for other commands:
+
+    stats = compute_stats(batches, seeds=(0, 1, 2), resolution=64)   # batches: (B, C, H, W) in [0, 1]
+    save_stats("ref.npz", stats); ref = load_stats("ref.npz")
+    result = compare(ref, stats)                                     # result.fd, result.fd_std
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from models import atomic_write
+from models.frechet import FDResult, StatsSet, compare, compute_stats, frechet_distance  # noqa: F401
+from models.images import iter_image_batches, list_images, resize_center_crop, to_hwc_array, to_uint8
+
+__all__ = ["compute_stats", "save_stats", "load_stats", "compare", "frechet_distance", "fd_between",
+           "stats_only", "stats_of", "classify", "parse_seeds", "StatsSet", "FDResult"]
+
+DEFAULT_RESOLUTION = 64
+MIN_RESOLUTION = 32   # five poolings: 32 px leaves 2×2 positions at the last layer
+EXPORTED_SUFFIXES = (".onnx", ".plan", ".engine", ".trt")
+NOT_COMPARABLE = "a relative metric: NOT comparable with published (Inception) FID"
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'3' → [0, 1, 2] (a count); '0,4,7' or '5,' → those seeds."""
+    text = str(text).strip()
+    try:
+        if "," not in text:
+            count = int(text)
+            if count < 1:
+                raise ValueError
+            return list(range(count))
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds wants a count (e.g. 3) or a list (e.g. 0,1,2), got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"--seeds wants distinct non-negative integers, got {text!r}")
+    return seeds
+
+
+@dataclass
+class Source:
+    """One side of a comparison: kind is 'folder', 'stats' or 'model'."""
+    kind: str
+    path: Optional[Path]   # None for the embedded default model
+    text: str
+    sampler: Optional[object] = None   # for models: an fpa_export.runtime Sampler, once opened
+
+
+def classify(text: str) -> Source:
+    """A command-line argument → Source: a directory, an `.npz`, or a model (`default`, a checkpoint,
+    or an exported .onnx / TensorRT engine, all sampled through `fpa_export.runtime`)."""
+    if text == "default":
+        return Source("model", None, text)
+    path = Path(text)
+    if not path.exists():
+        raise FileNotFoundError(f"{text}: no such file or folder (use 'default' for the embedded model)")
+    if path.is_dir():
+        return Source("folder", path, text)
+    return Source("stats" if path.suffix.lower() == ".npz" else "model", path, text)
+
+
+def save_stats(path: str | Path, stats: StatsSet) -> Path:
+    """Write statistics atomically as an uncompressed `.npz` (mu, sigma, seeds + metadata)."""
+    arrays = stats.to_arrays()
+    return atomic_write(path, lambda handle: np.savez(handle, **arrays))
+
+
+def load_stats(path: str | Path) -> StatsSet:
+    """Read statistics written by `save_stats`; one-line ValueError for any other file."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return StatsSet.from_arrays({key: data[key] for key in data.files}, where=str(path))
+    except (OSError, EOFError, KeyError) as err:
+        raise ValueError(f"{path}: not a readable statistics file ({err})") from None
+
+
+def _progress(total: int, label: str):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=label, unit="img", disable=None, leave=False)
+
+
+def folder_batches(folder: Path, resolution: int, batch_size: int = 100) -> Iterator[torch.Tensor]:
+    """Batches (B, 3, R, R) in [0, 1] of every image under `folder`; unreadable files are skipped."""
+    paths = list_images(folder)
+    if not paths:
+        raise ValueError(f"{folder}: no images found (looked for .png, .jpg, .jpeg, .webp, .bmp)")
+    with _progress(len(paths), Path(folder).name or str(folder)) as bar:
+        for batch, skipped in iter_image_batches(paths, resolution, 3, batch_size):
+            bar.update(batch.shape[0] + skipped)
+            if batch.shape[0]:
+                yield batch
+
+
+def open_sampler(source: Source, backend: Optional[str] = None, device: str = "cpu"):
+    """The source's `fpa_export.runtime` Sampler, created once. Backend None: torch for checkpoints
+    (reproducible, nothing cached), the file's own runtime for exported graphs and engines."""
+    if source.sampler is None:
+        from .runtime import make_sampler
+
+        if backend is None:
+            exported = source.path is not None and source.path.suffix.lower() in EXPORTED_SUFFIXES
+            backend = "auto" if exported else "torch"
+
+        source.sampler = make_sampler(source.path, backend=backend, device=device)
+    return source.sampler
+
+
+@torch.no_grad()
+def model_batches(sampler, n: int, sample_seed: int = 0, batch_size: int = 100,
+                  resolution: Optional[int] = None) -> Iterator[torch.Tensor]:
+    """`n` samples of a Sampler as (B, C, R, R) in [0, 1]. z = torch.randn(n, latent_size) from a
+    torch generator seeded with `sample_seed` (one draw, whatever the batch size); outputs are clamped
+    to [0, 1] and quantised to uint8 like saved PNGs, then resized like image files, so a model and a
+    folder of its saved samples score the same."""
+    noise = torch.Generator(device="cpu").manual_seed(int(sample_seed))
+    latents = torch.randn(n, sampler.latent_size, generator=noise)  # at once: batch size must not matter
+    with _progress(n, "samples") as bar:
+        for start in range(0, n, batch_size):
+            count = min(batch_size, n - start)
+            images = to_uint8(sampler(latents[start:start + count])).cpu()   # (B, C, S, S) uint8
+            if resolution is not None and images.shape[-1] != resolution:
+                images = _resize_like_files(images, resolution)
+            yield images.float() / 255.0
+            bar.update(count)
+
+
+def _resize_like_files(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """uint8 (B, C, S, S) → (B, C, R, R) through the very Pillow resize that image folders get."""
+    from PIL import Image
+
+    out = []
+    for image in images:
+        pil = resize_center_crop(Image.fromarray(to_hwc_array(image)), resolution)
+        array = np.asarray(pil, dtype=np.uint8)
+        out.append(torch.from_numpy(array.copy()).reshape(resolution, resolution, -1).permute(2, 0, 1))
+    return torch.stack(out)
+
+
+def stats_of(source: Source, seeds: Sequence[int], resolution: int, n: int = 2000,
+             sample_seed: int = 0, batch_size: int = 100, device: str = "cpu",
+             backend: Optional[str] = None) -> StatsSet:
+    """Statistics of one source under the given extractor seeds and resolution."""
+    if source.kind == "stats":
+        return _checked_stats(load_stats(source.path), seeds, resolution, source.text)
+    if source.kind == "folder":
+        batches = folder_batches(source.path, resolution, batch_size)
+        label = f"folder {source.text}"
+    else:
+        sampler = open_sampler(source, backend, device)
+        batches = model_batches(sampler, n, sample_seed, batch_size, resolution)
+        label = f"model {source.text}, {n} samples, sample seed {sample_seed}"
+    return compute_stats(batches, seeds=seeds, resolution=resolution, source=label, device=device)
+
+
+def _checked_stats(stats: StatsSet, seeds: Sequence[int], resolution: int, where: str) -> StatsSet:
+    missing = sorted(set(seeds) - set(stats.seeds))
+    if missing:
+        raise ValueError(f"{where} has no statistics for seed(s) {missing} (it has {stats.seeds})")
+    if stats.resolution != resolution:
+        raise ValueError(f"{where} was computed at {stats.resolution} px, not {resolution} px")
+    stats.stats = {seed: stats.stats[seed] for seed in seeds}
+    return stats
+
+
+def choose_settings(sources: Sequence[Source], seeds: Optional[Sequence[int]],
+                    resolution: Optional[int]) -> tuple[list[int], int]:
+    """Seeds and resolution for a comparison: explicit values win, then saved statistics (which fix
+    both), then the largest model's image size (at least 32), then 64 px and seeds 0, 1, 2.
+    Model sources must have been opened (`open_sampler`)."""
+    saved = [load_stats(s.path) for s in sources if s.kind == "stats"]
+    if seeds is None:
+        seeds = sorted(set.intersection(*(set(s.seeds) for s in saved))) if saved else [0, 1, 2]
+        if not seeds:
+            raise ValueError("the statistics files share no extractor seed")
+    if resolution is None:
+        if saved:
+            resolution = saved[0].resolution
+        elif any(s.kind == "model" for s in sources):
+            sizes = [s.sampler.config.image_size for s in sources if s.kind == "model"]
+            resolution = max([MIN_RESOLUTION] + sizes)
+        else:
+            resolution = DEFAULT_RESOLUTION
+    return list(seeds), int(resolution)
+
+
+def fd_between(a: str, b: str, seeds: Optional[Sequence[int]] = None,
+               resolution: Optional[int] = None, n: int = 2000, sample_seed: int = 0,
+               batch_size: int = 100, device: str = "cpu", backend: Optional[str] = None,
+               save_a: Optional[str | Path] = None) -> FDResult:
+    """The Fréchet distance between two sources (see the module docstring), per seed."""
+    sources = [classify(a), classify(b)]
+    for source in sources:
+        if source.kind == "model":
+            open_sampler(source, backend, device)
+    seeds, resolution = choose_settings(sources, seeds, resolution)
+    options = dict(n=n, sample_seed=sample_seed, batch_size=batch_size, device=device, backend=backend)
+    stats_a = stats_of(sources[0], seeds, resolution, **options)
+    if save_a is not None:
+        save_stats(save_a, stats_a)
+    stats_b = stats_of(sources[1], seeds, resolution, **options)
+    return compare(stats_a, stats_b)
+
+
+def stats_only(a: str, out: str | Path, seeds: Optional[Sequence[int]] = None,
+               resolution: Optional[int] = None, n: int = 2000, sample_seed: int = 0,
+               batch_size: int = 100, device: str = "cpu", backend: Optional[str] = None) -> StatsSet:
+    """Compute the statistics of one source and save them to `out`."""
+    source = classify(a)
+    if source.kind == "stats":
+        raise ValueError(f"{a} already holds statistics")
+    if source.kind == "model":
+        open_sampler(source, backend, device)
+    seeds, resolution = choose_settings([source], seeds, resolution)
+    stats = stats_of(source, seeds, resolution, n=n, sample_seed=sample_seed,
+                     batch_size=batch_size, device=device, backend=backend)
+    save_stats(out, stats)
+    return stats
+
+
+def result_json(result: FDResult, **extra) -> str:
+    """One JSON object: fd (mean over seeds), fd_std, per-seed values, N, extractor, seeds, resolution."""
+    record = {
+        "fd": result.fd, "fd_std": result.fd_std,
+        "fd_per_seed": {str(seed): value for seed, value in sorted(result.per_seed.items())},
+        "n_a": result.n_a, "n_b": result.n_b, "extractor": result.extractor, "seeds": result.seeds,
+        "extractor_ids": [result.extractor_ids[seed] for seed in result.seeds],
+        "resolution": result.resolution, "comparable_with_published_fid": False, **extra,
+    }
+    return json.dumps(record)
+
+
+def result_text(result: FDResult) -> str:
+    """The human summary: the number with everything needed to reproduce and compare it."""
+    seeds = ",".join(str(s) for s in result.seeds)
+    return (f"FD = {result.fd:.4g} ± {result.fd_std:.2g} (mean ± std over extractor seeds {seeds})\n"
+            f"extractor {result.extractor}, resolution {result.resolution} px, "
+            f"N_a = {result.n_a}, N_b = {result.n_b}; {NOT_COMPARABLE}")

@@ -1,0 +1,85 @@
+"""One function per `fpa-vis` command: load the image(s), run the optimisation, write PNG (+ GIF).
+
+Each returns a one-line summary for the command line to print.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from models.random_vgg import RandomVGG19
+from .invert import invert, psnr, stacked_network
+from .optimize import Optimisation
+from .output import write_gif, write_png
+from .sources import load_source
+from .style import transfer_style
+from .texture import synthesize_texture
+
+
+@dataclass
+class Output:
+    """Where and how to write: PNG path, optional GIF path, frames, upscaling."""
+    png: Path
+    gif: Optional[Path] = None
+    frames: int = 40              # about this many GIF frames over the optimisation
+    duration_ms: int = 80
+    scale: int = 1
+
+    def frame_every(self, steps: int) -> int:
+        return max(1, steps // self.frames) if self.gif else 0
+
+    def write(self, result: Optimisation) -> str:
+        write_png(self.png, result.image, self.scale)
+        if self.gif:
+            write_gif(self.gif, result.frames + [result.image], self.duration_ms, self.scale)
+            return f"{self.png} and {self.gif}"
+        return str(self.png)
+
+
+def _loss_text(result: Optimisation, steps: int) -> str:
+    return f"loss {result.initial_loss:.3g} → {result.final_loss:.3g} in {steps} L-BFGS iterations"
+
+
+def run_invert(source: str, output: Output, layer: str = "conv3_1", size: Optional[int] = None,
+               seed: int = 0, net_seed: int = 0, width: int = 64, steps: int = 200,
+               stacked: int = 0, stacked_steps: int = 30) -> str:
+    """`fpa-vis invert`: reconstruct `source` from its `layer` features, from white noise."""
+    target, described = load_source(source, size, seed)
+    chosen = ""
+    if stacked > 1:
+        network, choices = stacked_network(target, layer, stacked, net_seed, width, stacked_steps)
+        chosen = "; stacked ranVGG chose draws " + ", ".join(f"{c.layer}:{c.chosen}" for c in choices)
+    else:
+        network = RandomVGG19(seed=net_seed, base_width=width)
+    result = invert(target, layer, network, steps=steps, frame_every=output.frame_every(steps))
+    where = output.write(result)
+    return (f"Wrote {where}: {described} inverted from {layer} of {network.architecture_id} seed "
+            f"{net_seed}; {_loss_text(result, steps)}; PSNR {psnr(result.image, target):.1f} dB{chosen}")
+
+
+def run_texture(source: str, output: Output, layers: Sequence[str], size: Optional[int] = None,
+                out_size: Optional[int] = None, seed: int = 0, net_seed: int = 0, width: int = 64,
+                steps: int = 200) -> str:
+    """`fpa-vis texture`: a new image with the Gram statistics of `source`."""
+    image, described = load_source(source, size, seed)
+    network = RandomVGG19(seed=net_seed, base_width=width)
+    result, _ = synthesize_texture(image, network, layers, size=out_size, steps=steps,
+                                   frame_every=output.frame_every(steps))
+    where = output.write(result)
+    return (f"Wrote {where}: texture of {described} ({', '.join(layers)}; {network.architecture_id} "
+            f"seed {net_seed}); {_loss_text(result, steps)}")
+
+
+def run_style(content: str, style: str, output: Output, content_layer: str, style_layers: Sequence[str],
+              style_weight: float = 1.0, size: Optional[int] = None, seed: int = 0, net_seed: int = 0,
+              width: int = 64, steps: int = 200) -> str:
+    """`fpa-vis style`: `content` repainted with the Gram statistics of `style`."""
+    content_image, content_text = load_source(content, size, seed)
+    style_image, style_text = load_source(style, content_image.shape[-1], seed)
+    network = RandomVGG19(seed=net_seed, base_width=width)
+    result, _ = transfer_style(content_image, style_image, network, content_layer, style_layers,
+                               style_weight, steps=steps, frame_every=output.frame_every(steps))
+    where = output.write(result)
+    return (f"Wrote {where}: {content_text} in the style of {style_text} ({network.architecture_id} "
+            f"seed {net_seed}); {_loss_text(result, steps)}")

@@ -1,0 +1,243 @@
+"""The Fréchet distance on features of seeded random networks: statistics and the distance itself.
+
+FD(a, b) = |mu_a − mu_b|² + Tr(S_a) + Tr(S_b) − 2·Tr((S_a^½ S_b S_a^½)^½)  (Heusel et al. 2017), on
+the features of `models.random_vgg.fd_features` instead of Inception's. Everything is float64 and pure
+torch (symmetric eigendecompositions, no scipy), so training, sampling and the `fpa-fd` command share
+it. A `StatsSet` holds one `FeatureStats` per extractor seed plus the metadata that makes two sets
+comparable; `to_arrays`/`from_arrays` convert it to and from a dict of numpy arrays (the `.npz`
+layout; files are read and written by `fpa_export.fd`).
+
+This is a RELATIVE metric: numbers depend on the extractor id, seeds, resolution and N, and are never
+comparable with published (Inception) FID.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .random_vgg import FD_BASE_WIDTH, FEATURE_VERSION, RandomVGG19, fd_features
+
+STATS_FORMAT = "fpa-fd-stats"
+STATS_FORMAT_VERSION = 1
+
+
+@dataclass
+class FeatureStats:
+    """Mean (D,) and covariance (D, D) of n feature vectors, float64."""
+    mu: torch.Tensor
+    sigma: torch.Tensor
+    n: int
+    _sigma_root: Optional[torch.Tensor] = field(default=None, repr=False, compare=False)
+
+    def sigma_root(self) -> torch.Tensor:
+        """Σ^½, computed once: a reference set compared with many others pays for it once."""
+        if self._sigma_root is None:
+            self._sigma_root = _psd_sqrt(self.sigma.to(torch.float64))
+        return self._sigma_root
+
+
+class RunningStats:
+    """Mean and covariance accumulated batch by batch in float64 (Chan et al.'s pairwise update, which
+    avoids the cancellation of Σxxᵀ − n·μμᵀ)."""
+
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, None, None
+
+    def update(self, features: torch.Tensor) -> None:
+        x = features.detach().to(torch.float64).cpu()           # (B, D)
+        if x.shape[0] == 0:
+            return
+        batch_mean = x.mean(dim=0)
+        centred = x - batch_mean
+        batch_m2 = centred.T @ centred                           # (D, D)
+        if self.n == 0:
+            self.n, self.mean, self.m2 = x.shape[0], batch_mean, batch_m2
+            return
+        total = self.n + x.shape[0]
+        delta = batch_mean - self.mean
+        self.mean = self.mean + delta * (x.shape[0] / total)
+        self.m2 = self.m2 + batch_m2 + torch.outer(delta, delta) * (self.n * x.shape[0] / total)
+        self.n = total
+
+    def result(self) -> FeatureStats:
+        if self.n < 2:
+            raise ValueError(f"need at least 2 images for feature statistics, got {self.n}")
+        sigma = self.m2 / (self.n - 1)
+        return FeatureStats(mu=self.mean.clone(), sigma=(sigma + sigma.T) / 2, n=self.n)
+
+
+def _psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
+    """Square root of a symmetric positive semi-definite matrix (negative round-off eigenvalues → 0).
+    No larger cut-off: the features' eigenvalues span many decades, and zeroing those below
+    D·eps·λ_max made FD(A, A) 1000× less exact."""
+    values, vectors = torch.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+
+
+def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
+    """The Fréchet distance between two Gaussians, via the symmetric form S_a^½ S_b S_a^½ (whose
+    eigenvalues are real and non-negative, so no imaginary parts to discard as with `sqrtm(S_a S_b)`)."""
+    if a.mu.shape != b.mu.shape:
+        raise ValueError(f"feature dimensions differ: {a.mu.shape[0]} vs {b.mu.shape[0]}")
+    mu_a, mu_b = a.mu.to(torch.float64), b.mu.to(torch.float64)
+    sigma_a, sigma_b = a.sigma.to(torch.float64), b.sigma.to(torch.float64)
+    root_a = a.sigma_root()
+    middle = root_a @ sigma_b @ root_a
+    trace_cross = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    value = (mu_a - mu_b).square().sum() + sigma_a.trace() + sigma_b.trace() - 2 * trace_cross
+    return max(float(value), 0.0)
+
+
+@dataclass
+class StatsSet:
+    """Statistics of one image set under several extractor seeds, with what makes them comparable."""
+    stats: dict[int, FeatureStats]              # extractor seed → statistics
+    extractor: str                              # architecture + feature recipe ('ranvgg19-w16-…')
+    extractor_ids: dict[int, str]               # seed → full id including the weights' hash
+    resolution: int
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(self.stats)
+
+    @property
+    def n(self) -> int:
+        return next(iter(self.stats.values())).n
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The `.npz` layout: mu (S, D), sigma (S, D, D) float64, seeds (S,), plus metadata scalars."""
+        seeds = self.seeds
+        return {
+            "mu": np.stack([self.stats[s].mu.numpy() for s in seeds]),
+            "sigma": np.stack([self.stats[s].sigma.numpy() for s in seeds]),
+            "seeds": np.asarray(seeds, dtype=np.int64),
+            "n": np.asarray(self.n, dtype=np.int64),
+            "resolution": np.asarray(self.resolution, dtype=np.int64),
+            "extractor": np.asarray(self.extractor),
+            "extractor_ids": np.asarray([self.extractor_ids[s] for s in seeds]),
+            "source": np.asarray(self.source),
+            "format": np.asarray(STATS_FORMAT),
+            "format_version": np.asarray(STATS_FORMAT_VERSION, dtype=np.int64),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays, where: str = "statistics") -> "StatsSet":
+        """Inverse of `to_arrays`; raises ValueError (one line) for anything else, e.g. Inception stats."""
+        keys = set(arrays.keys())
+        if "format" not in keys or str(arrays["format"]) != STATS_FORMAT:
+            found = "mu/sigma without fpa-fd metadata (e.g. Inception FID statistics)" \
+                if {"mu", "sigma"} <= keys else f"keys {sorted(keys)}"
+            raise ValueError(f"{where} is not fpa-fd statistics: found {found}; they cannot be compared")
+        if int(arrays["format_version"]) > STATS_FORMAT_VERSION:
+            raise ValueError(f"{where} has a newer statistics format; upgrade fpa-export")
+        seeds = [int(s) for s in np.asarray(arrays["seeds"]).reshape(-1)]
+        mu, sigma, n = np.asarray(arrays["mu"]), np.asarray(arrays["sigma"]), int(arrays["n"])
+        if mu.shape[0] != len(seeds) or sigma.shape != (len(seeds), mu.shape[1], mu.shape[1]):
+            raise ValueError(f"{where} has inconsistent shapes mu {mu.shape}, sigma {sigma.shape}")
+        stats = {s: FeatureStats(torch.from_numpy(mu[i]).double(), torch.from_numpy(sigma[i]).double(), n)
+                 for i, s in enumerate(seeds)}
+        ids = [str(x) for x in np.asarray(arrays["extractor_ids"]).reshape(-1)]
+        return cls(stats=stats, extractor=str(arrays["extractor"]), extractor_ids=dict(zip(seeds, ids)),
+                   resolution=int(arrays["resolution"]), source=str(arrays["source"]))
+
+
+def fit_resolution(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """(B, C, H, W) in [0, 1] → (B, 3, R, R): greyscale repeated to RGB; other sizes resized so the
+    shorter side is R (bilinear, antialiased) and centre-cropped, as real images are loaded."""
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    elif images.shape[1] != 3:
+        raise ValueError(f"images need 1 or 3 channels, got {images.shape[1]}")
+    height, width = images.shape[-2:]
+    if (height, width) == (resolution, resolution):
+        return images
+    scale = resolution / min(height, width)
+    size = (max(resolution, round(height * scale)), max(resolution, round(width * scale)))
+    images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+    top, left = (size[0] - resolution) // 2, (size[1] - resolution) // 2
+    return images[..., top:top + resolution, left:left + resolution]
+
+
+def fd_extractors(seeds: Sequence[int], base_width: int = FD_BASE_WIDTH) -> dict[int, RandomVGG19]:
+    """One random network per seed (the metric's extractors)."""
+    return {int(seed): RandomVGG19(seed=int(seed), base_width=base_width) for seed in seeds}
+
+
+def extractor_family(base_width: int = FD_BASE_WIDTH) -> str:
+    return f"ranvgg19-w{base_width}-avg-he-{FEATURE_VERSION}"
+
+
+@torch.no_grad()
+def compute_stats(batches: Iterable[torch.Tensor], seeds: Sequence[int] = (0,), resolution: int = 64,
+                  source: str = "", device: str | torch.device = "cpu",
+                  extractors: Optional[dict[int, RandomVGG19]] = None) -> StatsSet:
+    """Statistics of image batches (each (B, 1|3, H, W) in [0, 1]) under one extractor per seed.
+
+    Images pass through every extractor batch by batch, so an iterator is consumed once.
+    """
+    if resolution < 16:
+        raise ValueError(f"resolution {resolution} px is too small for five poolings (use ≥ 32)")
+    extractors = extractors or fd_extractors(seeds)
+    running = {seed: RunningStats() for seed in extractors}
+    for net in extractors.values():
+        net.to(device)
+    for batch in batches:
+        batch = fit_resolution(batch.to(device=device, dtype=torch.float32), resolution)
+        for seed, net in extractors.items():
+            running[seed].update(fd_features(net, batch))
+    stats = {seed: acc.result() for seed, acc in running.items()}
+    widths = {net.base_width for net in extractors.values()}
+    return StatsSet(stats=stats, extractor=extractor_family(widths.pop()),
+                    extractor_ids={s: net.extractor_id for s, net in extractors.items()},
+                    resolution=int(resolution), source=source)
+
+
+@dataclass
+class FDResult:
+    """Fréchet distances of two statistics sets, one per common seed, with their mean and spread."""
+    per_seed: dict[int, float]
+    n_a: int
+    n_b: int
+    extractor: str
+    extractor_ids: dict[int, str]
+    resolution: int
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(self.per_seed)
+
+    @property
+    def fd(self) -> float:
+        return float(np.mean(list(self.per_seed.values())))
+
+    @property
+    def fd_std(self) -> float:
+        """Sample standard deviation over seeds (ddof = 1); 0 for a single seed."""
+        values = list(self.per_seed.values())
+        return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def compare(a: StatsSet, b: StatsSet) -> FDResult:
+    """FD for every seed both sets share; refuses sets that are not comparable."""
+    if a.extractor != b.extractor:
+        raise ValueError(f"different extractors: {a.extractor} vs {b.extractor}")
+    if a.resolution != b.resolution:
+        raise ValueError(f"different resolutions: {a.resolution} vs {b.resolution}")
+    seeds = sorted(set(a.stats) & set(b.stats))
+    if not seeds:
+        raise ValueError(f"no common extractor seeds: {a.seeds} vs {b.seeds}")
+    for seed in seeds:
+        if a.extractor_ids[seed] != b.extractor_ids[seed]:
+            raise ValueError(f"seed {seed}: extractor weights differ "
+                             f"({a.extractor_ids[seed]} vs {b.extractor_ids[seed]})")
+    per_seed = {seed: frechet_distance(a.stats[seed], b.stats[seed]) for seed in seeds}
+    return FDResult(per_seed=per_seed, n_a=a.n, n_b=b.n, extractor=a.extractor,
+                    extractor_ids={seed: a.extractor_ids[seed] for seed in seeds},
+                    resolution=a.resolution)
+

@@ -1,0 +1,121 @@
+"""`fpa-fd` and its Python API: sources, saved statistics, JSON output, errors, and a real subprocess."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from fpa_export import fd
+from fpa_export.cli.fd import main
+from models import save_checkpoint
+from models.images import to_hwc_array, to_uint8
+from tests.conftest import make_generator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_folder(folder: Path, images: torch.Tensor) -> Path:
+    """Save (N, C, H, W) images in [0, 1] as PNG files, as a user's data set would be."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(to_uint8(images)):
+        Image.fromarray(to_hwc_array(image)).save(folder / f"{i:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fd")
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.avg_pool2d(torch.rand(24, 3, 40, 40, generator=g), 5, 1, 2)
+    return (write_folder(root / "a", smooth),
+            write_folder(root / "b", torch.rand(20, 1, 36, 36, generator=g)))
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_json_output_has_the_checked_fields(folders):
+    a, b = folders
+    result = invoke(a, b, "--seeds", "0,2", "--size", "32", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert {"fd", "fd_std", "n_a", "n_b", "extractor", "seeds"} <= set(record)
+    assert (record["n_a"], record["n_b"], record["seeds"], record["resolution"]) == (24, 20, [0, 2], 32)
+    per_seed = list(record["fd_per_seed"].values())
+    assert record["fd"] == pytest.approx(np.mean(per_seed)) and record["fd"] > 0
+    assert record["fd_std"] == pytest.approx(np.std(per_seed, ddof=1))
+    assert record["comparable_with_published_fid"] is False
+
+
+def test_text_output_states_how_to_compare(folders):
+    result = invoke(*folders, "--seeds", "2", "--size", "32")
+    assert result.exit_code == 0, result.output
+    for fragment in ("ranvgg19-w16", "seeds 0,1", "32 px", "N_a = 24", "N_b = 20", "NOT comparable"):
+        assert fragment in result.output
+
+
+def test_saved_statistics_reproduce_the_folder_result(folders, tmp_path):
+    a, b = folders
+    saved = tmp_path / "a.npz"
+    only = invoke(a, "--save-stats", saved, "--seeds", "0,1", "--size", "32", "--json")
+    assert only.exit_code == 0, only.output
+    assert json.loads(only.output)["n_a"] == 24
+    direct = json.loads(invoke(a, b, "--seeds", "0,1", "--size", "32", "--json").output)
+    from_npz = json.loads(invoke(saved, b, "--json").output)   # seeds and size come from the file
+    assert from_npz["fd_per_seed"] == direct["fd_per_seed"]
+    assert fd.load_stats(saved).extractor_ids[1].startswith("ranvgg19-w16")
+
+
+def test_model_scores_exactly_like_a_folder_of_its_saved_samples(tmp_path):
+    checkpoint = save_checkpoint(tmp_path / "m.pt", make_generator(seed=1, channels=1))
+    sampler = fd.open_sampler(fd.classify(str(checkpoint)))
+    samples = torch.cat(list(fd.model_batches(sampler, 30, sample_seed=4, batch_size=7)))
+    folder = write_folder(tmp_path / "samples", samples)
+    from_model = fd.stats_of(fd.classify(str(checkpoint)), [0], 32, n=30, sample_seed=4)
+    from_files = fd.stats_of(fd.classify(str(folder)), [0], 32)
+    assert from_model.n == from_files.n == 30
+    assert torch.equal(from_model.stats[0].mu, from_files.stats[0].mu)
+    assert fd.compare(from_model, from_files).fd < 1e-9
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing_dir", "missing_dir2"], "no such file"),
+    (["{a}", "{b}", "--seeds", "x"], "--seeds"),
+    (["{a}", "{inception}"], "not fpa-fd statistics"),
+    (["{a}"], "--save-stats"),
+    (["{a}", "{b}", "--size", "8"], "8"),
+])
+def test_mistakes_are_one_line_errors(folders, tmp_path, args, message):
+    inception = tmp_path / "inception.npz"
+    np.savez(inception, mu=np.zeros(2048), sigma=np.eye(2048))
+    names = {"a": folders[0], "b": folders[1], "inception": inception}
+    result = invoke(*[arg.format(**names) for arg in args])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert message in result.output, result.output
+
+
+def test_console_script_in_a_subprocess_matches_in_process(folders):
+    a, b = folders
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-m", "fpa_export.cli.fd", str(a), str(b), "--seeds", "1",
+                          "--size", "32", "--json"], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=120, check=True).stdout
+    here = json.loads(invoke(a, b, "--seeds", "1", "--size", "32", "--json").output)
+    assert json.loads(out)["fd_per_seed"] == here["fd_per_seed"]
+
+
+def test_parse_seeds():
+    assert fd.parse_seeds("3") == [0, 1, 2]
+    assert fd.parse_seeds("4,1") == [4, 1] and fd.parse_seeds("5,") == [5]
+    for bad in ("0", "-1,2", "1,1", "a"):
+        with pytest.raises(ValueError):
+            fd.parse_seeds(bad)

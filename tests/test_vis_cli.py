@@ -1,0 +1,88 @@
+"""`fpa-vis`: every command runs on an image file and on an FPA sample, writes PNG and GIF, fails cleanly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from fpa_export.cli.vis import main
+from fpa_export.vis import load_source, parse_source
+from models import save_checkpoint
+from tests.conftest import make_generator
+
+TINY = ["--width", "4", "--steps", "3", "--size", "32"]
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(photo)
+    checkpoint = save_checkpoint(tmp_path / "model.pt", make_generator(seed=2))
+    return photo, checkpoint
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_invert_writes_png_and_gif_from_a_model_sample(files, tmp_path):
+    _, checkpoint = files
+    png, gif = tmp_path / "inv.png", tmp_path / "inv.gif"
+    result = invoke("invert", f"{checkpoint}@3", "--layer", "conv1_2", "-o", png, "--gif", gif,
+                    "--frames", "3", "--scale", "2", "--duration", "50", *TINY)
+    assert result.exit_code == 0, result.output
+    assert "Wrote" in result.output and "sample 3 of model.pt" in result.output
+    assert Image.open(png).size == (64, 64)
+    import imageio.v3 as iio
+    frames = iio.imread(gif, index=None)
+    assert frames.shape[0] >= 3 and frames.shape[1:3] == (64, 64)
+    assert iio.immeta(gif, index=0)["duration"] == 50
+
+
+def test_texture_and_style_on_files_and_the_default_model(files, tmp_path):
+    photo, _ = files
+    out = tmp_path / "tex.png"
+    result = invoke("texture", photo, "--out-size", "40", "-o", out, "--layers", "conv1_1,pool1", *TINY)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (40, 40)
+    out = tmp_path / "style.png"
+    result = invoke("style", photo, "default@1", "-o", out, "--style-weight", "0.5", *TINY)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (32, 32)
+
+
+def test_stacked_invert_runs(files, tmp_path):
+    photo, _ = files
+    result = invoke("invert", photo, "--layer", "conv1_2", "--stacked", "2", "--stacked-steps", "2",
+                    "-o", tmp_path / "s.png", *TINY)
+    assert result.exit_code == 0, result.output
+    assert "stacked ranvgg chose draws conv1_1:" in result.output.lower()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["invert", "nope.png"], "no such file"),
+    (["invert", "{photo}", "--layer", "conv9_9"], "unknown layer"),
+    (["texture", "{photo}", "--layers", "pool1,fc7"], "unknown layer"),
+    (["style", "{photo}", "{bad}"], "bad.pt"),
+])
+def test_mistakes_are_one_line_errors(files, tmp_path, args, message):
+    photo, _ = files
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    result = invoke(*[a.format(photo=photo, bad=bad) for a in args], *TINY)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert message in result.output.lower(), result.output
+
+
+def test_source_syntax(files):
+    photo, checkpoint = files
+    assert parse_source("default@7") == ("model", None, 7)
+    assert parse_source("default", default_seed=2) == ("model", None, 2)
+    assert parse_source(f"{checkpoint}@5")[::2] == ("model", 5)
+    assert parse_source(str(photo))[0] == "image"
+    image, _ = load_source("default@4")
+    again, _ = load_source("default", seed=4)
+    other, _ = load_source("default@5")
+    assert image.shape[1] == 3 and (image == again).all() and not (image == other).all()
