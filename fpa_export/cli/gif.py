@@ -1,0 +1,88 @@
+"""`fpa-gif`: animate how a Fast Weight Painter paints, rank-1 update by rank-1 update."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fpa_export.cli_errors import UserError, friendly_errors
+from fpa_export.painting.layout import MODES
+
+DEFAULT_GIF = Path("painting.gif")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--seed", type=click.IntRange(0), default=None, help="One seed  [default: 0]")
+@click.option("--seeds", default=None, metavar="LIST",
+              help="Several seeds tiled into one animation: 0-7, 1,4,9 or 0-3,8.")
+@click.option("--index", type=click.IntRange(0), default=0, show_default=True,
+              help="Image index under each seed: the painting of {index:06d}.png of `fpa-sample "
+                   "--seed S`.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=f"Output GIF  [default: {DEFAULT_GIF}, unless only --grid/--mp4 is asked]")
+@click.option("--mode", type=click.Choice(MODES), default="partial", show_default=True,
+              help="partial: the canvas after t steps; updates: the t-th rank-1 update; both: updates "
+                   "above partial sums (the paper's layout).")
+@click.option("--fps", type=click.FloatRange(0, min_open=True), default=8.0, show_default=True,
+              help="Frames per second (GIF delays are multiples of 10 ms, at least 20 ms).")
+@click.option("--scale", type=click.IntRange(0), default=0, show_default="0 = tiles of ≥ 64 px",
+              help="Nearest-neighbour upscaling factor.")
+@click.option("--hold-last", "hold_last_ms", type=click.IntRange(0), default=1500, show_default=True,
+              help="How long the last frame stays, in milliseconds.")
+@click.option("--columns", type=click.IntRange(1), default=8, show_default=True,
+              help="Seeds per row of the animation.")
+@click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the paper's static step grid (2 rows × T columns per seed) as PNG.")
+@click.option("--mp4", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write an MP4 (needs the [video] extra: imageio-ffmpeg).")
+@click.option("--truncation", type=float, default=1.0, show_default=True,
+              help="psi in (0, 1], as in fpa-sample.")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "trt"]), default="auto",
+              show_default=True, help="auto: torch for checkpoints, the matching runtime for a "
+                                      "steps .onnx graph or engine.")
+@click.option("--device", default="cpu", show_default=True)
+@friendly_errors
+def main(model, seed, seeds, index, out, mode, fps, scale, hold_last_ms, columns, grid, mp4,
+         truncation, backend, device):
+    """Animate the painting of MODEL: frame t shows the image after t rank-1 updates.
+
+    MODEL is a checkpoint or a `steps` graph from `fpa-export onnx --graph steps`; omitted, the
+    embedded default model. Every frame of a seed is rescaled to the norm of that seed's finished
+    canvas (per sample, never across seeds), then squashed by tanh like the image.
+
+    \b
+    Examples:
+      fpa-gif                                        # painting.gif of the default model, seed 0
+      fpa-gif model.pt --seeds 0-7 -o paint.gif --mode both
+      fpa-gif model.pt --seed 3 --grid steps.png     # the paper's 2×T step grid only
+      fpa-gif model-steps.onnx --seeds 0-3 --fps 12 --scale 4 --mp4 paint.mp4
+    """
+    from fpa_export.painting import PaintingJob, open_painter, render_painting
+    from fpa_export.sampling import parse_seed_range
+
+    if seed is not None and seeds is not None:
+        raise UserError("give --seed or --seeds, not both")
+    seed_list = parse_seed_range(seeds) if seeds is not None else [seed or 0]
+    if out is None and grid is None and mp4 is None:
+        out = DEFAULT_GIF
+    job = PaintingJob(seeds=seed_list, index=index, mode=mode, fps=fps, scale=scale,
+                      hold_last_ms=hold_last_ms, columns=columns, truncation=truncation)
+    job.check()
+    try:
+        result = render_painting(open_painter(model, backend, device), job, gif=out, grid=grid, mp4=mp4)
+    except ImportError as err:
+        raise UserError(str(err)) from None
+    except NotImplementedError as err:
+        raise UserError(f"{err}") from None
+    width, height = result.frame_size
+    movies = " and ".join(str(result.written[k]) for k in ("gif", "mp4") if k in result.written)
+    parts = [f"{movies} ({result.frame_count} frames of {width}×{height}, {len(seed_list)} seed(s))"
+             ] if movies else []
+    if "grid" in result.written:
+        parts.append(f"step grid {result.written['grid']}")
+    click.echo("Wrote " + "; ".join(parts))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

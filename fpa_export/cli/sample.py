@@ -1,0 +1,166 @@
+"""`fpa-sample`: folders of samples for FID (`fpa_export.sampling`), and real statistics (`stats`)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from fpa_export.cli_errors import UserError, friendly_errors
+from fpa_export.runtime import BACKENDS
+
+FORMATS = ("png", "jpg")
+
+
+@click.command("stats", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("image_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output .npz of statistics.")
+@click.option("--model", default=None, type=click.Path(exists=True, dir_okay=False), help="Model whose image size and channels the real images are "
+              "brought to (checkpoint, .onnx or engine)  [default: the embedded model]")
+@click.option("--format", "image_format", type=click.Choice(FORMATS), default="png",
+              show_default=True, help="Format round trip, as the samples will be saved.")
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True)
+@click.option("--seeds", default="3", show_default=True,
+              help="Feature-extractor seeds: a count (3 → 0,1,2) or a list (0,4,7).")
+@click.option("--batch-size", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@friendly_errors
+def stats_command(image_dir, out, model, image_format, jpeg_quality, seeds, batch_size, device):
+    """Prepare statistics of the real images under IMAGE_DIR once, for `fpa-sample --reference-stats`.
+
+    Images are brought to the model's size (shorter side bilinear, centre crop) and channels and
+    round-tripped through the sample format, as the paper's FID protocol does, then featurised by the
+    offline extractor of `fpa-fd`.
+
+    \b
+    Examples:
+      fpa-sample stats data/faces -o faces.npz --model model.pt
+      fpa-sample stats data/faces -o faces-jpg.npz --model model.pt --format jpg
+    """
+    from fpa_export import fd
+    from fpa_export.realstats import prepare_real_stats
+
+    stats, skipped = prepare_real_stats(image_dir, out, model=model, image_format=image_format,
+                                        jpeg_quality=jpeg_quality, seeds=fd.parse_seeds(seeds),
+                                        batch_size=batch_size, device=device)
+    note = f", {skipped} unreadable file(s) skipped" if skipped else ""
+    click.echo(f"Saved statistics of {stats.n} real images ({stats.resolution} px features, seeds "
+               f"{','.join(map(str, stats.seeds))}{note}) to {out}")
+
+
+class _SampleWithStats(click.Command):
+    """`fpa-sample [MODEL] [OPTIONS]` samples; `fpa-sample stats …` runs the statistics command."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        if args and args[0] == "stats":
+            return stats_command.make_context(f"{info_name or 'fpa-sample'} stats", list(args[1:]),
+                                              parent=parent, **extra)
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        return ctx.command.invoke(ctx) if ctx.command is not self else super().invoke(ctx)
+
+
+@click.command(cls=_SampleWithStats, context_settings={"help_option_names": ["-h", "--help"]},
+               epilog="Real statistics for --reference-stats: fpa-sample stats --help")
+@click.argument("model", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--n", "n", type=int, required=True, help="Number of images (indices 0..n-1).")
+@click.option("--outdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of {i:06d}.png files and samples.json (required unless --no-save).")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="auto: onnxruntime on a CPU when installed, torch (CUDA graphs) on a GPU.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--format", "image_format", type=click.Choice(FORMATS), default="png", show_default=True)
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True)
+@click.option("--truncation", type=float, default=1.0, show_default=True,
+              help="psi in (0, 1]: z is scaled toward 0 by psi (1 = no truncation).")
+@click.option("--shard", default=None, metavar="I/N|env",
+              help="Write only indices i with i % N == I (run N processes into one folder); env: "
+                   "I/N from $RANK/$WORLD_SIZE (torchrun), and --device cuda means cuda:$LOCAL_RANK.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a folder made with another model, seed or format (this shard's files).")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
+              help="Encoding/writing threads (0 = 4 per CPU core, at most 8).")
+@click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
+              help="CPU painting threads of torch/onnxruntime (0 = half the cores).")
+@click.option("--reference-stats", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Print the Fréchet distance to these real statistics (from `fpa-sample stats`).")
+@click.option("--no-save", is_flag=True, help="With --reference-stats: score without writing images.")
+@friendly_errors
+def main(model, n, outdir, batch_size, seed, backend, device, image_format, jpeg_quality, truncation,
+         shard, overwrite, workers, threads, reference_stats, no_save):
+    """Sample N images of MODEL into a folder for FID (`python -m pytorch_fid REAL_DIR OUTDIR`).
+
+    MODEL is a checkpoint, an exported .onnx or a TensorRT .plan; omitted, the embedded default model.
+    Image i depends only on (model, seed, i): not on the batch size, backend, --n or shard. Reruns
+    skip valid files, redo broken ones and refuse a folder of another model or seed.
+
+    \b
+    Examples:
+      fpa-sample --n 1000 --outdir out/samples
+      fpa-sample model.pt --n 50000 --outdir out/fid --format jpg
+      fpa-sample model.pt --n 50000 --outdir out/fid --shard 0/4    # one of 4 processes
+      torchrun --nproc-per-node 4 --no-python fpa-sample model.pt --n 50000 \\
+          --outdir out/fid --shard env --device cuda
+      fpa-sample model.pt --n 10000 --no-save --reference-stats faces.npz
+      fpa-sample stats data/faces -o faces.npz --model model.pt
+    """
+    from fpa_export.sampling import SampleRun, parse_shard, sample_folder
+
+    if shard == "env" and device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per torchrun process
+    if no_save and reference_stats is None:
+        raise UserError("--no-save only makes sense with --reference-stats")
+    if outdir is None and not no_save:
+        raise UserError("give --outdir (or --no-save with --reference-stats)")
+    run = SampleRun(outdir or Path("."), n=n, seed=seed, batch_size=batch_size,
+                    image_format=image_format, jpeg_quality=jpeg_quality, truncation=truncation,
+                    shard=parse_shard(shard), overwrite=overwrite, workers=workers, threads=threads)
+    if reference_stats is not None and run.shard[1] > 1:
+        raise UserError("--reference-stats needs every image: run it without --shard")
+    if no_save:
+        run.check()
+        _score_only(model, run, backend, device, reference_stats)
+        return
+    report = sample_folder(run, model=model, backend=backend, device=device)
+    click.echo(f"Wrote {report.written} images ({report.skipped} already there"
+               + (f", {report.regenerated} broken ones redone" if report.regenerated else "")
+               + f") to {report.outdir} in {report.seconds:.1f} s "
+               f"({report.images_per_second:.0f} img/s, {report.backend})")
+    if reference_stats is not None:
+        _score_folder(model, run, device, reference_stats)
+
+
+def _score_only(model, run, backend, device, reference_stats):
+    from fpa_export.fd import result_text
+    from fpa_export.realstats import load_reference, score_samples
+    from fpa_export.sampling import iter_samples
+    from fpa_export.sampling.model_id import model_config
+    from fpa_export.sampling.pipeline import open_sampler
+
+    config = model_config(model)
+    load_reference(reference_stats, config, run.image_format, run.jpeg_quality)  # refuse early
+    sampler = open_sampler(model, backend, device, run.thread_counts()[0])
+    batches = (images for _, images in iter_samples(sampler, range(run.n), run.seed, run.batch_size,
+                                                   run.truncation))
+    result = score_samples(batches, reference_stats, config, run.image_format, run.jpeg_quality, device)
+    click.echo(f"{result_text(result)}\n(samples not saved: --no-save)")
+
+
+def _score_folder(model, run, device, reference_stats):
+    from fpa_export.fd import result_text
+    from fpa_export.realstats import read_files, score_samples
+    from fpa_export.sampling.imagefiles import file_name
+    from fpa_export.sampling.model_id import model_config
+
+    paths = [run.outdir / file_name(i, run.image_format) for i in range(run.n)]
+    result = score_samples(read_files(paths), reference_stats, model_config(model), run.image_format,
+                           run.jpeg_quality, device, decoded=True)
+    click.echo(result_text(result))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,14 @@
+"""Visualising the painting (FPA_SPEC §4): GIFs, MP4s and step grids of rank-by-rank generation.
+
+    from fpa_export.painting import PaintingJob, open_painter, render_painting
+    render_painting(open_painter("ckpt.pt"), PaintingJob(seeds=range(8)), gif=Path("painting.gif"))
+"""
+from .frames import PaintingFrames, display_frames, paint, rescale_to_final
+from .layout import MODES, animation, grid, sample_grid, step_grid, to_hwc, upscale
+from .render import PaintingJob, PaintingOutputs, auto_scale, open_painter, render_painting
+from .writers import frame_delay_ms, gif_bytes, mp4_available, write_gif, write_mp4, write_png
+
+__all__ = ["PaintingFrames", "display_frames", "paint", "rescale_to_final", "MODES", "animation",
+           "grid", "sample_grid", "step_grid", "to_hwc", "upscale", "PaintingJob", "PaintingOutputs",
+           "open_painter", "render_painting", "auto_scale", "frame_delay_ms", "gif_bytes", "mp4_available",
+           "write_gif", "write_mp4", "write_png"]

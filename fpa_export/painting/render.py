@@ -1,0 +1,74 @@
+"""`render_painting`: a model's painting as an animated GIF, an MP4 and the paper's step grid."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .frames import PaintingFrames, paint
+from .layout import MODES, animation, step_grid, to_hwc
+from .writers import write_gif, write_mp4, write_png
+
+
+@dataclass
+class PaintingJob:
+    """What to draw (the options of `fpa-gif`)."""
+    seeds: Sequence[int] = (0,)
+    index: int = 0                # image index under each seed, as in `fpa-sample --seed S`
+    mode: str = "partial"         # partial | updates | both
+    fps: float = 8.0
+    scale: int = 0                # nearest-neighbour factor; 0 = enough for tiles of ≥ 64 px
+    hold_last_ms: int = 1500
+    columns: int = 8              # samples per row of the animation
+    truncation: float = 1.0
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"--mode must be one of {MODES}, got {self.mode!r}")
+        if not self.seeds:
+            raise ValueError("give at least one seed")
+        if self.index < 0 or self.scale < 0 or self.hold_last_ms < 0 or self.columns < 1:
+            raise ValueError("--index, --scale and --hold-last must be ≥ 0, columns ≥ 1")
+
+
+@dataclass
+class PaintingOutputs:
+    frames: PaintingFrames
+    written: dict[str, Path] = field(default_factory=dict)   # "gif" | "mp4" | "grid" → path
+    frame_count: int = 0
+    frame_size: tuple[int, int] = (0, 0)                     # (width, height) in pixels
+
+
+def auto_scale(image_size: int, tile: int = 64) -> int:
+    """The smallest nearest-neighbour factor that makes tiles at least `tile` pixels (the paper's
+    grids show 64-px images)."""
+    return max(1, -(-tile // image_size))
+
+
+def open_painter(model=None, backend: str = "auto", device: str = "cpu"):
+    """A Sampler with painting steps: torch for checkpoints, the graph's runtime for exported files."""
+    from fpa_export.runtime import make_sampler
+    from fpa_export.sampling.model_id import model_kind
+
+    if backend == "auto":
+        backend = {"checkpoint": "torch", "onnx": "onnx", "tensorrt": "trt"}[model_kind(model)]
+    return make_sampler(model, backend=backend, device=device)
+
+
+def render_painting(sampler, job: PaintingJob, gif: Optional[Path] = None, grid: Optional[Path] = None,
+                    mp4: Optional[Path] = None) -> PaintingOutputs:
+    """Paint `job.seeds` with `sampler` and write whichever of gif / grid / mp4 is given."""
+    job.check()
+    frames = paint(sampler, job.seeds, job.index, job.truncation)
+    scale = job.scale or auto_scale(sampler.config.image_size)
+    outputs = PaintingOutputs(frames)
+    if gif is not None or mp4 is not None:
+        movie = to_hwc(animation(frames, job.mode, job.columns, scale))
+        outputs.frame_count, outputs.frame_size = len(movie), (movie.shape[2], movie.shape[1])
+        if mp4 is not None:  # first: a missing video extra fails before anything is written
+            outputs.written["mp4"] = write_mp4(mp4, movie, job.fps, job.hold_last_ms)
+        if gif is not None:
+            outputs.written["gif"] = write_gif(gif, movie, job.fps, job.hold_last_ms)
+    if grid is not None:
+        outputs.written["grid"] = write_png(grid, to_hwc(step_grid(frames, scale)))
+    return outputs

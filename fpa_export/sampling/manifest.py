@@ -1,0 +1,102 @@
+"""`samples.json`: what a sample folder was made from, so reruns resume it and never mix two runs.
+
+    {"format": "fpa-samples", "format_version": 1,
+     "model": {"sha256", "kind", "path", "precision"}, "config": {...},
+     "seed": 0, "n": 1000, "image_format": "png", "jpeg_quality": null, "truncation": 1.0,
+     "files": "{i:06d}.png", "latents": LATENT_RULE, "uint8": ..., "backends": [...], "versions": {...}}
+
+The identity — model weights (checkpoint sha256) and precision, seed, truncation, image format and JPEG
+quality — must match on a rerun (else the folder is refused unless --overwrite); the file or runtime
+that held the weights may change. A larger --n extends a folder (image i does not depend on n); a
+smaller one is refused, because FID tools read every file in the folder. Backends may differ between
+runs (they agree within one uint8 level) and are all listed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from models import PACKAGE_VERSION, atomic_write
+from .latents import LATENT_RULE
+
+MANIFEST = "samples.json"
+FORMAT = "fpa-samples"
+FORMAT_VERSION = 1
+IDENTITY = ("model", "seed", "truncation", "image_format", "jpeg_quality")
+UINT8_RULE = "floor(255 * clamp(x, 0, 1) + 0.5) of the [-1, 1] output (models.images.to_uint8)"
+
+
+class FolderMismatch(ValueError):
+    """The folder holds samples of another run; the message is one line."""
+
+
+def build(model: dict, config: dict, *, seed: int, n: int, image_format: str,
+          jpeg_quality: Optional[int], truncation: float, backend: Optional[str] = None) -> dict:
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "model": model, "config": config,
+        "seed": int(seed), "n": int(n), "image_format": image_format,
+        "jpeg_quality": jpeg_quality if image_format == "jpg" else None,
+        "truncation": float(truncation),
+        "files": "{i:06d}." + image_format, "latents": LATENT_RULE, "uint8": UINT8_RULE,
+        "backends": [backend] if backend else [],
+        "versions": {"fpa-export": PACKAGE_VERSION, "torch": torch.__version__},
+    }
+
+
+def read(folder: Path) -> Optional[dict]:
+    """The folder's manifest, None when there is none; FolderMismatch when it is unreadable."""
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise FolderMismatch(f"{path}: unreadable; remove it or pass --overwrite") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise FolderMismatch(f"{path}: not an fpa-sample manifest; use another --outdir or --overwrite")
+    return data
+
+
+def merge(old: Optional[dict], new: dict, overwrite: bool, has_files: bool = False) -> dict:
+    """The manifest to write for a run `new` into a folder holding `old` (None: no manifest) and, when
+    `has_files`, sample files already."""
+    if overwrite:
+        return new
+    if old is None:
+        if has_files:
+            raise FolderMismatch("the folder holds sample files but no samples.json, so their model and "
+                                 "seed are unknown; use another --outdir or --overwrite")
+        return new
+    for key in IDENTITY:
+        if _identity(key, old.get(key)) != _identity(key, new[key]):
+            raise FolderMismatch(
+                f"the folder holds samples with a different {key.replace('_', ' ')} "
+                f"({_short(old.get(key))} vs {_short(new[key])}); use another --outdir or --overwrite")
+    if new["n"] < old.get("n", 0):
+        raise FolderMismatch(f"the folder holds {old['n']} samples and FID tools read every file; "
+                             f"--n {new['n']} would leave extra ones (use --overwrite)")
+    merged = dict(new)
+    merged["backends"] = sorted(set(old.get("backends", [])) | set(new["backends"]))
+    return merged
+
+
+def write(folder: Path, manifest: dict) -> Path:
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    return atomic_write(Path(folder) / MANIFEST, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _identity(key: str, value):
+    """What must match: for the model, its weights and precision (not which file or runtime held them)."""
+    if key == "model" and isinstance(value, dict):
+        return value.get("sha256"), value.get("precision")
+    return value
+
+
+def _short(value) -> str:
+    if isinstance(value, dict) and "sha256" in value:
+        return f"model {str(value['sha256'])[:12]}"
+    return repr(value)

@@ -1,0 +1,29 @@
+"""The main job (`python -m fpa_export.demo`) end to end on the embedded default model, small n."""
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+from PIL import Image
+
+from models import read_checkpoint, default_checkpoint_path
+from fpa_export.demo import main
+
+
+def test_demo_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("FPA_EXPORT_CACHE", str(tmp_path / "cache"))
+    outdir = tmp_path / "demo"
+    result = CliRunner().invoke(main, ["--outdir", str(outdir), "--n", "20", "--exporter", "torchscript"])
+    assert result.exit_code == 0, result.output
+    config = read_checkpoint(default_checkpoint_path())["config"]
+    samples = sorted((outdir / "samples").glob("*.png"))
+    assert len(samples) == 20 and json.loads((outdir / "samples" / "samples.json").read_text())["n"] == 20
+    sidecar = json.loads((outdir / "default-image.onnx.json").read_text())
+    assert sidecar["results"]["verified"] and sidecar["results"]["verification"]["image"]["max_abs_diff"] < 1e-4
+    with Image.open(outdir / "painting.gif") as gif:
+        assert gif.n_frames == config["num_steps"]
+    with Image.open(outdir / "painting_grid.png") as grid:
+        assert grid.size[0] == 2 + config["num_steps"] * (grid.size[1] - 2) // 8  # 4 seeds × 2 rows
+    assert (outdir / "samples_grid.png").exists()
+    for name in ("default-image.onnx", "samples", "samples_grid.png", "painting.gif", "painting_grid.png"):
+        assert str(outdir / name) in result.output

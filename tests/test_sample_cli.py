@@ -1,0 +1,132 @@
+"""`fpa-sample` and `fpa-sample stats` through CliRunner and as real processes."""
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from models import save_checkpoint
+from fpa_export.cli.sample import main
+from fpa_export.sampling import pipeline
+from fpa_export.sampling.imagefiles import decode
+from tests.conftest import make_generator
+
+FPA_SAMPLE = str(Path(sys.executable).parent / "fpa-sample")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return str(save_checkpoint(tmp_path_factory.mktemp("cli") / "grey.pt", make_generator(5, channels=1)))
+
+
+@pytest.fixture(scope="module")
+def real_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("real")
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        Image.fromarray(rng.integers(0, 256, (10, 14, 3), dtype=np.uint8)).save(folder / f"{k}.png")
+    return folder
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _one_line_error(result, text):
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and text in errors[0], result.output
+
+
+def test_model_argument_and_default_model(checkpoint, tmp_path):
+    result = _invoke(checkpoint, "--n", 10, "--outdir", tmp_path / "a", "--backend", "torch")
+    assert result.exit_code == 0, result.output
+    assert "Wrote 10 images" in result.output and str(tmp_path / "a") in result.output
+    assert len(list((tmp_path / "a").glob("*.png"))) == 10
+    result = _invoke("--n", 3, "--outdir", tmp_path / "b", "--backend", "torch", "--format", "jpg")
+    assert result.exit_code == 0, result.output
+    assert decode(tmp_path / "b" / "000002.jpg").shape == (32, 32)  # the embedded model: 32 px grey
+
+
+def test_user_errors_are_one_line(checkpoint, tmp_path):
+    folder = tmp_path / "x"
+    assert _invoke(checkpoint, "--n", 4, "--outdir", folder, "--backend", "torch").exit_code == 0
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    _one_line_error(_invoke(checkpoint, "--n", 0, "--outdir", folder), "at least 1")
+    _one_line_error(_invoke(checkpoint, "--n", -2, "--outdir", folder), "at least 1")
+    _one_line_error(_invoke(checkpoint, "--n", 4, "--outdir", folder, "--seed", 9), "different seed")
+    _one_line_error(_invoke(checkpoint, "--n", 4), "--outdir")
+    _one_line_error(_invoke(checkpoint, "--n", 4, "--no-save"), "--reference-stats")
+    _one_line_error(_invoke(checkpoint, "--n", 4, "--outdir", folder, "--shard", "2/2"), "--shard")
+    _one_line_error(_invoke(tmp_path / "missing.pt", "--n", 4, "--outdir", folder), "does not exist")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_full_disk_is_one_line_and_keeps_earlier_files(checkpoint, tmp_path, monkeypatch):
+    real_write, calls = pipeline.write_bytes_atomic, []
+
+    def write_until_full(target, data):
+        calls.append(target)
+        if len(calls) > 5:
+            raise OSError(errno.ENOSPC, "No space left on device", str(target))
+        real_write(target, data)
+
+    monkeypatch.setattr(pipeline, "write_bytes_atomic", write_until_full)
+    result = _invoke(checkpoint, "--n", 12, "--outdir", tmp_path / "f", "--backend", "torch",
+                     "--batch-size", 5, "--workers", 1)
+    _one_line_error(result, "No space left on device")
+    files = sorted((tmp_path / "f").glob("*.png"))
+    assert len(files) == 5 and all(decode(p).shape == (8, 8) for p in files)
+
+
+def test_stats_then_reference_stats(checkpoint, real_dir, tmp_path):
+    stats = tmp_path / "real.npz"
+    result = _invoke("stats", real_dir, "-o", stats, "--model", checkpoint, "--seeds", 1)
+    assert result.exit_code == 0, result.output
+    assert "12 real images" in result.output and stats.exists()
+    result = _invoke(checkpoint, "--n", 6, "--outdir", tmp_path / "s", "--backend", "torch",
+                     "--reference-stats", stats)
+    assert result.exit_code == 0, result.output
+    assert "Wrote 6 images" in result.output and "FD = " in result.output
+    saved = result.output.split("FD = ")[1].split()[0]
+    result = _invoke(checkpoint, "--n", 6, "--no-save", "--backend", "torch", "--reference-stats", stats)
+    assert result.exit_code == 0, result.output
+    assert result.output.split("FD = ")[1].split()[0] == saved  # same images, scored in memory
+    _one_line_error(_invoke(checkpoint, "--n", 6, "--no-save", "--format", "jpg",
+                            "--reference-stats", stats), "prepared for")
+    _one_line_error(_invoke("stats", tmp_path / "s", "-o", tmp_path / "bad.npz", "--model",
+                            tmp_path / "nope.pt"), "does not exist")
+
+
+def test_real_process_errors_and_kill_9(checkpoint, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([FPA_SAMPLE, checkpoint, "--n", "0", "--outdir", str(tmp_path / "z")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1 and done.stderr.strip().startswith("Error:")
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "z").exists()
+
+    folder = tmp_path / "killed"
+    process = subprocess.Popen([FPA_SAMPLE, checkpoint, "--n", "200000", "--outdir", str(folder),
+                                "--backend", "torch", "--batch-size", "16"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 90
+        while len(list(folder.glob("*.png"))) < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    files = list(folder.glob("*.png"))
+    assert len(files) >= 40
+    assert all(decode(path).shape == (8, 8) for path in files)  # whole files only
+    assert len(list(folder.glob(".*.tmp"))) <= 16  # at most the batch in flight
