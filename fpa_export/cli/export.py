@@ -1,0 +1,147 @@
+"""`fpa-export`: checkpoints → verified ONNX graphs (`onnx`) → TensorRT engines (`trt`)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from fpa_export.cli_errors import UserError, friendly_errors
+from fpa_export.export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, GRAPHS, LSTM_MODES
+from fpa_export.export.trt_build import DEFAULT_MAX_BATCH
+
+CHECKPOINT = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Export Fast Weight Painter checkpoints to ONNX and TensorRT.
+
+    \b
+    Examples:
+      fpa-export onnx model.pt                       # model-image.onnx + model-image.onnx.json
+      fpa-export onnx model.pt --graph steps         # per-step updates and partial sums (GIFs)
+      fpa-export onnx model.pt --fp16 -o g16.onnx    # float16 products, float32 softmax/canvas/tanh
+      fpa-export trt model-image.onnx --max-batch 4096
+    """
+
+
+@main.command("onnx")
+@click.argument("checkpoint", required=False, type=CHECKPOINT)
+@click.option("-o", "--out", type=click.Path(path_type=Path),
+              help="Output .onnx (default: <checkpoint>-<graph>[-fp16][-uint8].onnx here).")
+@click.option("--graph", type=click.Choice(GRAPHS), default="image", show_default=True,
+              help="image: z → image; steps: z → per-step updates and partial sums.")
+@click.option("--fp16", is_flag=True, help="Float16 weight products (for TensorRT); I/O stays float32.")
+@click.option("--uint8", is_flag=True, help="uint8 image output (FID tools that score ONNX generators).")
+@click.option("--opset", type=click.IntRange(14, 23), default=DEFAULT_OPSET, show_default=True)
+@click.option("--exporter", type=click.Choice(EXPORTERS), default=DEFAULT_EXPORTER, show_default=True)
+@click.option("--lstm", type=click.Choice(LSTM_MODES), default="unrolled", show_default=True,
+              help="unrolled: straight-line gate arithmetic; op: the ONNX LSTM op.")
+@click.option("--no-verify", is_flag=True, help="Skip the onnxruntime-vs-PyTorch comparison.")
+@click.option("--force", is_flag=True, help="Rebuild even when the sidecar says nothing changed.")
+@friendly_errors
+def onnx_command(checkpoint, out, graph, fp16, uint8, opset, exporter, lstm, no_verify, force):
+    """Export CHECKPOINT (default: the embedded model) to ONNX, verified against PyTorch.
+
+    The graph is checked with onnx.checker, run in onnxruntime at batch 1 and 7 on fixed seeds and
+    compared with PyTorch (fails above 1e-4, or 2e-2 for --fp16). A JSON sidecar records what it was
+    built from; re-running with the same inputs reuses the file.
+
+    \b
+    Examples:
+      fpa-export onnx model.pt
+      fpa-export onnx model.pt --graph steps -o steps.onnx
+      fpa-export onnx model.pt --fp16 --uint8 --exporter torchscript
+    """
+    from fpa_export.export import export_onnx
+
+    with _stage_progress("export") as progress:
+        result = _lazy(export_onnx, checkpoint, out, graph=graph, fp16=fp16, opset=opset,
+                       exporter=exporter, uint8=uint8, lstm=lstm, verify=not no_verify, force=force,
+                       progress=progress)
+    verdict = _verdict(result.report)
+    action = "Reused (unchanged inputs)" if result.reused else "Wrote"
+    click.echo(f"{action} {result.path} ({verdict}); sidecar {result.sidecar}")
+
+
+@main.command("trt")
+@click.argument("source", required=False, type=CHECKPOINT, metavar="[ONNX|CKPT]")
+@click.option("-o", "--out", type=click.Path(path_type=Path),
+              help="Output engine (default: the .onnx path with .plan).")
+@click.option("--min-batch", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--opt-batch", type=click.IntRange(1), default=None,
+              help="Batch size TensorRT tunes for  [default: 256, clamped to min..max]")
+@click.option("--max-batch", type=click.IntRange(1), default=DEFAULT_MAX_BATCH, show_default=True)
+@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path),
+              help="Timing cache file, read if present and updated after the build.")
+@click.option("--workspace-gb", type=click.FloatRange(0, min_open=True), default=None,
+              help="Workspace memory limit in GiB  [default: TensorRT's]")
+@click.option("--tf32", is_flag=True, help="Allow TF32 for float32 matmuls (faster, ~1e-3 error).")
+@click.option("--graph", type=click.Choice(GRAPHS), default="image", show_default=True,
+              help="When SOURCE is a checkpoint: which graph to export first.")
+@click.option("--fp16", is_flag=True, help="When SOURCE is a checkpoint: export the fp16 graph.")
+@click.option("--force", is_flag=True, help="Rebuild even when the sidecar says nothing changed.")
+@friendly_errors
+def trt_command(source, out, min_batch, opt_batch, max_batch, timing_cache, workspace_gb, tf32,
+                graph, fp16, force):
+    """Build a TensorRT engine from an exported .onnx or a checkpoint (needs TensorRT and a GPU).
+
+    The network is strongly typed (precision as written in the ONNX file), with one optimisation
+    profile over the batch axis. The sidecar records the TensorRT version and GPU: engines run only
+    where they were built.
+
+    \b
+    Examples:
+      fpa-export onnx model.pt --fp16 -o g16.onnx && fpa-export trt g16.onnx --max-batch 4096
+      fpa-export trt model.pt -o model.plan --timing-cache trt.cache
+    """
+    from fpa_export.export import build_engine
+
+    with _stage_progress("tensorrt"):
+        result = _lazy(build_engine, source, out, min_batch=min_batch, opt_batch=opt_batch,
+                       max_batch=max_batch, timing_cache=timing_cache, workspace_gb=workspace_gb,
+                       tf32=tf32, graph=graph, fp16=fp16, force=force)
+    action = "Reused (unchanged inputs)" if result.reused else "Wrote"
+    click.echo(f"{action} {result.path} (TensorRT {result.tensorrt_version}, GPU {result.gpu}); "
+               f"sidecar {result.sidecar}")
+
+
+def _verdict(report: dict) -> str:
+    """'max abs diff vs PyTorch: image 3e-08' (uint8 outputs in levels), or 'not verified'."""
+    parts = [f"{name} {r['max_levels']} uint8 level(s)" if "max_levels" in r
+             else f"{name} {r['max_abs_diff']:.2g}" for name, r in report.items()]
+    return f"max abs diff vs PyTorch: {', '.join(parts)}" if parts else "not verified"
+
+
+def _lazy(function, *args, **kwargs):
+    """Call `function`; a missing optional package becomes a one-line error naming the extra."""
+    try:
+        return function(*args, **kwargs)
+    except ImportError as err:
+        raise UserError(str(err).splitlines()[0]) from None
+
+
+class _stage_progress:
+    """A small stderr progress bar over the named stages of a long export."""
+
+    def __init__(self, desc: str):
+        self.desc = desc
+
+    def __enter__(self):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=None, desc=self.desc, file=sys.stderr, leave=False,
+                        bar_format="{desc} [{elapsed}]")
+        return self.update
+
+    def update(self, stage: str) -> None:
+        self.bar.set_description_str(f"{self.desc}: {stage}")
+
+    def __exit__(self, *exc):
+        self.bar.close()
+        return False
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""Export layer: unrolled ONNX graphs (verified against PyTorch, keyed by JSON sidecars) and TensorRT
+engines. See docs/EXPORT.md.
+
+    from fpa_export.export import export_onnx, build_engine
+    result = export_onnx("ckpt.pt", graph="image")       # → ExportResult(path, sidecar, max_abs_diff…)
+"""
+from .onnx_export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, ExportResult, export_onnx, trace
+from .sidecar import ExportError, config_from_sidecar, read_sidecar, sidecar_path
+from .spec import GRAPHS, LSTM_MODES, ExportSpec, TensorSpec
+from .trt_build import EngineResult, build_engine
+
+__all__ = ["export_onnx", "ExportResult", "ExportSpec", "TensorSpec", "ExportError", "GRAPHS",
+           "LSTM_MODES", "EXPORTERS", "DEFAULT_EXPORTER", "DEFAULT_OPSET", "trace", "read_sidecar",
+           "sidecar_path", "config_from_sidecar", "build_engine", "EngineResult"]

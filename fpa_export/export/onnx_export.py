@@ -1,0 +1,154 @@
+"""`export_onnx`: checkpoint → verified ONNX graph + JSON sidecar (reused when nothing changed).
+
+Steps: load the checkpoint; trace the spec's module with the chosen exporter (a batch of 2, so the batch
+axis stays symbolic); optionally rewrite it to mixed float16 (`fp16.py`); onnx.checker; compare with
+PyTorch in onnxruntime (`verify.py`); write the graph and then its sidecar, each atomically.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import io
+import logging
+from pathlib import Path
+import tempfile
+import time
+from typing import Callable, Optional
+import warnings
+
+import torch
+
+from models import FPAGenerator, atomic_write, load_checkpoint
+from fpa_export.loading import resolve_checkpoint
+from .fp16 import to_mixed_fp16
+from .sidecar import (ExportError, library_versions, reusable, sha256_file, sidecar_path,
+                      write_sidecar)
+from .spec import BATCH, ExportSpec
+from .verify import check_model, compare_with_torch, import_onnx
+
+EXPORTERS = ("torchscript", "dynamo")
+DEFAULT_OPSET = 18
+DEFAULT_EXPORTER = "dynamo"
+TRACE_BATCH = 2  # with batch 1 the exporters may pin the batch axis
+
+
+@dataclass
+class ExportResult:
+    path: Path                     # the .onnx file
+    sidecar: Path                  # its JSON sidecar
+    spec: ExportSpec
+    max_abs_diff: dict = field(default_factory=dict)  # output name → max |onnxruntime − PyTorch|
+    reused: bool = False           # True when an identical earlier export was kept
+    report: dict = field(default_factory=dict)        # the full verification report
+
+
+def default_output(checkpoint: Path, spec: ExportSpec) -> Path:
+    """<checkpoint stem>-<graph>[-fp16][-uint8][-lstmop].onnx in the working directory."""
+    tags = [spec.graph] + ["fp16"] * spec.fp16 + ["uint8"] * spec.uint8 + ["lstmop"] * (spec.lstm == "op")
+    return Path.cwd() / f"{Path(checkpoint).stem}-{'-'.join(tags)}.onnx"
+
+
+def export_onnx(checkpoint=None, out=None, graph: str = "image", fp16: bool = False,
+                opset: int = DEFAULT_OPSET, exporter: str = DEFAULT_EXPORTER, uint8: bool = False,
+                lstm: str = "unrolled", verify: bool = True, force: bool = False,
+                progress: Optional[Callable[[str], None]] = None) -> ExportResult:
+    """Export one graph of `checkpoint` (None: the embedded default model) to ONNX and verify it.
+
+    `progress(stage)`, when given, is called as each stage starts (for a progress display).
+    """
+    progress = progress or (lambda stage: None)
+    if exporter not in EXPORTERS:
+        raise ExportError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    checkpoint = Path(resolve_checkpoint(checkpoint))
+    generator, _ = load_checkpoint(checkpoint)  # CheckpointError: one line, before any work
+    spec = ExportSpec(generator.config, graph=graph, fp16=fp16, uint8=uint8, lstm=lstm)
+    out = Path(out) if out is not None else default_output(checkpoint, spec)
+    _check_writable(out)
+    inputs = {"checkpoint_sha256": sha256_file(checkpoint), "spec": spec.to_dict(), "opset": opset,
+              "exporter": exporter, "verify": verify,
+              "versions": library_versions("torch", "onnx", "onnxscript", "onnxruntime")}
+    previous = None if force else reusable(out, inputs)
+    if previous is not None:
+        report = previous.get("results", {}).get("verification", {})
+        return ExportResult(out, sidecar_path(out), spec, _max_abs(report), True, report)
+
+    start = time.perf_counter()
+    progress(f"tracing with {exporter}")
+    model = trace(generator, spec, opset, exporter)
+    if spec.fp16:
+        progress("float16 rewrite")
+        model = to_mixed_fp16(model)
+    progress("onnx.checker")
+    check_model(model)
+    model_bytes = model.SerializeToString()
+    progress("onnxruntime vs PyTorch")
+    report = compare_with_torch(model_bytes, spec, generator) if verify else {}
+    atomic_write(out, lambda handle: handle.write(model_bytes))
+    write_sidecar(out, {
+        "kind": "onnx", "checkpoint": str(checkpoint), "inputs": inputs,
+        "output": {"sha256": sha256_file(out), "bytes": len(model_bytes)},
+        "config": spec.config.to_dict(),
+        "results": {"verification": report, "verified": verify,
+                    "seconds": round(time.perf_counter() - start, 2)},
+    })
+    return ExportResult(out, sidecar_path(out), spec, _max_abs(report), False, report)
+
+
+def trace(generator: FPAGenerator, spec: ExportSpec, opset: int = DEFAULT_OPSET,
+          exporter: str = DEFAULT_EXPORTER):
+    """The float32 onnx.ModelProto of `spec` for `generator` (weights shared, generator unchanged)."""
+    module = spec.module(generator).eval()
+    z = spec.sample_input(TRACE_BATCH)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            if exporter == "dynamo":
+                return _trace_dynamo(module, z, spec, opset)
+            return _trace_torchscript(module, z, spec, opset)
+    except ImportError as err:
+        raise ImportError(f"{err}; the ONNX exporters need pip install 'fpa-export[onnx]'") from None
+    finally:
+        generator.unroll_lstm = False
+
+
+def _trace_torchscript(module, z, spec: ExportSpec, opset: int):
+    onnx = import_onnx()
+    buffer = io.BytesIO()
+    torch.onnx.export(module, (z,), buffer, dynamo=False, opset_version=opset,
+                      input_names=spec.input_names, output_names=spec.output_names,
+                      dynamic_axes={t.name: {0: BATCH} for t in spec.inputs + spec.outputs},
+                      do_constant_folding=True)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _trace_dynamo(module, z, spec: ExportSpec, opset: int):
+    import onnxscript  # noqa: F401  (the dynamo exporter needs it; fail early with our message)
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # no torchvision/progress chatter
+    program = torch.onnx.export(module, (z,), dynamo=True, opset_version=opset, verbose=False,
+                                input_names=spec.input_names, output_names=spec.output_names,
+                                dynamic_shapes={"z": {0: torch.export.Dim(BATCH, min=1)}})
+    return program.model_proto
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before the (slow) export when the output cannot be written: probe with a temporary file."""
+    if out.is_dir():
+        raise ExportError(f"{out}: is a directory; give a file name for the .onnx output")
+    parent = out.parent
+    for folder in (parent, *parent.parents):  # the nearest existing ancestor must be a writable folder
+        if folder.exists():
+            break
+    if not folder.is_dir():
+        raise ExportError(f"{out}: cannot create it, {folder} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ExportError(f"{out}: cannot write to {folder} ({err.strerror or err})") from None
+
+
+def _max_abs(report: dict) -> dict:
+    return {name: r["max_abs_diff"] if "max_abs_diff" in r else r.get("max_levels")
+            for name, r in report.items()}
+
+

@@ -1,0 +1,119 @@
+"""`ExportSpec`: the one description of an exported graph that exporters, verifiers and runtimes read.
+
+Two graphs per checkpoint, both with a dynamic batch axis and static C, S, T from the model config:
+  image: z (B, d) float32 → image (B, C, S, S): float32 in [-1, 1], or uint8 (`models.images.to_uint8`)
+  steps: z (B, d) float32 → updates, partials (B, T, C, S, S) float32 (FPA_SPEC §4, for GIFs)
+An fp16 graph computes its weight matrix products in float16 but keeps float32 inputs and outputs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+from torch import nn
+
+from models import FPAConfig, FPAGenerator
+from models.images import to_uint8
+
+GRAPHS = ("image", "steps")
+LSTM_MODES = ("unrolled", "op")  # straight-line gate arithmetic, or the ONNX LSTM op
+BATCH = "batch"                  # name of the dynamic axis
+
+Dim = Union[int, str]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str               # "float32" or "uint8"
+    shape: tuple[Dim, ...]   # BATCH marks the dynamic axis
+
+    def concrete_shape(self, batch: int) -> tuple[int, ...]:
+        return tuple(batch if d == BATCH else int(d) for d in self.shape)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    config: FPAConfig
+    graph: str = "image"        # "image" or "steps"
+    fp16: bool = False          # float16 weight products (softmax, canvas, tanh stay float32)
+    uint8: bool = False         # image graph only: uint8 output for FID tools
+    lstm: str = "unrolled"      # "unrolled" (no Loop/Scan: TensorRT, CUDA graphs) or "op" (ONNX LSTM)
+
+    def __post_init__(self):
+        if self.graph not in GRAPHS:
+            raise ValueError(f"graph must be one of {GRAPHS}, got {self.graph!r}")
+        if self.lstm not in LSTM_MODES:
+            raise ValueError(f"lstm must be one of {LSTM_MODES}, got {self.lstm!r}")
+        if self.uint8 and self.graph != "image":
+            raise ValueError("the uint8 option applies to the image graph only")
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return (TensorSpec("z", "float32", (BATCH, self.config.latent_size)),)
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        c = self.config
+        if self.graph == "image":
+            shape = (BATCH, c.channels, c.image_size, c.image_size)
+            return (TensorSpec("image", "uint8" if self.uint8 else "float32", shape),)
+        shape = (BATCH, c.num_steps, c.channels, c.image_size, c.image_size)
+        return TensorSpec("updates", "float32", shape), TensorSpec("partials", "float32", shape)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def sample_input(self, batch: int = 2, seed: int = 0) -> torch.Tensor:
+        """A fixed standard-normal z (batch, d) for tracing and verification."""
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randn(batch, self.config.latent_size, generator=generator)
+
+    def module(self, generator: FPAGenerator) -> nn.Module:
+        """The torch module whose forward is this graph (shares the generator's weights)."""
+        generator.unroll_lstm = self.lstm == "unrolled"
+        return ImageGraph(generator, self.uint8) if self.graph == "image" else StepsGraph(generator)
+
+    def to_dict(self) -> dict:
+        return {"graph": self.graph, "fp16": self.fp16, "uint8": self.uint8, "lstm": self.lstm,
+                "config": self.config.to_dict(),
+                "inputs": [t.to_dict() for t in self.inputs],
+                "outputs": [t.to_dict() for t in self.outputs]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ExportSpec":
+        return cls(config=FPAConfig.from_dict(data["config"]), graph=data["graph"],
+                   fp16=bool(data["fp16"]), uint8=bool(data["uint8"]), lstm=data["lstm"])
+
+
+class ImageGraph(nn.Module):
+    """z → image (B, C, S, S): float in [-1, 1], or uint8 by the rule of `models.images.to_uint8`."""
+
+    def __init__(self, generator: FPAGenerator, uint8: bool = False):
+        super().__init__()
+        self.generator, self.uint8 = generator, uint8
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        image = self.generator(z)  # (B, C, S, S)
+        return to_uint8(image) if self.uint8 else image
+
+
+class StepsGraph(nn.Module):
+    """z → (updates, partials), (B, T, C, S, S) each: the frames of a painting GIF."""
+
+    def __init__(self, generator: FPAGenerator):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        painting = self.generator.paint(z)
+        return painting.updates, painting.partials

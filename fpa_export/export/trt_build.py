@@ -1,0 +1,156 @@
+"""TensorRT engines from our ONNX graphs, with the TensorRT Python API (versions 10 and 11).
+
+The network is strongly typed (TensorRT 10: the STRONGLY_TYPED creation flag; TensorRT 11: always), so
+precision is exactly what the ONNX file says: float32 graphs run in float32 (TF32 is off unless asked
+for), `--fp16` graphs run their weight products in float16. One optimisation profile covers the batch
+axis (min/opt/max). Engines only run on the TensorRT version and GPU model that built them, so both go
+into the sidecar, and the runtime refuses a mismatch with a clear message.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+import time
+from typing import Optional
+
+from models import atomic_write
+from .sidecar import ExportError, read_sidecar, reusable, sha256_file, sidecar_path, write_sidecar
+from .spec import ExportSpec
+
+DEFAULT_OPT_BATCH = 256
+DEFAULT_MAX_BATCH = 1024
+
+
+def import_tensorrt():
+    try:
+        import tensorrt
+    except ImportError:
+        raise ImportError("TensorRT is not installed: pip install 'fpa-export[trt]' on a machine with an "
+                          "NVIDIA GPU (TensorRT 10 or 11, from NVIDIA's package index)") from None
+    return tensorrt
+
+
+def tensorrt_major(trt) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    min: int
+    opt: int
+    max: int
+
+    def shapes(self, latent_size: int) -> dict[str, tuple[tuple[int, int], ...]]:
+        """{input name: (min shape, opt shape, max shape)} for the optimisation profile."""
+        return {"z": ((self.min, latent_size), (self.opt, latent_size), (self.max, latent_size))}
+
+
+def batch_profile(min_batch: int = 1, opt_batch: Optional[int] = None,
+                  max_batch: int = DEFAULT_MAX_BATCH) -> BatchProfile:
+    """Validate min ≤ opt ≤ max (all ≥ 1); opt defaults to 256 clamped into [min, max]."""
+    if opt_batch is None:
+        opt_batch = min(max(DEFAULT_OPT_BATCH, min_batch), max_batch)
+    if not 1 <= min_batch <= opt_batch <= max_batch:
+        raise ExportError(f"batch profile needs 1 ≤ min ≤ opt ≤ max, got min={min_batch}, "
+                          f"opt={opt_batch}, max={max_batch}")
+    return BatchProfile(min_batch, opt_batch, max_batch)
+
+
+@dataclass
+class EngineResult:
+    path: Path           # the .plan file
+    sidecar: Path
+    onnx: Path           # the graph it was built from
+    reused: bool
+    tensorrt_version: str
+    gpu: Optional[str]
+
+
+def build_engine(source, out=None, *, min_batch: int = 1, opt_batch: Optional[int] = None,
+                 max_batch: int = DEFAULT_MAX_BATCH, timing_cache=None,
+                 workspace_gb: Optional[float] = None, tf32: bool = False, graph: str = "image",
+                 fp16: bool = False, exporter: Optional[str] = None, force: bool = False) -> EngineResult:
+    """Build (or reuse) a TensorRT engine from an exported .onnx, or from a checkpoint (None: the
+    embedded default model), which is first exported with `export_onnx(graph=, fp16=, exporter=)`."""
+    trt = import_tensorrt()  # before any slow work
+    profile = batch_profile(min_batch, opt_batch, max_batch)
+    onnx_path = _onnx_source(source, out, graph, fp16, exporter)
+    onnx_sidecar = read_sidecar(onnx_path)
+    if onnx_sidecar is None or "spec" not in onnx_sidecar.get("inputs", {}):
+        raise ExportError(f"{onnx_path}: no sidecar from `fpa-export onnx`; export the graph with it first")
+    spec = ExportSpec.from_dict(onnx_sidecar["inputs"]["spec"])
+    out = Path(out) if out is not None else onnx_path.with_suffix(".plan")
+    gpu = _gpu_name()
+    inputs = {"onnx_sha256": sha256_file(onnx_path), "spec": spec.to_dict(),
+              "profile": vars(profile), "tf32": tf32, "workspace_gb": workspace_gb,
+              "tensorrt": str(trt.__version__), "gpu": gpu}
+    if not force and reusable(out, inputs) is not None:
+        return EngineResult(out, sidecar_path(out), onnx_path, True, str(trt.__version__), gpu)
+    start = time.perf_counter()
+    plan = _build_plan(trt, onnx_path, spec, profile, timing_cache, workspace_gb, tf32)
+    atomic_write(out, lambda handle: handle.write(plan))
+    write_sidecar(out, {"kind": "tensorrt", "onnx": str(onnx_path), "inputs": inputs,
+                        "output": {"sha256": sha256_file(out), "bytes": len(plan)},
+                        "config": spec.config.to_dict(),
+                        "results": {"seconds": round(time.perf_counter() - start, 2),
+                                    "onnx_verification": onnx_sidecar.get("results", {})}})
+    return EngineResult(out, sidecar_path(out), onnx_path, False, str(trt.__version__), gpu)
+
+
+def network_flags(trt) -> int:
+    """Strongly typed: a creation flag in TensorRT 10, the only mode (flag deprecated) in 11."""
+    if tensorrt_major(trt) >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+def _build_plan(trt, onnx_path: Path, spec: ExportSpec, profile: BatchProfile, timing_cache,
+                workspace_gb: Optional[float], tf32: bool) -> bytes:
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(network_flags(trt))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise ExportError(f"TensorRT cannot parse {onnx_path}: {errors[0] if errors else 'unknown error'}")
+    config = builder.create_builder_config()
+    if workspace_gb:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    if not tf32 and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default; float32 graphs stay float32
+    optimisation = builder.create_optimization_profile()
+    for name, (low, opt, high) in profile.shapes(spec.config.latent_size).items():
+        optimisation.set_shape(name, low, opt, high)
+    config.add_optimization_profile(optimisation)
+    cache_path = Path(timing_cache) if timing_cache else None
+    cache_blob = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
+    config.set_timing_cache(config.create_timing_cache(cache_blob), False)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise ExportError("TensorRT failed to build the engine (its log above says why)")
+    if cache_path is not None:
+        blob = bytes(config.get_timing_cache().serialize())
+        atomic_write(cache_path, lambda handle: handle.write(blob))
+    return bytes(plan)
+
+
+def _onnx_source(source, out, graph: str, fp16: bool, exporter: Optional[str]) -> Path:
+    """An .onnx path as given, or the graph exported from a checkpoint next to `out`."""
+    if source is not None and Path(source).suffix.lower() == ".onnx":
+        if not Path(source).is_file():
+            raise ExportError(f"{source}: no such file")
+        return Path(source)
+    from .onnx_export import export_onnx
+
+    onnx_out = Path(out).with_suffix(".onnx") if out is not None else None
+    options = {"exporter": exporter} if exporter else {}
+    return export_onnx(source, onnx_out, graph=graph, fp16=fp16, **options).path
+
+
+def _gpu_name() -> Optional[str]:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except (ImportError, RuntimeError):
+        return None

@@ -1,0 +1,113 @@
+"""Every export verifies itself: onnx.checker, then onnxruntime against eager PyTorch on fixed seeds.
+
+Tolerances (float outputs are compared relative to max(1, max |reference|), which for images in
+[-1, 1] is the plain max abs difference; the steps graph's partial sums are unbounded):
+  float32 graphs: ≤ 1e-4;  float16 graphs: ≤ 2e-2, and ≥ 99 % of uint8 image pixels within one level.
+  uint8 image outputs: within one level everywhere (float32), ≥ 99 % within one level and none
+  further than 6 levels (≈ 2e-2 of the [-1, 1] range, float16).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import os
+
+import numpy as np
+import torch
+
+from models import FPAGenerator
+from models.images import to_uint8
+from .sidecar import ExportError
+from .spec import ExportSpec
+
+VERIFY_BATCHES = ((1, 0), (7, 1))  # (batch, seed): batch 1 and an odd larger batch, one file
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    max_diff: float          # float outputs, relative to max(1, max |reference|)
+    min_within_one: float    # fraction of uint8 image pixels within one level
+    max_levels: int          # uint8 outputs: largest allowed level difference
+
+    @classmethod
+    def for_spec(cls, spec: ExportSpec) -> "Tolerance":
+        return cls(2e-2, 0.99, 6) if spec.fp16 else cls(1e-4, 1.0, 1)
+
+
+def import_onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError("onnx is not installed: pip install 'fpa-export[onnx]'") from None
+    return onnx
+
+
+def check_model(model) -> None:
+    onnx = import_onnx()
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ExportError(f"onnx.checker rejected the graph: {first}") from None
+
+
+@torch.inference_mode()
+def compare_with_torch(model_bytes: bytes, spec: ExportSpec, generator: FPAGenerator) -> dict:
+    """Run the graph in onnxruntime (CPU) and eager PyTorch (float32, nn.LSTM) on VERIFY_BATCHES.
+
+    Returns {output name: {"max_abs_diff", "max_rel_diff", ["within_one_level", "max_levels"]}}, the
+    worst over the batches; raises ExportError when a tolerance is exceeded.
+    """
+    from fpa_export.runtime.onnx_backend import import_onnxruntime
+
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", 0) or 0)
+    session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    reference = ExportSpec(spec.config, spec.graph, uint8=False, lstm="op").module(generator).eval()
+    report: dict[str, dict] = {}
+    for batch, seed in VERIFY_BATCHES:
+        z = spec.sample_input(batch, seed)
+        outputs = session.run(spec.output_names, {"z": z.numpy()})
+        expected = reference(z)
+        expected = (expected,) if isinstance(expected, torch.Tensor) else expected
+        for tensor, got, want in zip(spec.outputs, outputs, expected):
+            if got.shape != tuple(want.shape):
+                raise ExportError(f"{tensor.name}: onnxruntime gave shape {got.shape}, "
+                                  f"PyTorch {tuple(want.shape)} at batch {batch}")
+            _merge(report.setdefault(tensor.name, {}), _differences(got, want, spec.uint8))
+    _enforce(report, Tolerance.for_spec(spec), spec)
+    return report
+
+
+def _differences(got: np.ndarray, want: torch.Tensor, uint8: bool) -> dict:
+    want_levels = to_uint8(want).numpy().astype(np.int32)
+    if uint8:
+        levels = np.abs(got.astype(np.int32) - want_levels)
+        return {"max_levels": int(levels.max()), "within_one_level": float((levels <= 1).mean())}
+    diff = np.abs(got.astype(np.float64) - want.double().numpy())
+    scale = max(1.0, float(want.abs().max()))
+    result = {"max_abs_diff": float(diff.max()), "max_rel_diff": float(diff.max()) / scale}
+    if got.ndim == 4:  # an image: how many uint8 pixels would change
+        levels = np.abs(to_uint8(torch.from_numpy(got)).numpy().astype(np.int32) - want_levels)
+        result["within_one_level"] = float((levels <= 1).mean())
+    return result
+
+
+def _merge(worst: dict, new: dict) -> None:
+    for key, value in new.items():
+        pick = min if key == "within_one_level" else max
+        worst[key] = pick(worst[key], value) if key in worst else value
+
+
+def _enforce(report: dict, tol: Tolerance, spec: ExportSpec) -> None:
+    for name, result in report.items():
+        if result.get("max_rel_diff", 0.0) > tol.max_diff:
+            raise ExportError(f"{name}: onnxruntime differs from PyTorch by {result['max_abs_diff']:.3g} "
+                              f"(tolerance {tol.max_diff:g}{' fp16' if spec.fp16 else ''})")
+        if result.get("max_levels", 0) > tol.max_levels:
+            raise ExportError(f"{name}: onnxruntime differs from PyTorch by {result['max_levels']} "
+                              f"uint8 levels (tolerance {tol.max_levels})")
+        if result.get("within_one_level", 1.0) < tol.min_within_one:
+            raise ExportError(f"{name}: only {100 * result['within_one_level']:.2f} % of uint8 pixels "
+                              f"within one level of PyTorch (need {100 * tol.min_within_one:g} %)")

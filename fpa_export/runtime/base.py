@@ -1,0 +1,56 @@
+"""The `Sampler` interface every runtime implements: latents in, images (and painting steps) out.
+
+All backends agree on the boundary: z is a float32 torch tensor (B, latent_size) on any device; images
+come back as float32 torch tensors (B, C, S, S) on the CPU, in [-1, 1]; `steps(z)` returns the rank-1
+updates and partial sums (B, T, C, S, S) each (FPA_SPEC §4), or raises NotImplementedError where the
+backend has no steps graph.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import torch
+
+from models import FPAConfig
+
+
+class Sampler(ABC):
+    """z (B, latent_size) → images (B, C, S, S) in [-1, 1], float32 on the CPU."""
+
+    name: str = "sampler"    # backend name, e.g. "torch-cpu", "onnxruntime-cpu"
+    config: FPAConfig        # the generator's configuration
+
+    @property
+    def latent_size(self) -> int:
+        return self.config.latent_size
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return self._images(self.check_latents(z))
+
+    def steps(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(updates, partials), each (B, T, C, S, S) float32 on the CPU."""
+        return self._steps(self.check_latents(z))
+
+    @abstractmethod
+    def _images(self, z: torch.Tensor) -> torch.Tensor:
+        """z already checked: float32 (B, latent_size), B ≥ 1."""
+
+    def _steps(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError(f"the {self.name} backend has no steps graph; "
+                                  "use a checkpoint with the torch backend, or export --graph steps")
+
+    def check_latents(self, z) -> torch.Tensor:
+        """Accept a (B, latent_size) tensor or array; return it as float32 (device unchanged)."""
+        if isinstance(z, np.ndarray):
+            z = torch.from_numpy(z)
+        if not isinstance(z, torch.Tensor):
+            raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
+        if z.dim() != 2 or z.shape[1] != self.latent_size or z.shape[0] < 1:
+            raise ValueError(f"z must have shape (batch ≥ 1, {self.latent_size}), got {tuple(z.shape)}")
+        return z.float()
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"<{type(self).__name__} {self.name}: {c.channels}×{c.image_size}×{c.image_size}, "
+                f"{c.num_steps} steps, latent {c.latent_size}>")

@@ -1,0 +1,147 @@
+"""onnxruntime runtimes for exported graphs: the CPU provider, or CUDA with IO binding (and optionally a
+CUDA graph per batch size) when onnxruntime-gpu is installed.
+
+A sampler holds at most two graphs of one model: `image` (z → image) and `steps` (z → updates,
+partials). The configuration comes from each graph's JSON sidecar (`fpa_export.export.sidecar`).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from models import FPAConfig
+from fpa_export.export.sidecar import ExportError, read_sidecar, sidecar_path
+from fpa_export.export.spec import ExportSpec
+from .base import Sampler
+
+NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ImportError("onnxruntime is not installed: pip install 'fpa-export[onnx]' "
+                          "(or 'fpa-export[gpu]' for onnxruntime-gpu)") from None
+    return onnxruntime
+
+
+def cuda_provider_available() -> bool:
+    try:
+        return "CUDAExecutionProvider" in import_onnxruntime().get_available_providers()
+    except ImportError:
+        return False
+
+
+class OnnxSampler(Sampler):
+    """Runs exported graphs. `image_graph`/`steps_graph`: .onnx paths, or callables returning one (so a
+    graph can be exported on first use)."""
+
+    def __init__(self, config: FPAConfig, image_graph=None, steps_graph=None, device: str = "cpu",
+                 cuda_graph: bool = False, threads: int = 0):
+        self.config = config
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not cuda_provider_available():
+            raise ImportError("onnxruntime has no CUDA provider: pip install 'fpa-export[gpu]' "
+                              "(and uninstall the CPU-only onnxruntime package)")
+        if cuda_graph and self.device.type != "cuda":
+            raise ValueError("onnxruntime CUDA graphs need device='cuda'")
+        self._sources = {"image": image_graph, "steps": steps_graph}
+        self._graphs: dict[str, _Graph] = {}
+        self._cuda_graph, self._threads = cuda_graph, threads
+        self.name = "onnxruntime-" + ("cuda-graph" if cuda_graph else self.device.type)
+
+    def _graph(self, kind: str) -> "_Graph":
+        if kind not in self._graphs:
+            source = self._sources[kind]
+            if source is None:
+                return None
+            path = source() if callable(source) else source
+            graph = _Graph(Path(path), self.device, self._cuda_graph, self._threads)
+            if graph.spec.graph != kind:
+                raise ValueError(f"{path} is a {graph.spec.graph} graph, expected a {kind} graph")
+            self._graphs[kind] = graph
+        return self._graphs[kind]
+
+    def _images(self, z: torch.Tensor) -> torch.Tensor:
+        graph = self._graph("image")
+        if graph is None:
+            raise NotImplementedError(f"{self.name}: this model has only a steps graph")
+        (image,) = graph.run(z)
+        if image.dtype == torch.uint8:  # a uint8 graph: x/255 gives back the same bytes with to_uint8
+            return image.float() / 255.0
+        return image.float()
+
+    def _steps(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        graph = self._graph("steps")
+        if graph is None:
+            return super()._steps(z)
+        updates, partials = graph.run(z)
+        return updates.float(), partials.float()
+
+
+class _Graph:
+    """One onnxruntime session (or, with CUDA graphs, one per batch size) of one exported graph."""
+
+    def __init__(self, path: Path, device: torch.device, cuda_graph: bool, threads: int):
+        self.path, self.device, self.cuda_graph = path, device, cuda_graph
+        self.spec = spec_from_sidecar(path)
+        self.options = import_onnxruntime().SessionOptions()
+        self.options.log_severity_level = 3  # no warnings about initializers the optimiser removed
+        self.options.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS", 0) or 0)
+        self._sessions: dict[Optional[int], object] = {}
+        self._buffers: dict[int, dict[str, torch.Tensor]] = {}
+        self._session(None)  # fail now, not at the first batch, on a broken file
+
+    def _session(self, batch: Optional[int]):
+        key = batch if self.cuda_graph else None
+        if key not in self._sessions:
+            ort = import_onnxruntime()
+            if self.device.type == "cuda":
+                cuda = {"device_id": self.device.index or 0}
+                if self.cuda_graph and batch is not None:
+                    cuda["enable_cuda_graph"] = "1"
+                providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
+            else:
+                providers = ["CPUExecutionProvider"]
+            self._sessions[key] = ort.InferenceSession(str(self.path), self.options, providers=providers)
+        return self._sessions[key]
+
+    def run(self, z: torch.Tensor) -> list[torch.Tensor]:
+        if self.device.type != "cuda":
+            outputs = self._session(None).run(self.spec.output_names, {"z": z.cpu().contiguous().numpy()})
+            return [torch.from_numpy(np.ascontiguousarray(out)) for out in outputs]
+        return self._run_bound(z)
+
+    def _run_bound(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """CUDA: inputs and outputs stay in torch-owned device memory, bound by address (IO binding);
+        the buffers are fixed per batch size, as onnxruntime's CUDA graphs require."""
+        batch = z.shape[0]
+        session = self._session(batch)
+        if batch not in self._buffers:
+            self._buffers[batch] = {t.name: torch.empty(t.concrete_shape(batch), device=self.device,
+                                                        dtype=getattr(torch, t.dtype))
+                                    for t in self.spec.inputs + self.spec.outputs}
+        buffers = self._buffers[batch]
+        buffers["z"].copy_(z)
+        binding = session.io_binding()
+        index = self.device.index or 0
+        for t in self.spec.inputs + self.spec.outputs:
+            bind: Callable = binding.bind_input if t.name == "z" else binding.bind_output
+            tensor = buffers[t.name]
+            bind(t.name, "cuda", index, NUMPY_DTYPES[t.dtype], tuple(tensor.shape), tensor.data_ptr())
+        session.run_with_iobinding(binding)
+        return [buffers[name].cpu() for name in self.spec.output_names]
+
+
+def spec_from_sidecar(path: Path) -> ExportSpec:
+    """The ExportSpec recorded by `fpa-export onnx` beside `path`."""
+    sidecar = read_sidecar(path)
+    if sidecar is None or "spec" not in sidecar.get("inputs", {}):
+        raise ExportError(f"{path}: no readable sidecar {sidecar_path(path).name}; export the graph "
+                          "with `fpa-export onnx` (the sidecar holds the model config)")
+    return ExportSpec.from_dict(sidecar["inputs"]["spec"])

@@ -1,0 +1,96 @@
+"""`fpa-export` command line: a summary line on success, one-line errors on bad input (CliRunner and
+one real subprocess), nothing half-written."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("onnxruntime")
+
+from models import save_checkpoint  # noqa: E402
+from fpa_export.cli.export import main  # noqa: E402
+from tests.conftest import make_generator  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return save_checkpoint(tmp_path_factory.mktemp("cli") / "tiny.pt", make_generator(6))
+
+
+def _one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: ")
+    for fragment in fragments:
+        assert fragment in last, last
+
+
+def test_onnx_writes_a_verified_graph_then_reuses_it(checkpoint, tmp_path):
+    out = tmp_path / "g.onnx"
+    args = ["onnx", str(checkpoint), "-o", str(out), "--exporter", "torchscript", "--graph", "steps"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert f"Wrote {out} (max abs diff vs PyTorch: updates" in first.output
+    assert Path(str(out) + ".json").is_file()
+    second = CliRunner().invoke(main, args)
+    assert second.exit_code == 0 and "Reused (unchanged inputs)" in second.output
+
+
+def test_default_model_and_default_output_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["onnx", "--exporter", "torchscript", "--uint8"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "default_model-image-uint8.onnx").is_file()
+    assert "uint8 level(s)" in result.output
+
+
+def test_bad_inputs_are_one_line_errors(checkpoint, tmp_path):
+    runner = CliRunner()
+    _one_line_error(runner.invoke(main, ["onnx", str(tmp_path / "missing.pt")]), "does not exist")
+    _one_line_error(runner.invoke(main, ["onnx", str(tmp_path)]), "is a directory")
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint")
+    _one_line_error(runner.invoke(main, ["onnx", str(text)]), str(text))
+    _one_line_error(runner.invoke(main, ["onnx", str(checkpoint), "-o", str(text / "g.onnx")]),
+                    "is not a directory")
+    _one_line_error(runner.invoke(main, ["onnx", str(checkpoint), "-o", str(tmp_path)]),
+                    "is a directory")
+    _one_line_error(runner.invoke(main, ["onnx", str(checkpoint), "--graph", "steps", "--uint8"]),
+                    "uint8")
+
+
+def test_unwritable_output_folder(checkpoint, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        result = CliRunner().invoke(main, ["onnx", str(checkpoint), "-o", str(locked / "g.onnx")])
+        _one_line_error(result, "cannot write")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_help_shows_examples():
+    for command in (["--help"], ["onnx", "--help"], ["trt", "--help"]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 0 and "Examples:" in result.output
+
+
+def test_real_subprocess_error_is_one_line(tmp_path):
+    script = Path(sys.executable).with_name("fpa-export")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "fpa_export.cli.export"]
+    text = tmp_path / "junk.pt"
+    text.write_bytes(b"\x00garbage")
+    done = subprocess.run(command + ["onnx", str(text)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("Error: ") and str(text) in lines[-1]

@@ -1,0 +1,217 @@
+"""TensorRT engine building, exercised with a fake `tensorrt` module (TensorRT cannot be installed on
+the CI machines). What this checks: the calls we make (strongly typed network per version, the batch
+profile, TF32 off, workspace, timing cache), the sidecar, reuse, error paths and the CLI. What it cannot
+check: that real TensorRT accepts the graph — the `gpu` test at the end does that on a GPU machine.
+"""
+from __future__ import annotations
+
+import importlib.machinery
+import sys
+import types
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+pytest.importorskip("onnxruntime")
+
+from models import save_checkpoint  # noqa: E402
+from fpa_export.cli.export import main  # noqa: E402
+from fpa_export.export import ExportError, build_engine, export_onnx, read_sidecar  # noqa: E402
+from fpa_export.export.trt_build import batch_profile, network_flags  # noqa: E402
+from tests.conftest import make_generator  # noqa: E402
+
+
+def fake_tensorrt(version: str = "10.9.0", parse_ok: bool = True, build_ok: bool = True):
+    """A stand-in with the slice of the TensorRT Python API that trt_build uses; records calls."""
+    trt = types.ModuleType("tensorrt")
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # torch.export probes for it
+    trt.__version__ = version
+    trt.calls = calls = {}
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            calls["logger"] = level
+
+    class Parser:
+        num_errors = 0 if parse_ok else 1
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            calls["parsed"] = path
+            return parse_ok
+
+        def get_error(self, index):
+            return "In node 3 (Foo): unsupported operator"
+
+    class Cache:
+        def __init__(self, blob):
+            self.blob = blob
+
+        def serialize(self):
+            return b"cache+" + self.blob
+
+    class Profile:
+        def set_shape(self, name, low, opt, high):
+            calls.setdefault("profile", {})[name] = (low, opt, high)
+
+    class Config:
+        def set_memory_pool_limit(self, pool, size):
+            calls["workspace"] = (pool, size)
+
+        def clear_flag(self, flag):
+            calls.setdefault("cleared", []).append(flag)
+
+        def add_optimization_profile(self, profile):
+            calls["profiles_added"] = calls.get("profiles_added", 0) + 1
+
+        def create_timing_cache(self, blob):
+            calls["cache_in"] = bytes(blob)
+            self.cache = Cache(bytes(blob))
+            return self.cache
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            calls["ignore_mismatch"] = ignore_mismatch
+
+        def get_timing_cache(self):
+            return self.cache
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            calls["network_flags"] = flags
+            return object()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            calls["builds"] = calls.get("builds", 0) + 1
+            return bytearray(b"PLAN") if build_ok else None
+
+    trt.Logger, trt.Builder, trt.OnnxParser = Logger, Builder, Parser
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=3)
+    trt.BuilderFlag = types.SimpleNamespace(TF32="TF32")
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
+    return trt
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("trt")
+    checkpoint = save_checkpoint(folder / "m.pt", make_generator(4))
+    return export_onnx(checkpoint, folder / "m.onnx", exporter="torchscript").path
+
+
+def test_build_with_tensorrt_10(monkeypatch, onnx_file, tmp_path):
+    trt = fake_tensorrt("10.9.0")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    cache = tmp_path / "timing.cache"
+    result = build_engine(onnx_file, tmp_path / "m.plan", min_batch=2, opt_batch=4, max_batch=16,
+                          timing_cache=cache, workspace_gb=0.5)
+    assert result.path.read_bytes() == b"PLAN" and not result.reused
+    assert trt.calls["network_flags"] == 1 << 3  # STRONGLY_TYPED
+    assert trt.calls["profile"] == {"z": ((2, 8), (4, 8), (16, 8))}
+    assert trt.calls["cleared"] == ["TF32"] and trt.calls["workspace"] == ("WORKSPACE", 1 << 29)
+    assert trt.calls["parsed"] == str(onnx_file) and trt.calls["cache_in"] == b""
+    assert cache.read_bytes() == b"cache+"
+    sidecar = read_sidecar(result.path)
+    assert sidecar["inputs"]["tensorrt"] == "10.9.0" and sidecar["inputs"]["profile"]["max"] == 16
+    assert sidecar["config"]["image_size"] == 8 and "gpu" in sidecar["inputs"]
+
+    again = build_engine(onnx_file, tmp_path / "m.plan", min_batch=2, opt_batch=4, max_batch=16,
+                         timing_cache=cache, workspace_gb=0.5)
+    assert again.reused and trt.calls["builds"] == 1
+    build_engine(onnx_file, tmp_path / "m.plan", min_batch=2, opt_batch=4, max_batch=16,
+                 timing_cache=cache, workspace_gb=0.5, force=True)
+    assert trt.calls["cache_in"] == b"cache+"  # the saved timing cache is read back
+
+
+def test_tensorrt_11_is_always_strongly_typed_and_tf32_can_stay(monkeypatch, onnx_file, tmp_path):
+    trt = fake_tensorrt("11.4.1")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    build_engine(onnx_file, tmp_path / "e.plan", tf32=True)
+    assert trt.calls["network_flags"] == 0 and "cleared" not in trt.calls
+    assert network_flags(fake_tensorrt("10.0.1")) == 8
+
+
+def test_build_from_checkpoint_exports_first(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt())
+    checkpoint = save_checkpoint(tmp_path / "c.pt", make_generator(5))
+    monkeypatch.chdir(tmp_path)
+    result = build_engine(checkpoint, tmp_path / "out" / "c.plan", graph="steps", max_batch=8,
+                          exporter="torchscript")
+    assert result.onnx == tmp_path / "out" / "c.onnx" and result.onnx.is_file()
+    assert read_sidecar(result.path)["inputs"]["spec"]["graph"] == "steps"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(parse_ok=False), "cannot parse .*unsupported operator"),
+    (dict(build_ok=False), "failed to build"),
+])
+def test_tensorrt_failures_are_one_line_errors(monkeypatch, onnx_file, tmp_path, kwargs, message):
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(**kwargs))
+    with pytest.raises(ExportError, match=message):
+        build_engine(onnx_file, tmp_path / "x.plan")
+    assert not (tmp_path / "x.plan").exists()
+
+
+def test_batch_profile_defaults_and_validation():
+    assert batch_profile() == batch_profile(1, 256, 1024)
+    assert batch_profile(max_batch=64).opt == 64 and batch_profile(300, None, 1000).opt == 300
+    for bad in [(0, None, 4), (4, 2, 8), (1, 9, 8)]:
+        with pytest.raises(ExportError, match="min ≤ opt ≤ max"):
+            batch_profile(*bad)
+
+
+def test_cli_without_tensorrt_and_with_bad_profile(monkeypatch, onnx_file):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError
+    result = CliRunner().invoke(main, ["trt", str(onnx_file)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith("Error: TensorRT is not installed")
+    assert "fpa-export[trt]" in result.output
+
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt())
+    result = CliRunner().invoke(main, ["trt", str(onnx_file), "--min-batch", "8", "--max-batch", "4"])
+    assert result.exit_code == 1 and "min ≤ opt ≤ max" in result.output.strip().splitlines()[-1]
+
+
+def test_cli_builds_with_fake_tensorrt(monkeypatch, onnx_file, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.3.0"))
+    out = tmp_path / "cli.plan"
+    result = CliRunner().invoke(main, ["trt", str(onnx_file), "-o", str(out), "--max-batch", "32"])
+    assert result.exit_code == 0, result.output
+    assert f"Wrote {out} (TensorRT 10.3.0" in result.output and out.is_file()
+
+
+def test_engine_from_another_tensorrt_version_is_refused(monkeypatch, onnx_file, tmp_path):
+    from fpa_export.runtime.trt_backend import TrtSampler
+
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.3.0"))
+    plan = build_engine(onnx_file, tmp_path / "v.plan").path
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("11.0.0"))
+    with pytest.raises(ExportError, match="built with TensorRT 10.3.0"):
+        TrtSampler(plan)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_real_tensorrt_engine_matches_eager(onnx_file, tmp_path):
+    pytest.importorskip("tensorrt")
+    from fpa_export.runtime import make_sampler
+    from fpa_export.loading import load_generator
+
+    plan = build_engine(onnx_file, tmp_path / "real.plan", max_batch=16).path
+    sampler = make_sampler(str(plan), backend="trt", device="cuda")
+    generator = load_generator(onnx_file.with_suffix(".pt"))
+    z = torch.randn(7, sampler.latent_size)
+    torch.testing.assert_close(sampler(z), generator(z).detach(), rtol=0, atol=1e-4)
