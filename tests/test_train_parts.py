@@ -1,0 +1,150 @@
+"""Training building blocks against independent references: D layout, losses, GP, EMA schedule, augment."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from training.augment import cutout, diff_augment, translation
+from training.discriminator import Discriminator, stage_channels
+from training.ema import EMASchedule, apply_schedule
+from training.losses import d_hinge_loss, g_hinge_loss, gradient_penalty
+
+
+@pytest.mark.parametrize("size, expected", [
+    (32, [1, 256, 512]), (64, [3, 128, 256, 512]), (128, [3, 64, 128, 256, 512])])
+def test_stage_channels_follow_lightweight_gan(size, expected):
+    assert stage_channels(size, expected[0], 512) == expected
+
+
+@pytest.mark.parametrize("size", [16, 32, 64, 128])
+def test_discriminator_ends_at_8x8_and_outputs_one_logit_per_head(size):
+    torch.manual_seed(0)
+    d = Discriminator(size, 3, fmap_max=16, attn_heads=1, attn_dim_head=4)
+    seen = []
+    for stage in d.stages:
+        stage.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[1:])))
+    x = torch.rand(2, 3, size, size)
+    logits, logits_32, aux = d(x, aux_count=1)
+    assert seen[-1][1:] == (8, 8) and len(seen) == int(math.log2(size)) - 3
+    assert logits.shape == (2, 1) and logits_32.shape == (2, 1)
+    assert aux.ndim == 0 and torch.isfinite(aux)
+    assert d(x)[2] is None
+
+
+def test_paper_discriminator_layout_at_64px():
+    d = Discriminator(64, 3)  # official: fmap_max 512, attention before the 32-px stage
+    assert [type(a).__name__ for a in d.attentions] == ["Identity", "ResidualAttention", "Identity"]
+    assert [s.conv[0].out_channels for s in d.stages] == [128, 256, 512]
+    assert d.attentions[1].attn.to_out.in_channels == 2 * 8 * 64
+    conv = d.stages[0].conv[0]
+    fan_in = conv.in_channels * 16
+    assert abs(conv.weight.std().item() - math.sqrt(2 / fan_in)) < 0.15 * math.sqrt(2 / fan_in)
+
+
+def test_local_attention_matches_unfold_reference():
+    from training.discriminator import LinearAttention
+    import torch.nn.functional as F
+
+    torch.manual_seed(1)
+    attn = LinearAttention(6, dim_head=4, heads=2)
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    attn = attn.double()
+    # reference: explicit unfold over 3×3 neighbourhoods with zero padding, softmax over the 9 slots
+    b, h, d = 2, 2, 4
+    q = attn.to_q(x).reshape(b * h, d, 35).transpose(1, 2) * attn.scale  # (B·h, N, d)
+    k, v = attn.to_kv(x).chunk(2, dim=1)
+    k, v = (F.unfold(t.reshape(b * h, d, 5, 7), 3, padding=1).reshape(b * h, d, 9, 35) for t in (k, v))
+    sim = torch.einsum("bnd,bdjn->bnj", q, k)
+    out = torch.einsum("bnj,bdjn->bdn", sim.softmax(-1), v).reshape(b, h * d, 5, 7)
+    assert torch.allclose(attn._local(x), out, atol=1e-12)
+
+
+def test_hinge_losses_use_the_official_sign_convention():
+    real = torch.tensor([-2.0, 0.0, 0.5])
+    fake = torch.tensor([2.0, 0.0, -1.0])
+    expected = sum(max(0, 1 + r) + max(0, 1 - f) for r, f in zip(real.tolist(), fake.tolist())) / 3
+    assert d_hinge_loss(real, fake).item() == pytest.approx(expected)
+    assert d_hinge_loss(torch.full((4,), -1.5), torch.full((4,), 1.5)).item() == 0.0  # reals low
+    assert g_hinge_loss(fake).item() == pytest.approx(fake.mean().item())
+
+
+def test_gradient_penalty_against_analytic_gradients():
+    torch.manual_seed(0)
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    w1, w2 = torch.randn(32, dtype=torch.float64), torch.randn(32, dtype=torch.float64)
+    out1, out2 = x.flatten(1) @ w1, (x.flatten(1) ** 2) @ w2  # ∂/∂x: w1 and 2·x·w2
+    grads = w1 + 2 * x.detach().flatten(1) * w2
+    expected = ((grads.norm(dim=1) - 1) ** 2).mean()
+    gp = gradient_penalty(x, [out1, out2])
+    assert gp.item() == pytest.approx(expected.item(), rel=1e-12)
+    assert gradient_penalty(x, [out1, out2], scale=1024.0).item() == pytest.approx(expected.item())
+    gp.backward()  # differentiable: double backward works
+    assert x.grad is not None
+
+
+def test_ema_schedule_paper_defaults():
+    s = EMASchedule()
+    resets = [step for step in range(0, 30001) if s.should_reset(step)]
+    assert resets == list(range(2, 24003, 1000))
+    updates = [step for step in range(19950, 20051) if s.should_update(step)]
+    assert updates == [20010, 20020, 20030, 20040, 20050]
+    assert not s.should_update(20000)
+
+
+def test_ema_schedule_configured_and_applied():
+    s = EMASchedule(beta=0.5, start=3, every=2, reset_every=5, reset_offset=1, reset_until=6)
+    avg, cur = [torch.zeros(2)], [torch.ones(2)]
+    actions = []
+    for step in range(10):
+        cur[0].fill_(float(step))
+        actions.append(apply_schedule(s, step, avg, cur))
+        if step == 4:
+            assert torch.equal(avg[0], torch.full((2,), 0.5 * 1 + 0.5 * 4))  # reset at 1 then update at 4
+    assert actions == ["", "reset", "", "", "update", "", "reset", "", "update", ""]
+    assert torch.equal(avg[0], torch.full((2,), 0.5 * 6 + 0.5 * 8))
+
+
+def test_diff_augment_shapes_and_semantics():
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 16, 16) + 0.5  # strictly positive so zeros mark the fill
+    cut = cutout(x)
+    zero_fraction = (cut == 0).float().mean(dim=(1, 2, 3))
+    assert torch.all(zero_fraction > 0) and torch.all(zero_fraction <= 0.25 + 1e-6)
+    moved = translation(x)
+    assert moved.shape == x.shape
+    for i in range(4):  # every translated image is a shifted copy: its non-zero values come from x[i]
+        values = moved[i][moved[i] != 0]
+        assert torch.isin(values, x[i]).all()
+    assert diff_augment(x, 0.0) is x
+    y = x.clone().requires_grad_(True)
+    diff_augment(y, 1.0).sum().backward()
+    assert y.grad is not None
+
+
+class _Replay(torch.nn.Module):
+    """A stand-in generator that returns stored images (mapped to the tanh range) whatever z is."""
+
+    def __init__(self, images):
+        super().__init__()
+        self.images, self.latent_size, self.used = images, 4, 0
+
+    def forward(self, z):
+        out = self.images[self.used:self.used + z.shape[0]]
+        self.used += z.shape[0]
+        return out
+
+
+def test_quality_metric_ranks_a_matching_generator_above_a_blank_one(metric="pixel"):
+    # (the 'rvgg' features are models.frechet's and tested there; running them here costs ~20 s)
+    from training.quality import generator_fd, image_stats
+
+    torch.manual_seed(0)
+    pattern = torch.rand(1, 1, 16, 16)
+    reals = (pattern + 0.2 * torch.randn(48, 1, 16, 16)).clamp(0, 1)
+    real_stats = image_stats([reals[:24]], metric)
+    same = generator_fd(_Replay(reals[24:]), real_stats, metric, count=24, batch_size=8)
+    blank = generator_fd(_Replay(torch.full((24, 1, 16, 16), -1.0)), real_stats, metric, count=24)
+    assert 0 <= same < blank
+    assert generator_fd(_Replay(reals[:24]), real_stats, metric, count=24) == pytest.approx(0, abs=1e-6)

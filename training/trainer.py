@@ -1,0 +1,205 @@
+"""One GAN training iteration of the FPA (FPA_SPEC §6) and the state a run resumes from.
+
+Per iteration (`Trainer.step`), for each of `grad_accum` micro-batches:
+- discriminator: D sees reals (with the auxiliary reconstruction loss) and detached fakes in one forward
+  pass; loss = hinge(full head) + hinge(32-px head) + aux MSE (+ 10·gradient penalty every 4th step);
+- generator: fresh latents, loss = mean D(fake) + mean D₃₂(fake) (D frozen for this pass);
+then Adam steps (2e-4, betas 0.5/0.9) and the EMA schedule (`training.ema`).
+
+U-Net stage (`unet_stage=True`, FPA_SPEC §5): the FPA part of the generator is frozen and its canvas is
+computed without gradients; only the U-Net is optimised and averaged.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+from torch import nn
+
+from models import FPAConfig, FPAGenerator, canvas_from_writes, delta_rule_writes
+from .augment import diff_augment
+from .discriminator import Discriminator
+from .ema import EMASchedule, apply_schedule
+from .losses import d_hinge_loss, g_hinge_loss, gradient_penalty
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 20                    # images per micro-batch (per process under DDP)
+    grad_accum: int = 1                     # micro-batches per optimiser step
+    lr: float = 2e-4                        # Adam learning rate of G and D
+    betas: tuple[float, float] = (0.5, 0.9)
+    gp_every: int = 4                       # gradient penalty on steps ≡ 0 (mod gp_every)
+    gp_weight: float = 10.0
+    ema: EMASchedule = field(default_factory=EMASchedule)
+    aug_prob: float = 0.0                   # DiffAugment probability (0 = off, the official default)
+    aug_types: tuple[str, ...] = ("translation", "cutout")
+    fmap_max: int = 512                     # D: channel cap of the residual stages
+    attn_res_layers: tuple[int, ...] = (32,)  # D: widths where linear attention precedes a stage
+    attn_heads: int = 8                     # D: heads of every attention layer (official: 8)
+    attn_dim_head: int = 64                 # D: channels per head (official: 64)
+    amp: bool = False                       # fp16 autocast + grad scaling (CUDA only)
+    seed: int = 42
+    unet_stage: bool = False                # train only the U-Net on a frozen FPA
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        data = {k: v for k, v in data.items() if k in {f.name for f in fields(cls)}}
+        data["ema"] = EMASchedule(**data.get("ema", {}))
+        for key in ("betas", "aug_types", "attn_res_layers"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def generator_trainables(generator: FPAGenerator, unet_stage: bool) -> list[nn.Parameter]:
+    """What the G optimiser and the EMA cover: everything, or only the U-Net in the U-Net stage."""
+    module = generator.unet if unet_stage else generator
+    return list(module.parameters())
+
+
+class FrozenFPAUNet(nn.Module):
+    """U-Net stage forward: the FPA canvas without gradients, then the trainable U-Net (and tanh)."""
+
+    def __init__(self, generator: FPAGenerator):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        g, c = self.generator, self.generator.config
+        with torch.no_grad():
+            keys, values, lrs = g.painting_instructions(z)
+            canvas = canvas_from_writes(delta_rule_writes(keys, values, lrs), keys)  # (B·C, S, S)
+        return g.finish(canvas.reshape(-1, c.channels, c.image_size, c.image_size))
+
+
+class Trainer:
+    """Generator, its EMA copy, discriminator, optimisers and step counter; `step(reals)` trains once."""
+
+    def __init__(self, model_config: FPAConfig, config: TrainConfig, device: str = "cpu",
+                 generator: FPAGenerator | None = None, wrap=None):
+        self.config, self.device, self.step_count = config, torch.device(device), 0
+        torch.manual_seed(config.seed)
+        self.generator = (generator or FPAGenerator(model_config)).to(self.device).train()
+        self.ema_generator = FPAGenerator(model_config).to(self.device).eval()
+        self.ema_generator.load_state_dict(self.generator.state_dict())
+        self.ema_generator.requires_grad_(False)
+        self.discriminator = Discriminator(model_config.image_size, model_config.channels,
+                                           config.fmap_max, config.attn_res_layers,
+                                           config.attn_heads, config.attn_dim_head).to(self.device)
+        if config.unet_stage:
+            self.generator.requires_grad_(False)
+            self.generator.unet.requires_grad_(True)
+        self.g_params = generator_trainables(self.generator, config.unet_stage)
+        self.ema_params = generator_trainables(self.ema_generator, config.unet_stage)
+        self.opt_g = torch.optim.Adam(self.g_params, lr=config.lr, betas=config.betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=config.betas)
+        use_amp = config.amp and self.device.type == "cuda"
+        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp \
+            else contextlib.nullcontext
+        self.scaler_g = torch.amp.GradScaler("cuda", enabled=use_amp)
+        self.scaler_d = torch.amp.GradScaler("cuda", enabled=use_amp)
+        wrap = wrap or (lambda module: module)  # DDP wrapper under torchrun
+        painter = FrozenFPAUNet(self.generator) if config.unet_stage else self.generator
+        self.g_train, self.d_train = wrap(painter), wrap(self.discriminator)
+
+    # -- one iteration ----------------------------------------------------------------------------
+    def _latents(self, count: int) -> torch.Tensor:
+        return torch.randn(count, self.generator.latent_size, device=self.device)
+
+    def _fake(self, count: int) -> torch.Tensor:
+        return self.g_train(self._latents(count))
+
+    def _sync(self, module, last: bool):
+        return contextlib.nullcontext() if last or not hasattr(module, "no_sync") else module.no_sync()
+
+    def _d_loss(self, reals: torch.Tensor, apply_gp: bool) -> dict:
+        cfg = self.config
+        with torch.no_grad(), self.autocast():
+            fakes = self._fake(reals.shape[0])
+        reals = reals.requires_grad_(apply_gp)
+        with self.autocast():
+            both = diff_augment(torch.cat([reals, fakes.float()]), cfg.aug_prob, cfg.aug_types)
+            logits, logits_32, aux = self.d_train(both, aux_count=reals.shape[0])
+            n = reals.shape[0]
+            divergence = d_hinge_loss(logits[:n], logits[n:]) + d_hinge_loss(logits_32[:n], logits_32[n:])
+            loss = divergence + aux
+        out = {"d_loss": loss, "aux": aux.detach(), "divergence": divergence.detach()}
+        if apply_gp:
+            scale = self.scaler_d.get_scale() if self.scaler_d.is_enabled() else 1.0
+            gp = gradient_penalty(reals, [logits[:n].float(), logits_32[:n].float()], scale)
+            out["gp"] = gp.detach()
+            out["d_loss"] = loss + cfg.gp_weight * gp
+        return out
+
+    def _g_loss(self, count: int) -> torch.Tensor:
+        with self.autocast():
+            fakes = self._fake(count)
+            both = diff_augment(fakes, self.config.aug_prob, self.config.aug_types)
+            logits, logits_32, _ = self.discriminator(both)
+            return g_hinge_loss(logits) + g_hinge_loss(logits_32)
+
+    def step(self, micro_batches: list[torch.Tensor]) -> dict:
+        """One optimiser step of D then G over `micro_batches`; returns float losses."""
+        cfg, accum = self.config, len(micro_batches)
+        apply_gp = cfg.gp_every > 0 and self.step_count % cfg.gp_every == 0
+        self.opt_d.zero_grad(set_to_none=True)
+        stats: dict[str, float] = {}
+        for i, reals in enumerate(micro_batches):
+            with self._sync(self.d_train, i == accum - 1):
+                losses = self._d_loss(reals.to(self.device), apply_gp)
+                self.scaler_d.scale(losses["d_loss"] / accum).backward()
+            for key, value in losses.items():
+                stats[key] = stats.get(key, 0.0) + float(value.detach()) / accum
+        self.scaler_d.step(self.opt_d)
+        self.scaler_d.update()
+
+        self.discriminator.requires_grad_(False)
+        self.opt_g.zero_grad(set_to_none=True)
+        for i, reals in enumerate(micro_batches):
+            with self._sync(self.g_train, i == accum - 1):
+                g_loss = self._g_loss(reals.shape[0])
+                self.scaler_g.scale(g_loss / accum).backward()
+            stats["g_loss"] = stats.get("g_loss", 0.0) + float(g_loss.detach()) / accum
+        self.scaler_g.step(self.opt_g)
+        self.scaler_g.update()
+        self.discriminator.requires_grad_(True)
+
+        stats["ema"] = apply_schedule(cfg.ema, self.step_count, self.ema_params, self.g_params)
+        self.step_count += 1
+        return stats
+
+    # -- resumable state ----------------------------------------------------------------------------
+    def state(self) -> dict:
+        """Everything but the EMA weights (which are the checkpoint's state_dict): tensors/primitives."""
+        state = {
+            "train_config": self.config.to_dict(),
+            "generator": {k: v.detach().cpu().clone() for k, v in self.generator.state_dict().items()},
+            "discriminator": {k: v.detach().cpu().clone() for k, v in self.discriminator.state_dict().items()},
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "scaler_g": self.scaler_g.state_dict(),
+            "scaler_d": self.scaler_d.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state(self, state: dict, ema_state: dict, step: int) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.ema_generator.load_state_dict(ema_state)
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if state.get("scaler_g"):
+            self.scaler_g.load_state_dict(state["scaler_g"])
+            self.scaler_d.load_state_dict(state["scaler_d"])
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        self.step_count = int(step)
