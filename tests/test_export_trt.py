@@ -76,6 +76,7 @@ def fake_tensorrt(version: str = "10.9.0", parse_ok: bool = True, build_ok: bool
 
         def set_timing_cache(self, cache, ignore_mismatch):
             calls["ignore_mismatch"] = ignore_mismatch
+            return not cache.blob.startswith(b"foreign")  # TensorRT refuses another GPU's cache
 
         def get_timing_cache(self):
             return self.cache
@@ -103,6 +104,12 @@ def fake_tensorrt(version: str = "10.9.0", parse_ok: bool = True, build_ok: bool
     trt.BuilderFlag = types.SimpleNamespace(TF32="TF32")
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
     return trt
+
+
+@pytest.fixture(autouse=True)
+def a_gpu(monkeypatch):
+    """The builder needs a GPU; these tests pretend there is one (the fake TensorRT needs none)."""
+    monkeypatch.setattr("fpa_export.export.trt_build._gpu_name", lambda: "Fake GPU")
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +222,20 @@ def test_real_tensorrt_engine_matches_eager(onnx_file, tmp_path):
     generator = load_generator(onnx_file.with_suffix(".pt"))
     z = torch.randn(7, sampler.latent_size)
     torch.testing.assert_close(sampler(z), generator(z).detach(), rtol=0, atol=1e-4)
+
+
+def test_no_gpu_foreign_timing_cache_and_onnx_output_path(monkeypatch, onnx_file, tmp_path):
+    trt = fake_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr("fpa_export.export.trt_build._gpu_name", lambda: None)
+    with pytest.raises(ExportError, match="needs an NVIDIA GPU"):
+        build_engine(onnx_file, tmp_path / "m.plan")
+    monkeypatch.setattr("fpa_export.export.trt_build._gpu_name", lambda: "Fake GPU")
+    with pytest.raises(ExportError, match="own file name"):
+        build_engine(onnx_file, onnx_file)
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"foreign-gpu")
+    with pytest.warns(UserWarning, match="timing cache"):
+        result = build_engine(onnx_file, tmp_path / "m.plan", timing_cache=cache)
+    assert result.path.read_bytes() == b"PLAN"
+    assert cache.read_bytes() == b"cache+"  # rebuilt from an empty cache, the foreign one replaced

@@ -30,6 +30,8 @@ def test_folder_is_recursive_and_skips_unreadable_files(tmp_path):
     assert isinstance(source, FolderImages) and len(source) == 6  # 5 images + 1 broken, no .txt
     images, skipped = source.batch(list(range(6)))
     assert images.shape == (5, 3, 16, 16) and skipped == 1 and source.skipped == 1
+    source.batch(list(range(6)))
+    assert source.skipped == 1  # distinct files, not skip events
     assert 0.0 <= images.min() and images.max() <= 1.0
 
 

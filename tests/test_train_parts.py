@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from training.augment import cutout, diff_augment, translation
+from training.augment import AUG_TYPES, cutout, diff_augment, random_flip, translation
 from training.discriminator import Discriminator, stage_channels
 from training.ema import EMASchedule, apply_schedule
 from training.losses import d_hinge_loss, g_hinge_loss, gradient_penalty
@@ -118,6 +118,10 @@ def test_diff_augment_shapes_and_semantics():
         values = moved[i][moved[i] != 0]
         assert torch.isin(values, x[i]).all()
     assert diff_augment(x, 0.0) is x
+    flips = [diff_augment(x, 1.0, ("flip",)) for _ in range(20)]
+    assert all(torch.equal(f, x) or torch.equal(f, x.flip(3)) for f in flips)
+    assert any(torch.equal(f, x.flip(3)) for f in flips) and any(torch.equal(f, x) for f in flips)
+    assert AUG_TYPES == ("flip", "cutout", "translation")  # the official order
     y = x.clone().requires_grad_(True)
     diff_augment(y, 1.0).sum().backward()
     assert y.grad is not None
@@ -148,3 +152,24 @@ def test_quality_metric_ranks_a_matching_generator_above_a_blank_one(metric="pix
     blank = generator_fd(_Replay(torch.full((24, 1, 16, 16), -1.0)), real_stats, metric, count=24)
     assert 0 <= same < blank
     assert generator_fd(_Replay(reals[:24]), real_stats, metric, count=24) == pytest.approx(0, abs=1e-6)
+
+
+def test_unet_stage_halves_the_discriminator_hinge_terms():
+    """The official *_unet models train D with hinge_loss_bis: summed hinge / (n_real + n_fake)."""
+    import dataclasses
+
+    from tests.conftest import tiny_config, tiny_unet_config
+    from training.trainer import Trainer, TrainConfig
+
+    config = tiny_config(image_size=16, unet=tiny_unet_config())
+    small_d = dict(fmap_max=16, attn_res_layers=(), attn_heads=1, attn_dim_head=4, batch_size=4)
+    trainer = Trainer(config, TrainConfig(unet_stage=True, **small_d))
+    reals = torch.rand(4, 3, 16, 16)
+    torch.manual_seed(1)
+    halved = trainer._d_loss(reals.clone(), apply_gp=False)
+    trainer.config = dataclasses.replace(trainer.config, unet_stage=False)
+    torch.manual_seed(1)
+    full = trainer._d_loss(reals.clone(), apply_gp=False)
+    assert float(full["divergence"]) > 0
+    torch.testing.assert_close(halved["divergence"], full["divergence"] / 2)
+    torch.testing.assert_close(halved["aux"], full["aux"])

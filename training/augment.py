@@ -1,16 +1,18 @@
 """Optional DiffAugment for the discriminator's inputs (FPA_SPEC §6; off in the official default).
 
-With probability `prob` per call, a batch (real or fake alike, differentiably) is flipped left-right with
-probability 1/2 (the whole batch), then each listed transform is applied with per-sample randomness:
-- `translation`: shift by up to 1/8 of the side in x and y, zero-filled;
-- `cutout`: zero a square of half the side at a random position.
+With probability `prob` per call, a batch (differentiably; the trainer calls it separately for the
+reals and the fakes, as the official code does) goes through the listed transforms in order:
+- `flip`: the whole batch flipped left-right with probability 1/2 (the official wrapper's flip);
+- `cutout`: zero a square of half the side at a random position, per sample;
+- `translation`: shift by up to 1/8 of the side in x and y, zero-filled, per sample.
+The default, `flip,cutout,translation`, is the official order.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-AUG_TYPES = ("translation", "cutout")
+AUG_TYPES = ("flip", "cutout", "translation")
 
 
 def translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
@@ -40,8 +42,10 @@ def diff_augment(x: torch.Tensor, prob: float, types: tuple[str, ...] = AUG_TYPE
     """Augment the batch with probability `prob` (Python RNG-free: uses torch's RNG only)."""
     if prob <= 0 or torch.rand(()).item() >= prob:
         return x
-    if torch.rand(()).item() < 0.5:
-        x = torch.flip(x, dims=(3,))
     for name in types:
-        x = {"translation": translation, "cutout": cutout}[name](x)
+        x = {"flip": random_flip, "translation": translation, "cutout": cutout}[name](x)
     return x
+
+
+def random_flip(x: torch.Tensor) -> torch.Tensor:
+    return torch.flip(x, dims=(3,)) if torch.rand(()).item() < 0.5 else x

@@ -56,7 +56,7 @@ RUN_OPTIONS = [
     (("--ema-reset-every",), dict(default=1000, type=click.IntRange(1), help="hard reset EMA←G period")),
     (("--ema-reset-until",), dict(default=25000, type=click.IntRange(-1), help="no resets after this step")),
     (("--aug-prob",), dict(default=0.0, type=click.FloatRange(0, 1), help="DiffAugment probability")),
-    (("--aug-types",), dict(default="translation,cutout", help=f"comma list of {', '.join(AUG_TYPES)}")),
+    (("--aug-types",), dict(default=",".join(AUG_TYPES), help=f"comma list of {', '.join(AUG_TYPES)}")),
     (("--fmap-max",), dict(default=512, type=click.IntRange(8), help="D: channel cap")),
     (("--d-attn-res",), dict(default="32", help="D: comma list of widths with attention ('' = none)")),
     (("--d-attn-heads",), dict(default=8, type=click.IntRange(1), help="D: attention heads")),

@@ -56,7 +56,12 @@ class FolderImages:
         if not self.paths:
             raise DataError(f"{folder}: no images found (looked for jpg, jpeg, png, webp, bmp recursively)")
         self.image_size, self.channels, self.name = image_size, channels, str(folder)
-        self.skipped = 0
+        self.unreadable: set[int] = set()
+
+    @property
+    def skipped(self) -> int:
+        """How many distinct files could not be decoded so far."""
+        return len(self.unreadable)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -71,7 +76,7 @@ class FolderImages:
         images = [self.load(i) for i in indices]
         good = [image for image in images if image is not None]
         skipped = len(images) - len(good)
-        self.skipped += skipped
+        self.unreadable.update(i for i, image in zip(indices, images) if image is None)
         if not good:
             return torch.empty(0, self.channels, self.image_size, self.image_size), skipped
         return torch.stack(good), skipped

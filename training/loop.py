@@ -158,6 +158,8 @@ class Run:
         t, opts = self.trainer, self.options
         self.out.mkdir(parents=True, exist_ok=True)
         start = t.step_count
+        if self.world_size > 1:  # each rank its own latents and augmentation draws, reproducibly
+            torch.manual_seed(t.config.seed * 1_000_003 + start * 1_009 + self.rank)
         stream = datasets.batches(self.source, t.config.batch_size, t.config.seed,
                                   start=start * t.config.grad_accum, rank=self.rank,
                                   world_size=self.world_size)
@@ -167,7 +169,7 @@ class Run:
             micro = [next(stream) for _ in range(t.config.grad_accum)]
             stats = t.step(micro)
             images_done += sum(m.shape[0] for m in micro) * self.world_size
-            if not all(math.isfinite(v) for v in stats.values() if isinstance(v, float)):
+            if not self._all_finite(stats):
                 raise TrainingError(
                     f"non-finite loss at step {t.step_count} ({_fmt(stats)}); stopped. The last good "
                     f"checkpoint is {self.out / 'latest.pt'}; resume from it with a lower --lr")
@@ -177,6 +179,8 @@ class Run:
                 tick, images_done = time.perf_counter(), 0
                 record = {"step": step, **{k: round(v, 5) for k, v in stats.items()
                                             if isinstance(v, float)}, "img_per_s": round(rate, 1)}
+                if getattr(self.source, "skipped", 0):
+                    record["skipped_files"] = self.source.skipped
                 self._log(record)
                 if bar is not None:
                     bar.set_postfix_str(f"d {stats['d_loss']:.3f} g {stats['g_loss']:.3f} {rate:.0f} img/s")
@@ -186,6 +190,15 @@ class Run:
         if bar is not None:
             bar.close()
         return {"step": t.step_count, "best": self.best, **stats}
+
+    def _all_finite(self, stats: dict) -> bool:
+        """True when every rank's losses are finite (agreed by all ranks, so none waits forever)."""
+        finite = all(math.isfinite(v) for v in stats.values() if isinstance(v, float))
+        if self.world_size == 1:
+            return finite
+        flag = torch.tensor([1.0 if finite else 0.0], device=self.trainer.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return bool(flag.item())
 
     def _periodic(self, step: int) -> None:
         opts, final = self.options, step == self.options.steps

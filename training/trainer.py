@@ -7,7 +7,12 @@ Per iteration (`Trainer.step`), for each of `grad_accum` micro-batches:
 then Adam steps (2e-4, betas 0.5/0.9) and the EMA schedule (`training.ema`).
 
 U-Net stage (`unet_stage=True`, FPA_SPEC §5): the FPA part of the generator is frozen and its canvas is
-computed without gradients; only the U-Net is optimised and averaged.
+computed without gradients; only the U-Net is optimised and averaged, and the discriminator's hinge
+terms are halved, as the official code does for its `*_unet` models (its `hinge_loss_bis` divides the
+summed hinge terms by the number of real plus fake images).
+
+With mixed precision, a gradient penalty that overflows fp16 (possible while the loss scale is still
+high) is skipped for that step, as in the official code, instead of stopping the run.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import torch
 from torch import nn
 
 from models import FPAConfig, FPAGenerator, canvas_from_writes, delta_rule_writes
-from .augment import diff_augment
+from .augment import AUG_TYPES, diff_augment
 from .discriminator import Discriminator
 from .ema import EMASchedule, apply_schedule
 from .losses import d_hinge_loss, g_hinge_loss, gradient_penalty
@@ -34,7 +39,7 @@ class TrainConfig:
     gp_weight: float = 10.0
     ema: EMASchedule = field(default_factory=EMASchedule)
     aug_prob: float = 0.0                   # DiffAugment probability (0 = off, the official default)
-    aug_types: tuple[str, ...] = ("translation", "cutout")
+    aug_types: tuple[str, ...] = AUG_TYPES     # applied in this order (training.augment)
     fmap_max: int = 512                     # D: channel cap of the residual stages
     attn_res_layers: tuple[int, ...] = (32,)  # D: widths where linear attention precedes a stage
     attn_heads: int = 8                     # D: heads of every attention layer (official: 8)
@@ -123,17 +128,23 @@ class Trainer:
             fakes = self._fake(reals.shape[0])
         reals = reals.requires_grad_(apply_gp)
         with self.autocast():
-            both = diff_augment(torch.cat([reals, fakes.float()]), cfg.aug_prob, cfg.aug_types)
+            both = torch.cat([diff_augment(reals, cfg.aug_prob, cfg.aug_types),
+                              diff_augment(fakes.float(), cfg.aug_prob, cfg.aug_types)])
             logits, logits_32, aux = self.d_train(both, aux_count=reals.shape[0])
             n = reals.shape[0]
             divergence = d_hinge_loss(logits[:n], logits[n:]) + d_hinge_loss(logits_32[:n], logits_32[n:])
+            if cfg.unet_stage:
+                divergence = divergence / 2
             loss = divergence + aux
         out = {"d_loss": loss, "aux": aux.detach(), "divergence": divergence.detach()}
         if apply_gp:
             scale = self.scaler_d.get_scale() if self.scaler_d.is_enabled() else 1.0
             gp = gradient_penalty(reals, [logits[:n].float(), logits_32[:n].float()], scale)
-            out["gp"] = gp.detach()
-            out["d_loss"] = loss + cfg.gp_weight * gp
+            if self.scaler_d.is_enabled() and not torch.isfinite(gp):
+                out["gp_skipped"] = torch.ones(())  # fp16 overflow: the scaler lowers its scale
+            else:
+                out["gp"] = gp.detach()
+                out["d_loss"] = loss + cfg.gp_weight * gp
         return out
 
     def _g_loss(self, count: int) -> torch.Tensor:

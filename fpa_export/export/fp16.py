@@ -56,7 +56,7 @@ def to_mixed_fp16(model):
                 continue
             current[name] = want
             if name in graph_outputs and want != dtype[name]:  # keep the public output dtype
-                node.output[k] = f"{name}__fp16"
+                node.output[k] = f"{name}__fp16_out"  # not a Cast name above
                 nodes.append(helper.make_node("Cast", [node.output[k]], [name], to=dtype[name]))
                 current[name] = dtype[name]
     del graph.node[:]

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 import io
 import logging
 from pathlib import Path
-import tempfile
 import time
 from typing import Callable, Optional
 import warnings
@@ -20,7 +19,7 @@ import torch
 from models import FPAGenerator, atomic_write, load_checkpoint
 from fpa_export.loading import resolve_checkpoint
 from .fp16 import to_mixed_fp16
-from .sidecar import (ExportError, library_versions, reusable, sha256_file, sidecar_path,
+from .sidecar import (ExportError, check_writable, library_versions, reusable, sha256_file, sidecar_path,
                       write_sidecar)
 from .spec import BATCH, ExportSpec
 from .verify import check_model, compare_with_torch, import_onnx
@@ -62,7 +61,7 @@ def export_onnx(checkpoint=None, out=None, graph: str = "image", fp16: bool = Fa
     generator, _ = load_checkpoint(checkpoint)  # CheckpointError: one line, before any work
     spec = ExportSpec(generator.config, graph=graph, fp16=fp16, uint8=uint8, lstm=lstm)
     out = Path(out) if out is not None else default_output(checkpoint, spec)
-    _check_writable(out)
+    check_writable(out)
     inputs = {"checkpoint_sha256": sha256_file(checkpoint), "spec": spec.to_dict(), "opset": opset,
               "exporter": exporter, "verify": verify,
               "versions": library_versions("torch", "onnx", "onnxscript", "onnxruntime")}
@@ -74,6 +73,7 @@ def export_onnx(checkpoint=None, out=None, graph: str = "image", fp16: bool = Fa
     start = time.perf_counter()
     progress(f"tracing with {exporter}")
     model = trace(generator, spec, opset, exporter)
+    check_opset(model, opset, exporter)
     if spec.fp16:
         progress("float16 rewrite")
         model = to_mixed_fp16(model)
@@ -106,8 +106,20 @@ def trace(generator: FPAGenerator, spec: ExportSpec, opset: int = DEFAULT_OPSET,
             return _trace_torchscript(module, z, spec, opset)
     except ImportError as err:
         raise ImportError(f"{err}; the ONNX exporters need pip install 'fpa-export[onnx]'") from None
+    except torch.onnx.errors.OnnxExporterError as err:
+        first = (str(err).strip().splitlines() or ["no message"])[0]
+        raise ExportError(f"the {exporter} exporter failed: {first}") from None
     finally:
         generator.unroll_lstm = False
+
+
+def check_opset(model, opset: int, exporter: str) -> None:
+    """The exporters may quietly keep another opset than asked for (dynamo builds at 18 and converts;
+    TorchScript stops at 20); the sidecar must not claim one the file does not have."""
+    found = {entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")}
+    if found != {opset}:
+        raise ExportError(f"the {exporter} exporter produced opset {sorted(found)}, not {opset}; "
+                          f"choose another --opset (or --exporter)")
 
 
 def _trace_torchscript(module, z, spec: ExportSpec, opset: int):
@@ -128,23 +140,6 @@ def _trace_dynamo(module, z, spec: ExportSpec, opset: int):
                                 input_names=spec.input_names, output_names=spec.output_names,
                                 dynamic_shapes={"z": {0: torch.export.Dim(BATCH, min=1)}})
     return program.model_proto
-
-
-def _check_writable(out: Path) -> None:
-    """Fail before the (slow) export when the output cannot be written: probe with a temporary file."""
-    if out.is_dir():
-        raise ExportError(f"{out}: is a directory; give a file name for the .onnx output")
-    parent = out.parent
-    for folder in (parent, *parent.parents):  # the nearest existing ancestor must be a writable folder
-        if folder.exists():
-            break
-    if not folder.is_dir():
-        raise ExportError(f"{out}: cannot create it, {folder} is not a directory")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise ExportError(f"{out}: cannot write to {folder} ({err.strerror or err})") from None
 
 
 def _max_abs(report: dict) -> dict:

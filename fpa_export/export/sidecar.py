@@ -17,6 +17,7 @@ import json
 import os
 import platform
 from pathlib import Path
+import tempfile
 from typing import Optional
 
 from models import FPAConfig, atomic_write, PACKAGE_VERSION
@@ -91,3 +92,20 @@ def config_from_sidecar(artefact: str | os.PathLike) -> FPAConfig:
 def _normalised(value):
     """JSON round trip, so tuples and lists (and key order) compare equal."""
     return json.loads(json.dumps(value, sort_keys=True))
+
+
+def check_writable(out: Path) -> None:
+    """Fail before the (slow) export when the output cannot be written: probe with a temporary file."""
+    if out.is_dir():
+        raise ExportError(f"{out}: is a directory; give a file name for the .onnx output")
+    parent = out.parent
+    for folder in (parent, *parent.parents):  # the nearest existing ancestor must be a writable folder
+        if folder.exists():
+            break
+    if not folder.is_dir():
+        raise ExportError(f"{out}: cannot create it, {folder} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ExportError(f"{out}: cannot write to {folder} ({err.strerror or err})") from None

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 import time
 from typing import Optional
+import warnings
 
 from models import atomic_write
-from .sidecar import ExportError, read_sidecar, reusable, sha256_file, sidecar_path, write_sidecar
+from .sidecar import (ExportError, check_writable, read_sidecar, reusable, sha256_file, sidecar_path,
+                      write_sidecar)
 from .spec import ExportSpec
 
 DEFAULT_OPT_BATCH = 256
@@ -74,21 +76,32 @@ def build_engine(source, out=None, *, min_batch: int = 1, opt_batch: Optional[in
     embedded default model), which is first exported with `export_onnx(graph=, fp16=, exporter=)`."""
     trt = import_tensorrt()  # before any slow work
     profile = batch_profile(min_batch, opt_batch, max_batch)
+    gpu = _gpu_name()
+    if gpu is None:
+        raise ExportError("TensorRT needs an NVIDIA GPU with CUDA, and torch sees none here")
+    if out is not None and Path(out).suffix.lower() == ".onnx":
+        raise ExportError(f"{out}: an engine needs its own file name (.plan), not an .onnx path")
+    if out is not None:
+        check_writable(Path(out))
     onnx_path = _onnx_source(source, out, graph, fp16, exporter)
     onnx_sidecar = read_sidecar(onnx_path)
     if onnx_sidecar is None or "spec" not in onnx_sidecar.get("inputs", {}):
         raise ExportError(f"{onnx_path}: no sidecar from `fpa-export onnx`; export the graph with it first")
     spec = ExportSpec.from_dict(onnx_sidecar["inputs"]["spec"])
     out = Path(out) if out is not None else onnx_path.with_suffix(".plan")
-    gpu = _gpu_name()
     inputs = {"onnx_sha256": sha256_file(onnx_path), "spec": spec.to_dict(),
               "profile": vars(profile), "tf32": tf32, "workspace_gb": workspace_gb,
               "tensorrt": str(trt.__version__), "gpu": gpu}
     if not force and reusable(out, inputs) is not None:
         return EngineResult(out, sidecar_path(out), onnx_path, True, str(trt.__version__), gpu)
     start = time.perf_counter()
-    plan = _build_plan(trt, onnx_path, spec, profile, timing_cache, workspace_gb, tf32)
+    plan, cache_blob = _build_plan(trt, onnx_path, spec, profile, timing_cache, workspace_gb, tf32)
     atomic_write(out, lambda handle: handle.write(plan))
+    if timing_cache and cache_blob:  # after the engine: a failed cache write must not lose the build
+        try:
+            atomic_write(Path(timing_cache), lambda handle: handle.write(cache_blob))
+        except OSError as err:
+            warnings.warn(f"timing cache not saved: {err}")
     write_sidecar(out, {"kind": "tensorrt", "onnx": str(onnx_path), "inputs": inputs,
                         "output": {"sha256": sha256_file(out), "bytes": len(plan)},
                         "config": spec.config.to_dict(),
@@ -105,9 +118,13 @@ def network_flags(trt) -> int:
 
 
 def _build_plan(trt, onnx_path: Path, spec: ExportSpec, profile: BatchProfile, timing_cache,
-                workspace_gb: Optional[float], tf32: bool) -> bytes:
+                workspace_gb: Optional[float], tf32: bool) -> tuple[bytes, bytes]:
+    """(serialized engine, serialized timing cache or b"")."""
     logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    try:
+        builder = trt.Builder(logger)
+    except TypeError:  # "factory function returned nullptr": no usable CUDA device
+        raise ExportError("TensorRT could not create a builder (no usable CUDA device?)") from None
     network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
@@ -124,14 +141,15 @@ def _build_plan(trt, onnx_path: Path, spec: ExportSpec, profile: BatchProfile, t
     config.add_optimization_profile(optimisation)
     cache_path = Path(timing_cache) if timing_cache else None
     cache_blob = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
-    config.set_timing_cache(config.create_timing_cache(cache_blob), False)
+    cache = config.create_timing_cache(cache_blob)
+    if cache is None or not config.set_timing_cache(cache, False):
+        warnings.warn(f"timing cache {cache_path} does not fit this TensorRT/GPU; starting an empty one")
+        config.set_timing_cache(config.create_timing_cache(b""), False)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise ExportError("TensorRT failed to build the engine (its log above says why)")
-    if cache_path is not None:
-        blob = bytes(config.get_timing_cache().serialize())
-        atomic_write(cache_path, lambda handle: handle.write(blob))
-    return bytes(plan)
+    built_cache = config.get_timing_cache() if cache_path is not None else None
+    return bytes(plan), bytes(built_cache.serialize()) if built_cache is not None else b""
 
 
 def _onnx_source(source, out, graph: str, fp16: bool, exporter: Optional[str]) -> Path:

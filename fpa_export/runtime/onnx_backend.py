@@ -95,7 +95,8 @@ class _Graph:
         self.options.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS", 0) or 0)
         self._sessions: dict[Optional[int], object] = {}
         self._buffers: dict[int, dict[str, torch.Tensor]] = {}
-        self._session(None)  # fail now, not at the first batch, on a broken file
+        if not cuda_graph:
+            self._session(None)  # fail now, not at the first batch, on a broken file
 
     def _session(self, batch: Optional[int]):
         key = batch if self.cuda_graph else None
@@ -128,6 +129,8 @@ class _Graph:
                                     for t in self.spec.inputs + self.spec.outputs}
         buffers = self._buffers[batch]
         buffers["z"].copy_(z)
+        # onnxruntime runs on its own CUDA stream: the copy (queued on torch's) must be done first
+        torch.cuda.current_stream(self.device).synchronize()
         binding = session.io_binding()
         index = self.device.index or 0
         for t in self.spec.inputs + self.spec.outputs:

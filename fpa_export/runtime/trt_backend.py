@@ -34,20 +34,34 @@ class TrtSampler(Sampler):
         self.name = "tensorrt"
         self._dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
                         trt.DataType.UINT8: torch.uint8}
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
-        if self.engine is None:
-            raise ExportError(f"{self.path}: TensorRT cannot load this engine (other GPU or version?)")
-        self.context = self.engine.create_execution_context()
-        self.max_batch = int(self.engine.get_tensor_profile_shape("z", 0)[2][0])
+        with torch.cuda.device(self.device):  # the engine lives on the sampler's GPU
+            runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            self.engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
+            if self.engine is None:
+                raise ExportError(f"{self.path}: TensorRT cannot load this engine (other GPU or version?)")
+            self.context = self.engine.create_execution_context()
+        names = {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
+        if names != {"z", *self.spec.output_names}:
+            raise ExportError(f"{self.path}: engine tensors {sorted(names)} do not match its sidecar")
+        low, _, high = self.engine.get_tensor_profile_shape("z", 0)
+        self.min_batch, self.max_batch = int(low[0]), int(high[0])
 
     def _run(self, z: torch.Tensor) -> list[torch.Tensor]:
         chunks = [self._run_chunk(part) for part in z.split(self.max_batch)]
         return [torch.cat(parts) for parts in zip(*chunks)]
 
     def _run_chunk(self, z: torch.Tensor) -> list[torch.Tensor]:
-        z = z.to(self.device).contiguous()
-        self.context.set_input_shape("z", tuple(z.shape))
+        """One batch within the profile; one below its minimum is padded with zeros and cut back."""
+        count = z.shape[0]
+        if count < self.min_batch:
+            z = torch.cat([z, z.new_zeros(self.min_batch - count, z.shape[1])])
+        with torch.cuda.device(self.device):
+            return [out[:count] for out in self._execute(z.to(self.device).contiguous())]
+
+    def _execute(self, z: torch.Tensor) -> list[torch.Tensor]:
+        if not self.context.set_input_shape("z", tuple(z.shape)):
+            raise ExportError(f"{self.path}: TensorRT refused input shape {tuple(z.shape)} "
+                              f"(profile batch {self.min_batch}..{self.max_batch})")
         self.context.set_tensor_address("z", z.data_ptr())
         outputs = []
         for name in self.spec.output_names:
