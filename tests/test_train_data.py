@@ -64,6 +64,11 @@ def test_mnist_builtin_is_shuffled_digits():
     first, _ = source.batch(list(range(100)))
     assert first.std(dim=0).mean() > 0.1  # digits: varied strokes on black
     assert (first.mean(dim=(1, 2, 3)) < 0.35).all()
+    from training.data import mnist_with_labels
+
+    raw, labels = mnist_with_labels()
+    assert raw.shape == (5000, 28, 28) and np.array_equal(np.bincount(labels), [500] * 10)
+    assert np.all(np.diff(labels) >= 0)  # the file is sorted by class, hence the shuffle
 
 
 @pytest.mark.parametrize("name, count", [("digits", 1797), ("lfw", 200)])

