@@ -173,3 +173,22 @@ def test_unet_stage_halves_the_discriminator_hinge_terms():
     assert float(full["divergence"]) > 0
     torch.testing.assert_close(halved["divergence"], full["divergence"] / 2)
     torch.testing.assert_close(halved["aux"], full["aux"])
+
+
+def test_minibatch_std_groups_never_mix_reals_and_fakes():
+    from training.discriminator import MinibatchStd
+
+    layer = MinibatchStd(4)
+    reals, fakes = torch.rand(8, 3, 5, 5), torch.zeros(8, 3, 5, 5)  # fakes collapsed: no variation
+    out = layer(torch.cat([reals, fakes]))
+    assert out.shape == (16, 4, 5, 5)
+    torch.testing.assert_close(out[:, :3], torch.cat([reals, fakes]))
+    assert torch.all(out[:8, 3] > 0.1) and torch.all(out[8:, 3] < 1e-3)
+    group = reals[:4]  # the feature is the mean over features of the std over the group's samples
+    expected = group.var(dim=0, unbiased=False).add(1e-8).sqrt().mean()
+    torch.testing.assert_close(out[0, 3], torch.full((5, 5), float(expected)))
+    assert MinibatchStd(4)(torch.rand(6, 2, 3, 3)).shape == (6, 3, 3, 3)  # gcd(6, 4) = 2
+    d = Discriminator(16, 1, fmap_max=16, attn_res_layers=(), attn_heads=1, attn_dim_head=4,
+                      minibatch_std=4)
+    logits, logits_32, _ = d(torch.rand(8, 1, 16, 16))
+    assert logits.shape == (8, 1) and logits_32.shape == (8, 1)

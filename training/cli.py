@@ -61,6 +61,8 @@ RUN_OPTIONS = [
     (("--d-attn-res",), dict(default="32", help="D: comma list of widths with attention ('' = none)")),
     (("--d-attn-heads",), dict(default=8, type=click.IntRange(1), help="D: attention heads")),
     (("--d-attn-dim-head",), dict(default=64, type=click.IntRange(1), help="D: channels per head")),
+    (("--d-minibatch-std",), dict(default=0, type=click.IntRange(0),
+                                  help="D: minibatch-std group size before the logits (0 = off, as the paper)")),
     (("--amp",), dict(is_flag=True, help="fp16 mixed precision (CUDA only; ignored on CPU)")),
     (("--seed",), dict(default=42, type=int)),
     (("--log-every",), dict(default=10, type=click.IntRange(1))),
@@ -122,6 +124,7 @@ def _train_config(kw: dict) -> TrainConfig:
                        gp_every=kw["gp_every"], ema=ema, aug_prob=kw["aug_prob"], aug_types=aug,
                        fmap_max=kw["fmap_max"], attn_res_layers=_ints(kw["d_attn_res"]),
                        attn_heads=kw["d_attn_heads"], attn_dim_head=kw["d_attn_dim_head"],
+                       minibatch_std=kw["d_minibatch_std"],
                        amp=kw["amp"], seed=kw["seed"])
 
 

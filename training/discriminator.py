@@ -131,11 +131,29 @@ def stage_channels(image_size: int, channels: int, fmap_max: int) -> list[int]:
     return [channels] + [min(2 ** (12 - n), fmap_max) for n in range(top - 1, 2, -1)]
 
 
+class MinibatchStd(nn.Module):
+    """ProGAN's minibatch standard deviation (optional; not in the paper's D): appends one channel, the
+    mean feature std over each group of `group` consecutive samples. Groups are consecutive so that a
+    batch laid out as [reals, fakes] (both multiples of the group) never mixes the two."""
+
+    def __init__(self, group: int):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        g = math.gcd(b, self.group)
+        std = (x.reshape(b // g, g, c, h, w).var(dim=1, unbiased=False) + 1e-8).sqrt()
+        feature = std.mean(dim=(1, 2, 3)).repeat_interleave(g).view(b, 1, 1, 1).expand(b, 1, h, w)
+        return torch.cat([x, feature], dim=1)
+
+
 class Discriminator(nn.Module):
     """D(x) → (logits (B, 1), logits of the 32-px head (B, 1), aux MSE or None)."""
 
     def __init__(self, image_size: int, channels: int, fmap_max: int = 512,
-                 attn_res_layers: tuple[int, ...] = (32,), attn_heads: int = 8, attn_dim_head: int = 64):
+                 attn_res_layers: tuple[int, ...] = (32,), attn_heads: int = 8, attn_dim_head: int = 64,
+                 minibatch_std: int = 0):
         super().__init__()
         attention = lambda dim: ResidualAttention(dim, attn_heads, attn_dim_head)  # noqa: E731
         if image_size < 16 or image_size & (image_size - 1):
@@ -150,8 +168,9 @@ class Discriminator(nn.Module):
             self.stages.append(DownStage(chan_in, chan_out))
             width //= 2
         last = chans[-1]
-        self.to_logits = nn.Sequential(nn.Conv2d(last, last, 3, stride=2, padding=1), nn.LeakyReLU(0.1),
-                                       nn.Conv2d(last, 1, 4))
+        std = [MinibatchStd(minibatch_std)] if minibatch_std > 1 else []
+        self.to_logits = nn.Sequential(*std, nn.Conv2d(last + len(std), last, 3, stride=2, padding=1),
+                                       nn.LeakyReLU(0.1), nn.Conv2d(last, 1, 4))
         self.head_32 = nn.Sequential(
             nn.Conv2d(channels, 64, 3, padding=1), attention(64), DownStage(64, 32), attention(32), nn.AdaptiveAvgPool2d((4, 4)), nn.Conv2d(32, 1, 4))
         self.decoder = SimpleDecoder(last, channels)

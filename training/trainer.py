@@ -44,6 +44,7 @@ class TrainConfig:
     attn_res_layers: tuple[int, ...] = (32,)  # D: widths where linear attention precedes a stage
     attn_heads: int = 8                     # D: heads of every attention layer (official: 8)
     attn_dim_head: int = 64                 # D: channels per head (official: 64)
+    minibatch_std: int = 0                  # D: ProGAN minibatch-std group before the logits (0 = off, official)
     amp: bool = False                       # fp16 autocast + grad scaling (CUDA only)
     seed: int = 42
     unet_stage: bool = False                # train only the U-Net on a frozen FPA
@@ -95,7 +96,8 @@ class Trainer:
         self.ema_generator.requires_grad_(False)
         self.discriminator = Discriminator(model_config.image_size, model_config.channels,
                                            config.fmap_max, config.attn_res_layers,
-                                           config.attn_heads, config.attn_dim_head).to(self.device)
+                                           config.attn_heads, config.attn_dim_head,
+                                           config.minibatch_std).to(self.device)
         if config.unet_stage:
             self.generator.requires_grad_(False)
             self.generator.unet.requires_grad_(True)
