@@ -168,4 +168,5 @@ def test_load_generator_in_a_fresh_process(saved):
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[1])
     torch.manual_seed(0)
-    assert float(out.stdout) == pytest.approx(gen(torch.randn(2, gen.latent_size)).sum().item(), abs=1e-6)
+    # a sum over many float32 values: thread counts may change the summation order (~1e-7 relative)
+    assert float(out.stdout) == pytest.approx(gen(torch.randn(2, gen.latent_size)).sum().item(), rel=1e-5)
