@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from training.augment import AUG_TYPES, cutout, diff_augment, random_flip, translation
+from training.augment import AUG_TYPES, cutout, diff_augment, translation
 from training.discriminator import Discriminator, stage_channels
 from training.ema import EMASchedule, apply_schedule
 from training.losses import d_hinge_loss, g_hinge_loss, gradient_penalty

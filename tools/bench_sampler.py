@@ -187,7 +187,7 @@ def summarise(result: dict, batches) -> list[str]:
     rows, flops, peaks = result["rows"], result["flops_per_image"], result["peaks"]
     baseline = rows["official-style (eager)"]
     peak = max(peaks.values())
-    lines = [f"| backend | max abs diff | " + " | ".join(f"batch {b}" for b in batches) + " |",
+    lines = ["| backend | max abs diff | " + " | ".join(f"batch {b}" for b in batches) + " |",
              "|---|---|" + "---|" * len(batches)]
     for name, row in rows.items():
         cells = " | ".join(f"{row[b]:.0f}" for b in batches)

@@ -92,10 +92,11 @@ def open_source(data: str, image_size: int, channels: int, seed: int = 0):
 def _builtin_uint8(name: str, image_size: int, channels: int, seed: int) -> torch.Tensor:
     raw = {"mnist": _mnist, "digits": _digits, "lfw": _lfw}[name]()  # (N, h, w) uint8, greyscale
     order = np.random.default_rng(seed).permutation(len(raw))  # the files are sorted by class
-    return _to_tensor(raw[order], image_size, channels)
+    return resized(raw[order], image_size, channels)
 
 
-def _to_tensor(raw: np.ndarray, image_size: int, channels: int) -> torch.Tensor:
+def resized(raw: np.ndarray, image_size: int, channels: int = 1) -> torch.Tensor:
+    """(N, h, w) uint8 greyscale → (N, channels, S, S) uint8, resized and cropped as for training."""
     from PIL import Image
 
     images = [np.asarray(resize_center_crop(Image.fromarray(img, mode="L"), image_size)) for img in raw]
@@ -126,11 +127,6 @@ def mnist_with_labels() -> tuple[np.ndarray, np.ndarray]:
 
 def _mnist() -> np.ndarray:
     return mnist_with_labels()[0]
-
-
-def resized(raw: np.ndarray, image_size: int, channels: int = 1) -> torch.Tensor:
-    """(N, h, w) uint8 greyscale → (N, channels, S, S) uint8, resized and cropped as for training."""
-    return _to_tensor(raw, image_size, channels)
 
 
 def _digits() -> np.ndarray:

@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
-from models import FPAConfig, FPAGenerator, atomic_write, read_checkpoint, save_checkpoint
+from models import FPAConfig, atomic_write, read_checkpoint, save_checkpoint
 from models.images import to_hwc_array, to_uint8
 from . import data as datasets
 from . import quality
-from .trainer import Trainer, TrainConfig
+from .trainer import Trainer
 
 
 class TrainingError(RuntimeError):
