@@ -1,11 +1,10 @@
 """`fpa-train`: train an FPA (default command) or the U-Net stage on a trained FPA (`fpa-train unet`)."""
 from __future__ import annotations
 
-import functools
-
 import click
 
-from models import CheckpointError, ConfigError, FPAConfig, UNetConfig
+from models import FPAConfig, UNetConfig
+from models.cli_errors import friendly_errors
 from .augment import AUG_TYPES
 from .ema import EMASchedule
 from .loop import RunOptions, TrainingError
@@ -14,22 +13,8 @@ from .trainer import TrainConfig
 CTX = {"show_default": True, "max_content_width": 100}
 
 
-def _friendly(func):
-    """User mistakes and training stops become one line on stderr and exit status 1."""
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except (CheckpointError, ConfigError, TrainingError, ValueError, FileNotFoundError) as err:
-            raise click.ClickException(str(err).strip().splitlines()[0] if str(err).strip() else repr(err))
-        except OSError as err:
-            raise click.ClickException(f"{err.strerror or err} ({getattr(err, 'filename', '')})")
-        except KeyboardInterrupt:
-            click.echo("Interrupted; the last checkpoint is kept (continue with --resume).", err=True)
-            raise SystemExit(130)
-    return wrapper
+_friendly = friendly_errors(catch=(TrainingError,),
+                            interrupted="Interrupted; the last checkpoint is kept (continue with --resume).")
 
 
 def _options(specs):

@@ -1,0 +1,43 @@
+"""One rule for every command line: a user's mistake is one line on stderr and a non-zero exit.
+
+Shared by the `fpa-*` commands of `fpa_export` and by `fpa-train` (which may not import `fpa_export`).
+"""
+from __future__ import annotations
+
+import functools
+
+import click
+
+from .checkpoint import CheckpointError
+from .config import ConfigError
+
+
+class UserError(click.ClickException):
+    """A problem with the user's input; click prints 'Error: <message>' and exits with status 1."""
+
+
+def friendly_errors(func=None, *, catch: tuple = (), interrupted: str = "Interrupted; finished outputs are kept."):
+    """Turn validation errors (the library's, plus `catch`) into one-line CLI errors, never a traceback.
+
+    Use bare (`@friendly_errors`) or configured (`@friendly_errors(catch=(TrainingError,), interrupted=...)`);
+    Ctrl-C prints `interrupted` and exits with status 130.
+    """
+    if func is None:
+        return functools.partial(friendly_errors, catch=catch, interrupted=interrupted)
+    expected = (CheckpointError, ConfigError, ValueError, FileNotFoundError, *catch)
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except expected as err:
+            raise UserError(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+        except OSError as err:
+            where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+            raise UserError(f"{err.strerror or err}{where}")
+        except KeyboardInterrupt:
+            click.echo(interrupted, err=True)
+            raise SystemExit(130)
+    return wrapper

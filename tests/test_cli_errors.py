@@ -1,0 +1,49 @@
+"""The one-line error rule shared by every command line (models.cli_errors)."""
+import click
+from click.testing import CliRunner
+
+from models import CheckpointError
+from models.cli_errors import friendly_errors
+
+
+class StopTraining(RuntimeError):
+    pass
+
+
+def _command(exc, **options):
+    decorate = friendly_errors(**options) if options else friendly_errors
+
+    @click.command()
+    @decorate
+    def cmd():
+        raise exc
+    return cmd
+
+
+def _run(cmd):
+    return CliRunner().invoke(cmd, [])
+
+
+def test_library_errors_become_one_line_exit_1():
+    result = _run(_command(CheckpointError("bad.pt: not a checkpoint\nsecond line")))
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: bad.pt: not a checkpoint"
+
+
+def test_os_error_names_the_file():
+    result = _run(_command(PermissionError(13, "Permission denied", "out/x.png")))
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: Permission denied (out/x.png)"
+
+
+def test_extra_exception_types_only_when_asked():
+    plain = _run(_command(StopTraining("loss is NaN")))
+    assert plain.exit_code == 1 and isinstance(plain.exception, StopTraining)  # a bug stays a traceback
+    caught = _run(_command(StopTraining("loss is NaN"), catch=(StopTraining,)))
+    assert caught.exit_code == 1 and caught.output.strip() == "Error: loss is NaN"
+
+
+def test_interrupt_prints_the_configured_line_and_exits_130():
+    result = _run(_command(KeyboardInterrupt(), interrupted="Stopped; resume later."))
+    assert result.exit_code == 130
+    assert "Stopped; resume later." in result.output
