@@ -192,3 +192,75 @@ def test_minibatch_std_groups_never_mix_reals_and_fakes():
                       minibatch_std=4)
     logits, logits_32, _ = d(torch.rand(8, 1, 16, 16))
     assert logits.shape == (8, 1) and logits_32.shape == (8, 1)
+
+
+def test_mode_seeking_loss_rewards_different_images_for_different_latents():
+    from training.losses import mode_seeking_loss
+
+    z = torch.zeros(4, 3)
+    z[2:] = 2.0  # every pair is 2 apart per latent unit
+    images = torch.zeros(4, 1, 2, 2)
+    images[2:] = 0.5  # every pair differs by 0.5 per pixel: ratio 0.25
+    assert float(mode_seeking_loss(images, z)) == pytest.approx(1 / (0.25 + 1e-5))
+    collapsed = mode_seeking_loss(torch.zeros(4, 1, 2, 2), z)
+    assert float(collapsed) == pytest.approx(1e5)
+    assert float(mode_seeking_loss(torch.rand(5, 1, 2, 2), torch.randn(5, 3))) > 0  # odd batch: last unpaired
+    with pytest.raises(ValueError, match="at least 2"):
+        mode_seeking_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 3))
+
+
+def test_mode_seeking_weight_enters_the_generator_loss():
+    import dataclasses
+
+    from tests.conftest import tiny_config
+    from training.losses import mode_seeking_loss
+    from training.trainer import Trainer, TrainConfig
+
+    small_d = dict(fmap_max=16, attn_res_layers=(), attn_heads=1, attn_dim_head=4, batch_size=4)
+    trainer = Trainer(tiny_config(image_size=16), TrainConfig(**small_d))
+    torch.manual_seed(3)
+    plain = trainer._g_loss(4)
+    trainer.config = dataclasses.replace(trainer.config, mode_seeking=0.5)
+    torch.manual_seed(3)
+    weighted = trainer._g_loss(4)
+    torch.manual_seed(3)
+    z = trainer._latents(4)
+    expected = 0.5 * mode_seeking_loss(trainer.generator(z), z)
+    torch.testing.assert_close(weighted - plain, expected, rtol=1e-4, atol=1e-5)
+    assert weighted.requires_grad
+
+
+def test_imle_matches_each_real_image_to_its_nearest_sample():
+    from training.imle import imle_loss, nearest_latents
+
+    def generate(z):
+        return z.view(-1, 1, 2, 2)
+
+    pool = torch.randn(40, 4)
+    reals = generate(pool[[7, 31, 7]] + 0.01)  # near samples 7, 31 and 7 again
+    chosen = nearest_latents(generate, reals, pool, chunk=16)  # chunking must not change the answer
+    torch.testing.assert_close(chosen, pool[[7, 31, 7]])
+    weights = torch.ones(4, requires_grad=True)
+    loss = imle_loss(lambda z: generate(z * weights), reals, pool)
+    assert float(loss.detach()) == pytest.approx(1e-4, rel=1e-3)
+    loss.backward()
+    assert weights.grad is not None and torch.all(torch.isfinite(weights.grad))
+
+
+def test_imle_warm_up_trains_the_generator_alone_then_hands_over_to_the_gan():
+    from tests.conftest import tiny_config
+    from training.trainer import Trainer, TrainConfig
+
+    small_d = dict(fmap_max=16, attn_res_layers=(), attn_heads=1, attn_dim_head=4, batch_size=4)
+    trainer = Trainer(tiny_config(image_size=16), TrainConfig(imle_steps=2, imle_pool=3, **small_d))
+    d_before = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
+    g_before = {k: v.clone() for k, v in trainer.generator.state_dict().items()}
+    reals = torch.rand(4, 3, 16, 16) * 2 - 1
+    for _ in range(2):
+        stats = trainer.step([reals])
+        assert set(stats) == {"imle", "g_loss", "ema"} and math.isfinite(stats["imle"])
+    for key, value in trainer.discriminator.state_dict().items():
+        torch.testing.assert_close(value, d_before[key], rtol=0, atol=0)
+    assert any(not torch.equal(v, g_before[k]) for k, v in trainer.generator.state_dict().items())
+    stats = trainer.step([reals])  # step 2: the GAN takes over
+    assert "d_loss" in stats and "imle" not in stats and trainer.step_count == 3

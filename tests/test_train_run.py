@@ -212,3 +212,18 @@ def test_cli_errors_are_one_line(tmp_path):
     assert result.exit_code == 2 and "does not exist" in result.output
     result = runner.invoke(main, ["--help"])
     assert result.exit_code == 0 and "Examples:" in result.output
+
+
+def test_cli_imle_warm_up_then_gan_with_mode_seeking(tmp_path):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["--data", "digits", *TINY_MODEL_ARGS, *TINY_D_ARGS, "--batch-size", "4",
+                                       "--imle-steps", "2", "--imle-pool", "3", "--mode-seeking", "0.1",
+                                       "--steps", "4", "--log-every", "1", "--eval-every", "0",
+                                       "--no-progress", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    log = [r for r in read_log(out) if "g_loss" in r]
+    assert [("imle" in r, "d_loss" in r) for r in log] == [(True, False)] * 2 + [(False, True)] * 2
+    train = json.loads((out / "config.json").read_text())["train"]
+    assert (train["imle_steps"], train["imle_pool"], train["mode_seeking"]) == (2, 3, 0.1)
+    assert load_generator(str(out / "latest.pt")).config.image_size == 16

@@ -48,6 +48,11 @@ RUN_OPTIONS = [
     (("--d-attn-dim-head",), dict(default=64, type=click.IntRange(1), help="D: channels per head")),
     (("--d-minibatch-std",), dict(default=0, type=click.IntRange(0),
                                   help="D: minibatch-std group size before the logits (0 = off, as the paper)")),
+    (("--mode-seeking",), dict(default=0.0, type=click.FloatRange(0),
+                               help="G: weight of the mode-seeking diversity loss (0 = off, as the paper)")),
+    (("--imle-steps",), dict(default=0, type=click.IntRange(0),
+                             help="G-only IMLE warm-up steps before the GAN (0 = off, as the paper)")),
+    (("--imle-pool",), dict(default=8, type=click.IntRange(1), help="IMLE: latents drawn per real image")),
     (("--amp",), dict(is_flag=True, help="fp16 mixed precision (CUDA only; ignored on CPU)")),
     (("--seed",), dict(default=42, type=int)),
     (("--log-every",), dict(default=10, type=click.IntRange(1))),
@@ -109,7 +114,8 @@ def _train_config(kw: dict) -> TrainConfig:
                        gp_every=kw["gp_every"], ema=ema, aug_prob=kw["aug_prob"], aug_types=aug,
                        fmap_max=kw["fmap_max"], attn_res_layers=_ints(kw["d_attn_res"]),
                        attn_heads=kw["d_attn_heads"], attn_dim_head=kw["d_attn_dim_head"],
-                       minibatch_std=kw["d_minibatch_std"],
+                       minibatch_std=kw["d_minibatch_std"], mode_seeking=kw["mode_seeking"],
+                       imle_steps=kw["imle_steps"], imle_pool=kw["imle_pool"],
                        amp=kw["amp"], seed=kw["seed"])
 
 

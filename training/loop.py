@@ -182,7 +182,9 @@ class Run:
                     record["skipped_files"] = self.source.skipped
                 self._log(record)
                 if bar is not None:
-                    bar.set_postfix_str(f"d {stats['d_loss']:.3f} g {stats['g_loss']:.3f} {rate:.0f} img/s")
+                    losses = (f"imle {stats['imle']:.4f}" if "imle" in stats
+                              else f"d {stats['d_loss']:.3f} g {stats['g_loss']:.3f}")
+                    bar.set_postfix_str(f"{losses} {rate:.0f} img/s")
             self._periodic(step)
             if bar is not None:
                 bar.update(1)

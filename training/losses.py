@@ -28,3 +28,18 @@ def gradient_penalty(real: torch.Tensor, outputs: list[torch.Tensor], scale: flo
     grads = torch.autograd.grad(outputs=[o.sum() * scale for o in outputs], inputs=real,
                                 create_graph=True)[0] / scale
     return ((grads.reshape(grads.shape[0], -1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+def mode_seeking_loss(fakes: torch.Tensor, latents: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Mode-seeking regulariser (Mao et al., CVPR 2019; not in the FPA paper): 1 / (ratio + eps).
+
+    The batch is split into two halves paired in order; ratio = mean |G(z₁) − G(z₂)| / mean |z₁ − z₂|
+    (mean over pairs of per-pair L1 means). Minimising it asks different latents for different images,
+    a direct counter to mode collapse. Needs at least two images.
+    """
+    half = fakes.shape[0] // 2
+    if half == 0:
+        raise ValueError("the mode-seeking loss needs a batch of at least 2 images")
+    image_gap = (fakes[:half] - fakes[half:2 * half]).abs().flatten(1).mean(1)
+    latent_gap = (latents[:half] - latents[half:2 * half]).abs().flatten(1).mean(1)
+    return 1.0 / ((image_gap / latent_gap).mean() + eps)

@@ -3,7 +3,10 @@
 Per iteration (`Trainer.step`), for each of `grad_accum` micro-batches:
 - discriminator: D sees reals (with the auxiliary reconstruction loss) and detached fakes in one forward
   pass; loss = hinge(full head) + hinge(32-px head) + aux MSE (+ 10·gradient penalty every 4th step);
-- generator: fresh latents, loss = mean D(fake) + mean D₃₂(fake) (D frozen for this pass);
+- generator: fresh latents, loss = mean D(fake) + mean D₃₂(fake) (D frozen for this pass), plus the
+  optional mode-seeking term (`mode_seeking` > 0; not in the paper);
+before step `imle_steps` (0 by default) the iteration is instead an IMLE warm-up of G alone
+(`training.imle`; not in the paper);
 then Adam steps (2e-4, betas 0.5/0.9) and the EMA schedule (`training.ema`).
 
 U-Net stage (`unet_stage=True`, FPA_SPEC §5): the FPA part of the generator is frozen and its canvas is
@@ -26,7 +29,8 @@ from models import FPAConfig, FPAGenerator, canvas_from_writes, delta_rule_write
 from .augment import AUG_TYPES, diff_augment
 from .discriminator import Discriminator
 from .ema import EMASchedule, apply_schedule
-from .losses import d_hinge_loss, g_hinge_loss, gradient_penalty
+from .imle import imle_loss
+from .losses import d_hinge_loss, g_hinge_loss, gradient_penalty, mode_seeking_loss
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,9 @@ class TrainConfig:
     attn_heads: int = 8                     # D: heads of every attention layer (official: 8)
     attn_dim_head: int = 64                 # D: channels per head (official: 64)
     minibatch_std: int = 0                  # D: ProGAN minibatch-std group before the logits (0 = off, official)
+    mode_seeking: float = 0.0               # G: weight of the mode-seeking loss (0 = off, official)
+    imle_steps: int = 0                     # G only: IMLE warm-up steps before the GAN (0 = off, official)
+    imle_pool: int = 8                      # IMLE: latents drawn per real image
     amp: bool = False                       # fp16 autocast + grad scaling (CUDA only)
     seed: int = 42
     unet_stage: bool = False                # train only the U-Net on a frozen FPA
@@ -150,15 +157,41 @@ class Trainer:
         return out
 
     def _g_loss(self, count: int) -> torch.Tensor:
+        cfg = self.config
         with self.autocast():
-            fakes = self._fake(count)
-            both = diff_augment(fakes, self.config.aug_prob, self.config.aug_types)
+            latents = self._latents(count)
+            fakes = self.g_train(latents)
+            both = diff_augment(fakes, cfg.aug_prob, cfg.aug_types)
             logits, logits_32, _ = self.discriminator(both)
-            return g_hinge_loss(logits) + g_hinge_loss(logits_32)
+            loss = g_hinge_loss(logits) + g_hinge_loss(logits_32)
+        if cfg.mode_seeking > 0:
+            loss = loss + cfg.mode_seeking * mode_seeking_loss(fakes.float(), latents)
+        return loss
+
+    def _imle_step(self, micro_batches: list[torch.Tensor]) -> dict:
+        """One warm-up step (training.imle): G alone, D untouched."""
+        accum = len(micro_batches)
+        self.opt_g.zero_grad(set_to_none=True)
+        total = 0.0
+        for i, reals in enumerate(micro_batches):
+            with self._sync(self.g_train, i == accum - 1):
+                with self.autocast():
+                    pool = self._latents(reals.shape[0] * self.config.imle_pool)
+                    loss = imle_loss(self.g_train, reals.to(self.device), pool)
+                self.scaler_g.scale(loss / accum).backward()
+            total += float(loss.detach()) / accum
+        self.scaler_g.step(self.opt_g)
+        self.scaler_g.update()
+        stats = {"imle": total, "g_loss": total}
+        stats["ema"] = apply_schedule(self.config.ema, self.step_count, self.ema_params, self.g_params)
+        self.step_count += 1
+        return stats
 
     def step(self, micro_batches: list[torch.Tensor]) -> dict:
-        """One optimiser step of D then G over `micro_batches`; returns float losses."""
+        """One optimiser step of D then G over `micro_batches` (or an IMLE warm-up step); float losses."""
         cfg, accum = self.config, len(micro_batches)
+        if self.step_count < cfg.imle_steps:
+            return self._imle_step(micro_batches)
         apply_gp = cfg.gp_every > 0 and self.step_count % cfg.gp_every == 0
         self.opt_d.zero_grad(set_to_none=True)
         stats: dict[str, float] = {}
