@@ -182,16 +182,19 @@ class Trainer:
             total += float(loss.detach()) / accum
         self.scaler_g.step(self.opt_g)
         self.scaler_g.update()
-        stats = {"imle": total, "g_loss": total}
+        return {"imle": total, "g_loss": total}
+
+    def step(self, micro_batches: list[torch.Tensor]) -> dict:
+        """One optimiser step over `micro_batches` (GAN, or IMLE during the warm-up), then the EMA rule."""
+        warm_up = self.step_count < self.config.imle_steps
+        stats = self._imle_step(micro_batches) if warm_up else self._gan_step(micro_batches)
         stats["ema"] = apply_schedule(self.config.ema, self.step_count, self.ema_params, self.g_params)
         self.step_count += 1
         return stats
 
-    def step(self, micro_batches: list[torch.Tensor]) -> dict:
-        """One optimiser step of D then G over `micro_batches` (or an IMLE warm-up step); float losses."""
+    def _gan_step(self, micro_batches: list[torch.Tensor]) -> dict:
+        """D then G, as in the paper; returns float losses."""
         cfg, accum = self.config, len(micro_batches)
-        if self.step_count < cfg.imle_steps:
-            return self._imle_step(micro_batches)
         apply_gp = cfg.gp_every > 0 and self.step_count % cfg.gp_every == 0
         self.opt_d.zero_grad(set_to_none=True)
         stats: dict[str, float] = {}
@@ -214,9 +217,6 @@ class Trainer:
         self.scaler_g.step(self.opt_g)
         self.scaler_g.update()
         self.discriminator.requires_grad_(True)
-
-        stats["ema"] = apply_schedule(cfg.ema, self.step_count, self.ema_params, self.g_params)
-        self.step_count += 1
         return stats
 
     # -- resumable state ----------------------------------------------------------------------------
