@@ -5,8 +5,9 @@
 # latent 128, batch 16, in two phases of one run:
 #  1. steps 0 … IMLE_STEPS: an IMLE warm-up of the generator alone (--imle-steps; not in the paper): each
 #     real image pulls the nearest of 32 × 16 samples onto itself, so every digit class is claimed.
-#     Cheap (about 10 steps/s) and blurry, but it covered all ten classes where pure GAN runs of this
-#     budget dropped two to seven of them (mode collapse; see docs/TRAINING.md, "Diversity aids").
+#     Cheap (about 13 steps/s on two threads) and blurry, but it covered all ten classes where pure
+#     GAN runs of this budget dropped two to five of them (mode collapse; docs/TRAINING.md, "Diversity
+#     aids").
 #  2. IMLE_STEPS … FINAL_STEPS: the paper's GAN training (hinge losses, GP every 4th step, Adam 2e-4 /
 #     (0.5, 0.9), aux reconstruction loss) sharpens the digits, with a fresh discriminator narrowed to
 #     the CPU budget (channel cap 64 instead of 512, attention 2 heads × 16 instead of 8 × 64, none
@@ -14,9 +15,9 @@
 # The EMA schedule is shortened to the run: resets at steps 2 and 1002 only, then an update every 2
 # steps (beta 0.995). The shipped model is the EMA generator of the run's final checkpoint.
 #
-# A run killed and resumed (`--resume`, automatic below) continues the same curve. The shipped run was
-# itself resumed at phase boundaries and shared the two cores with a second run (one thread each), so a
-# rerun follows it closely, not bit for bit (float summation order depends on the thread count).
+# A run killed and resumed (`--resume`, automatic below) continues the same curve. A rerun of this
+# script from scratch (two threads, 12 min 58 s wall) reproduced the shipped weights exactly on the
+# machine that trained them; other CPUs or thread counts may differ in the last bits.
 # Check a result with `python tools/digit_classes.py models/default_model.pt`.
 #
 # Usage: tools/train_default.sh [OUT] [FINAL_STEPS] [SHIP_TO]
