@@ -11,6 +11,8 @@ from training.discriminator import Discriminator, stage_channels
 from training.ema import EMASchedule, apply_schedule
 from training.losses import d_hinge_loss, g_hinge_loss, gradient_penalty
 
+SMALL_D = dict(fmap_max=16, attn_res_layers=(), attn_heads=1, attn_dim_head=4, batch_size=4)
+
 
 @pytest.mark.parametrize("size, expected", [
     (32, [1, 256, 512]), (64, [3, 128, 256, 512]), (128, [3, 64, 128, 256, 512])])
@@ -162,8 +164,7 @@ def test_unet_stage_halves_the_discriminator_hinge_terms():
     from training.trainer import Trainer, TrainConfig
 
     config = tiny_config(image_size=16, unet=tiny_unet_config())
-    small_d = dict(fmap_max=16, attn_res_layers=(), attn_heads=1, attn_dim_head=4, batch_size=4)
-    trainer = Trainer(config, TrainConfig(unet_stage=True, **small_d))
+    trainer = Trainer(config, TrainConfig(unet_stage=True, **SMALL_D))
     reals = torch.rand(4, 3, 16, 16)
     torch.manual_seed(1)
     halved = trainer._d_loss(reals.clone(), apply_gp=False)
@@ -216,8 +217,7 @@ def test_mode_seeking_weight_enters_the_generator_loss():
     from training.losses import mode_seeking_loss
     from training.trainer import Trainer, TrainConfig
 
-    small_d = dict(fmap_max=16, attn_res_layers=(), attn_heads=1, attn_dim_head=4, batch_size=4)
-    trainer = Trainer(tiny_config(image_size=16), TrainConfig(**small_d))
+    trainer = Trainer(tiny_config(image_size=16), TrainConfig(**SMALL_D))
     torch.manual_seed(3)
     plain = trainer._g_loss(4)
     trainer.config = dataclasses.replace(trainer.config, mode_seeking=0.5)
@@ -251,8 +251,7 @@ def test_imle_warm_up_trains_the_generator_alone_then_hands_over_to_the_gan():
     from tests.conftest import tiny_config
     from training.trainer import Trainer, TrainConfig
 
-    small_d = dict(fmap_max=16, attn_res_layers=(), attn_heads=1, attn_dim_head=4, batch_size=4)
-    trainer = Trainer(tiny_config(image_size=16), TrainConfig(imle_steps=2, imle_pool=3, **small_d))
+    trainer = Trainer(tiny_config(image_size=16), TrainConfig(imle_steps=2, imle_pool=3, **SMALL_D))
     d_before = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
     g_before = {k: v.clone() for k, v in trainer.generator.state_dict().items()}
     reals = torch.rand(4, 3, 16, 16) * 2 - 1
