@@ -9,8 +9,13 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["models", "models.*", "fpa_export", "fpa_export.*", "training", "training.*"]),
-    package_data={"models": ["default_model.pt"]},
+    # The repository keeps `models/` and `training/` at its top level (the design card's layout), but they
+    # install inside our namespace, so a user's own `models` or `training` package never shadows ours.
+    packages=(find_packages(include=["fpa_export", "fpa_export.*"])
+              + ["fpa_export.models"]
+              + ["fpa_export.training"]),
+    package_dir={"fpa_export.models": "models", "fpa_export.training": "training"},
+    package_data={"fpa_export.models": ["default_model.pt"]},
     install_requires=["torch>=2.4", "numpy", "click>=8.1", "pillow", "imageio>=2.28", "tqdm"],
     extras_require={
         # CPU inference runtime. Do not combine with [gpu]: onnxruntime and onnxruntime-gpu installed

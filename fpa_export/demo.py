@@ -16,14 +16,14 @@ import click
 import numpy as np
 import torch
 
-from fpa_export.cli_errors import friendly_errors
+from fpa_export.common.cli import friendly_errors
 from fpa_export.export import DEFAULT_EXPORTER, EXPORTERS
 
 TIMING_BATCH = 64
 
 
 def describe_model() -> str:
-    from models import default_checkpoint_path, read_checkpoint
+    from fpa_export.models import default_checkpoint_path, read_checkpoint
 
     ckpt = read_checkpoint(default_checkpoint_path())
     c = ckpt["config"]

@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from models import FPAGenerator, default_checkpoint_path, load_checkpoint
+from fpa_export.models import FPAGenerator, default_checkpoint_path, load_checkpoint
 
 
 def resolve_checkpoint(path: Optional[str | os.PathLike] = None):

@@ -19,11 +19,14 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
+from fpa_export.common.atomic import atomic_write
+from fpa_export.common.errors import FpaError
+from fpa_export.common.version import PACKAGE_VERSION
 
 from .config import ConfigError, FPAConfig
 from .fpa import FPAGenerator
@@ -32,34 +35,10 @@ FORMAT = "fpa-export"
 FORMAT_VERSION = 1
 GENERATOR_KIND = "fpa_generator"
 REQUIRED_KEYS = ("format", "format_version", "kind", "config", "state_dict", "step", "package_version")
-PACKAGE_VERSION = "0.1.0"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FpaError):
     """A file that is not a valid checkpoint; the message is one line naming the problem."""
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call `write(file_object)` on a temporary file beside `path`, fsync it, then rename over `path`.
-
-    A crash or Ctrl-C at any moment leaves either the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def make_checkpoint(generator: FPAGenerator, *, step: int = 0, train_state: Optional[dict] = None,

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from fpa_export.common.errors import FpaError
+
 INPUT_GENERATORS = ("v1", "v2")
 
 
@@ -112,7 +114,7 @@ class FPAConfig:
         return cls(**data)
 
 
-class ConfigError(ValueError):
+class ConfigError(FpaError):
     """A configuration that cannot describe a valid model."""
 
 

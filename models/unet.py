@@ -23,6 +23,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from fpa_export.common.errors import FpaError
 from .config import UNetConfig
 
 
@@ -157,7 +158,7 @@ class UNet(nn.Module):
         self.config = config
         c = config
         if c.dim_mults[0] != 1:  # the head concatenates the init-conv features (dim) with the up path's
-            raise ValueError(f"dim_mults must start with 1 (the official head needs it), got {c.dim_mults}")
+            raise FpaError(f"dim_mults must start with 1 (the official head needs it), got {c.dim_mults}")
         dims = [c.dim] + [c.dim * m for m in c.dim_mults]
         pairs = list(zip(dims[:-1], dims[1:]))  # (dim_in, dim_out) per level
         last = len(pairs) - 1

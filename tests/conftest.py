@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import FPAConfig, FPAGenerator, UNetConfig
+from fpa_export.models import FPAConfig, FPAGenerator, UNetConfig
 
 torch.set_num_threads(1)  # two cores, several test processes: keep each one lean and deterministic
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fpa_export
-from models import CheckpointError, load_checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
+from fpa_export.models import CheckpointError, load_checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
 from tests.conftest import make_generator
 
 

@@ -1,9 +1,9 @@
-"""The one-line error rule shared by every command line (models.cli_errors)."""
+"""The one-line error rule shared by every command line (fpa_export.common.cli)."""
 import click
 from click.testing import CliRunner
 
-from models import CheckpointError
-from models.cli_errors import friendly_errors
+from fpa_export.models import CheckpointError
+from fpa_export.common.cli import friendly_errors
 
 
 class StopTraining(RuntimeError):
@@ -47,3 +47,27 @@ def test_interrupt_prints_the_configured_line_and_exits_130():
     result = _run(_command(KeyboardInterrupt(), interrupted="Stopped; resume later."))
     assert result.exit_code == 130
     assert "Stopped; resume later." in result.output
+
+
+def test_bare_value_error_is_a_bug_with_its_traceback():
+    result = _run(_command(ValueError("internal shape mismatch")))
+    assert result.exit_code == 1 and isinstance(result.exception, ValueError)
+    assert "Error:" not in result.output
+
+
+def test_missing_extra_is_one_line_with_the_install_command():
+    from fpa_export.common.errors import MissingExtra
+
+    result = _run(_command(MissingExtra("tensorrt", "trt", "to run engines")))
+    assert result.exit_code == 1
+    assert result.output.strip() == ("Error: tensorrt is not installed (needed to run engines); "
+                                     "install it with: pip install 'fpa-export[trt]'")
+
+
+def test_require_names_the_extra_of_an_absent_package():
+    import pytest
+    from fpa_export.common.errors import MissingExtra
+    from fpa_export.common.optional import require
+
+    with pytest.raises(MissingExtra, match=r"pip install no_such_package_fpa"):
+        require("no_such_package_fpa", "x")

@@ -13,9 +13,10 @@ from click.testing import CliRunner
 
 from fpa_export import load_generator
 from fpa_export.cli.convert import main
-from fpa_export.official import (from_official_state_dict, official_generator_state_dict,
-                                 save_official_checkpoint, to_official_state_dict)
-from models import FPAConfig, FPAGenerator, UNetConfig, read_checkpoint, save_checkpoint
+from fpa_export.convert.keys import (from_official_state_dict, official_generator_state_dict,
+                                    to_official_state_dict)
+from fpa_export.models import FPAConfig, FPAGenerator, UNetConfig, read_checkpoint, save_checkpoint
+from tests.official_builders import save_official_checkpoint
 from tests.conftest import make_generator, tiny_unet_config
 from tests.test_unet import ref_unet  # float64-style functional U-Net on the official key names
 

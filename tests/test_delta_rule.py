@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import canvas_from_writes, delta_rule, delta_rule_writes, partial_sums, rank_one_updates
+from fpa_export.models import canvas_from_writes, delta_rule, delta_rule_writes, partial_sums, rank_one_updates
 
 
 def reference_canvas(keys: np.ndarray, values: np.ndarray, lrs: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ import json
 from click.testing import CliRunner
 from PIL import Image
 
-from models import read_checkpoint, default_checkpoint_path
+from fpa_export.models import read_checkpoint, default_checkpoint_path
 from fpa_export.demo import main
 
 

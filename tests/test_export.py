@@ -13,8 +13,8 @@ pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 import onnx  # noqa: E402
 
-from models import save_checkpoint  # noqa: E402
-from models.images import to_uint8  # noqa: E402
+from fpa_export.models import save_checkpoint  # noqa: E402
+from fpa_export.common.images import to_uint8  # noqa: E402
 from fpa_export.export import ExportError, ExportSpec, export_onnx, read_sidecar  # noqa: E402
 from fpa_export.export.verify import Tolerance, _enforce  # noqa: E402
 from tests.conftest import TINY_VARIANTS, make_generator  # noqa: E402
@@ -24,7 +24,7 @@ CONTROL_FLOW = {"Loop", "Scan", "If", "LSTM"}
 
 def _needs_unet(name: str) -> None:
     if "unet" in name:
-        pytest.importorskip("models.unet")
+        pytest.importorskip("fpa_export.models.unet")
 
 
 @pytest.fixture(scope="module")

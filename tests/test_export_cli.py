@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("onnxruntime")
 
-from models import save_checkpoint  # noqa: E402
+from fpa_export.models import save_checkpoint  # noqa: E402
 from fpa_export.cli.export import main  # noqa: E402
 from tests.conftest import make_generator  # noqa: E402
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("onnxruntime")
 
-from models import save_checkpoint  # noqa: E402
+from fpa_export.models import save_checkpoint  # noqa: E402
 from fpa_export.cli.export import main  # noqa: E402
 from fpa_export.export import ExportError, build_engine, export_onnx, read_sidecar  # noqa: E402
 from fpa_export.export.trt_build import batch_profile, network_flags  # noqa: E402

@@ -13,10 +13,10 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from fpa_export import fd
+from fpa_export.fd import metric as fd
 from fpa_export.cli.fd import main
-from models import save_checkpoint
-from models.images import to_hwc_array, to_uint8
+from fpa_export.models import save_checkpoint
+from fpa_export.common.images import to_hwc_array, to_uint8
 from tests.conftest import make_generator
 
 ROOT = Path(__file__).resolve().parents[1]

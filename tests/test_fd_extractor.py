@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from models.random_vgg import (CONV_NAMES, FD_BASE_WIDTH, LAYER_NAMES, RandomVGG19, draw_conv_weight,
+from fpa_export.fd.features import (CONV_NAMES, FD_BASE_WIDTH, LAYER_NAMES, RandomVGG19, draw_conv_weight,
                                fd_features)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE = """
 import hashlib, sys, torch
 torch.set_num_threads(1)
-from models.random_vgg import RandomVGG19, fd_features
+from fpa_export.fd.features import RandomVGG19, fd_features
 net = RandomVGG19(seed=int(sys.argv[1]), base_width=16)
 x = torch.linspace(0, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32).sin().abs()
 with torch.no_grad():

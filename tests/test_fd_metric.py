@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.frechet import (FeatureStats, RunningStats, StatsSet, compare, compute_stats, fd_extractors,
+from fpa_export.fd.frechet import (FeatureStats, RunningStats, StatsSet, compare, compute_stats, fd_extractors,
                             frechet_distance)
 
 SEEDS = (0, 1, 2)

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from models import FPAConfig, FPAGenerator
-from models.lstm import unrolled_lstm
+from fpa_export.models import FPAConfig, FPAGenerator
+from fpa_export.models.lstm import unrolled_lstm
 from tests.conftest import make_generator, tiny_config
 
 
@@ -127,7 +127,7 @@ def test_v2_latent_to_init_off_starts_from_zero_state():
 
 
 def test_config_round_trip_and_errors():
-    from models import ConfigError, UNetConfig
+    from fpa_export.models import ConfigError, UNetConfig
     config = tiny_config(unet=UNetConfig(channels=3, dim=8, dim_mults=(1, 2)))
     assert FPAConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ConfigError, match="input_generator"):

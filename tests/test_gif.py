@@ -9,8 +9,8 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from models import FPAGenerator, save_checkpoint
-from models.images import to_uint8
+from fpa_export.models import FPAGenerator, save_checkpoint
+from fpa_export.common.images import to_uint8
 from fpa_export.cli.gif import main
 from fpa_export.painting import (PaintingJob, animation, gif_bytes, mp4_available, open_painter, paint,
                                  render_painting, sample_grid, step_grid)

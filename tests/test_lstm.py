@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.lstm import unrolled_lstm
+from fpa_export.models.lstm import unrolled_lstm
 from tests.conftest import make_generator
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import save_checkpoint
-from models.images import to_uint8
+from fpa_export.models import save_checkpoint
+from fpa_export.common.images import to_uint8
 from fpa_export.runtime import Sampler, available_backends, make_sampler
 from tests.conftest import make_generator
 

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from models import save_checkpoint
+from fpa_export.models import save_checkpoint
 from fpa_export.cli.sample import main
 from fpa_export.sampling import pipeline
 from fpa_export.sampling.imagefiles import decode

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from models import save_checkpoint
-from models.images import to_uint8
+from fpa_export.models import save_checkpoint
+from fpa_export.common.images import to_uint8
 from fpa_export.sampling import (FolderMismatch, SampleRun, iter_samples, latents_for, parse_shard,
                                  sample_folder)
 from fpa_export.sampling import pipeline

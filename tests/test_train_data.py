@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from training.data import DataError, FolderImages, TensorImages, batches, open_source
+from fpa_export.training.data import DataError, FolderImages, TensorImages, batches, open_source
 
 
 def make_folder(root, count=5, bad=1):
@@ -64,7 +64,7 @@ def test_mnist_builtin_is_shuffled_digits():
     first, _ = source.batch(list(range(100)))
     assert first.std(dim=0).mean() > 0.1  # digits: varied strokes on black
     assert (first.mean(dim=(1, 2, 3)) < 0.35).all()
-    from training.data import mnist_with_labels
+    from fpa_export.training.data import mnist_with_labels
 
     raw, labels = mnist_with_labels()
     assert raw.shape == (5000, 28, 28) and np.array_equal(np.bincount(labels), [500] * 10)

@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from training.augment import AUG_TYPES, cutout, diff_augment, translation
-from training.discriminator import Discriminator, stage_channels
-from training.ema import EMASchedule, apply_schedule
-from training.losses import d_hinge_loss, g_hinge_loss, gradient_penalty
+from fpa_export.training.augment import AUG_TYPES, cutout, diff_augment, translation
+from fpa_export.training.discriminator import Discriminator, stage_channels
+from fpa_export.training.ema import EMASchedule, apply_schedule
+from fpa_export.training.losses import d_hinge_loss, g_hinge_loss, gradient_penalty
 
 SMALL_D = dict(fmap_max=16, attn_res_layers=(), attn_heads=1, attn_dim_head=4, batch_size=4)
 
@@ -46,7 +46,7 @@ def test_paper_discriminator_layout_at_64px():
 
 
 def test_local_attention_matches_unfold_reference():
-    from training.discriminator import LinearAttention
+    from fpa_export.training.discriminator import LinearAttention
     import torch.nn.functional as F
 
     torch.manual_seed(1)
@@ -143,8 +143,8 @@ class _Replay(torch.nn.Module):
 
 
 def test_quality_metric_ranks_a_matching_generator_above_a_blank_one(metric="pixel"):
-    # (the 'rvgg' features are models.frechet's and tested there; running them here costs ~20 s)
-    from training.quality import generator_fd, image_stats
+    # (the 'rvgg' features are fpa_export.fd.frechet's and tested there; running them here costs ~20 s)
+    from fpa_export.training.quality import generator_fd, image_stats
 
     torch.manual_seed(0)
     pattern = torch.rand(1, 1, 16, 16)
@@ -161,7 +161,7 @@ def test_unet_stage_halves_the_discriminator_hinge_terms():
     import dataclasses
 
     from tests.conftest import tiny_config, tiny_unet_config
-    from training.trainer import Trainer, TrainConfig
+    from fpa_export.training.trainer import Trainer, TrainConfig
 
     config = tiny_config(image_size=16, unet=tiny_unet_config())
     trainer = Trainer(config, TrainConfig(unet_stage=True, **SMALL_D))
@@ -177,7 +177,7 @@ def test_unet_stage_halves_the_discriminator_hinge_terms():
 
 
 def test_minibatch_std_groups_never_mix_reals_and_fakes():
-    from training.discriminator import MinibatchStd
+    from fpa_export.training.discriminator import MinibatchStd
 
     layer = MinibatchStd(4)
     reals, fakes = torch.rand(8, 3, 5, 5), torch.zeros(8, 3, 5, 5)  # fakes collapsed: no variation
@@ -196,7 +196,7 @@ def test_minibatch_std_groups_never_mix_reals_and_fakes():
 
 
 def test_mode_seeking_loss_rewards_different_images_for_different_latents():
-    from training.losses import mode_seeking_loss
+    from fpa_export.training.losses import mode_seeking_loss
 
     z = torch.zeros(4, 3)
     z[2:] = 2.0  # every pair is 2 apart per latent unit
@@ -214,8 +214,8 @@ def test_mode_seeking_weight_enters_the_generator_loss():
     import dataclasses
 
     from tests.conftest import tiny_config
-    from training.losses import mode_seeking_loss
-    from training.trainer import Trainer, TrainConfig
+    from fpa_export.training.losses import mode_seeking_loss
+    from fpa_export.training.trainer import Trainer, TrainConfig
 
     trainer = Trainer(tiny_config(image_size=16), TrainConfig(**SMALL_D))
     torch.manual_seed(3)
@@ -231,7 +231,7 @@ def test_mode_seeking_weight_enters_the_generator_loss():
 
 
 def test_imle_matches_each_real_image_to_its_nearest_sample():
-    from training.imle import imle_loss, nearest_latents
+    from fpa_export.training.imle import imle_loss, nearest_latents
 
     def generate(z):
         return z.view(-1, 1, 2, 2)
@@ -249,7 +249,7 @@ def test_imle_matches_each_real_image_to_its_nearest_sample():
 
 def test_imle_warm_up_trains_the_generator_alone_then_hands_over_to_the_gan():
     from tests.conftest import tiny_config
-    from training.trainer import Trainer, TrainConfig
+    from fpa_export.training.trainer import Trainer, TrainConfig
 
     trainer = Trainer(tiny_config(image_size=16), TrainConfig(imle_steps=2, imle_pool=3, **SMALL_D))
     d_before = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}

@@ -17,14 +17,14 @@ import torch
 from click.testing import CliRunner
 
 from fpa_export import load_generator
-from models import read_checkpoint
+from fpa_export.models import read_checkpoint
 from tests.conftest import tiny_config, tiny_unet_config
 from tests.test_train_data import make_folder
-from training.api import train_fpa, train_unet
-from training.cli import main
-from training.ema import EMASchedule
-from training.loop import RunOptions, TrainingError
-from training.trainer import TrainConfig
+from fpa_export.training.api import train_fpa, train_unet
+from fpa_export.training.cli import main
+from fpa_export.training.ema import EMASchedule
+from fpa_export.training.loop import RunOptions, TrainingError
+from fpa_export.training.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_D = dict(fmap_max=16, attn_res_layers=(), attn_heads=1, attn_dim_head=4)
@@ -109,7 +109,7 @@ def test_existing_run_needs_resume(tmp_path):
 
 
 def cli_command(out: Path, steps: int, *extra: str, data: str = "mnist") -> list[str]:
-    return [sys.executable, "-m", "training.cli", "--data", data, *TINY_MODEL_ARGS, *TINY_D_ARGS,
+    return [sys.executable, "-m", "fpa_export.training.cli", "--data", data, *TINY_MODEL_ARGS, *TINY_D_ARGS,
             "--batch-size", "4", "--steps", str(steps), "--log-every", "1", "--save-every", "1",
             "--sample-every", "1000", "--eval-every", "0", "--no-progress", "--out", str(out), *extra]
 
@@ -161,7 +161,7 @@ def test_unet_stage_leaves_the_fpa_bit_identical(tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    from training.trainer import Trainer
+    from fpa_export.training.trainer import Trainer
 
     data = str(make_folder(tmp_path / "images"))
 

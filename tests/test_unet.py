@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.config import UNetConfig
-from models.unet import Attention, LinearAttention, PreNorm, Residual, UNet
+from fpa_export.models.config import UNetConfig
+from fpa_export.models.unet import Attention, LinearAttention, PreNorm, Residual, UNet
 
 torch.set_num_threads(1)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.random_vgg import RandomVGG19, draw_conv_weight
+from fpa_export.fd.features import RandomVGG19, draw_conv_weight
 from fpa_export.vis import invert, psnr, stacked_network, synthesize_texture, transfer_style
 from fpa_export.vis.losses import make_terms, relative_error, gram, set_automatic_weights
 from fpa_export.vis.optimize import white_noise
@@ -21,7 +21,7 @@ def photo(name: str, size: int) -> torch.Tensor:
     """A scikit-image sample picture as (1, 3, size, size) in [0, 1] (the project's file loader)."""
     data = pytest.importorskip("skimage.data")
     from PIL import Image
-    from models.images import resize_center_crop
+    from fpa_export.common.images import resize_center_crop
 
     array = getattr(data, name)()
     if array.ndim == 2:

@@ -8,7 +8,7 @@ from PIL import Image
 
 from fpa_export.cli.vis import main
 from fpa_export.vis import load_source, parse_source
-from models import save_checkpoint
+from fpa_export.models import save_checkpoint
 from tests.conftest import make_generator
 
 TINY = ["--width", "4", "--steps", "3", "--size", "32"]

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from models import FPAConfig, FPAGenerator, default_checkpoint_path, load_checkpoint, save_checkpoint
+from fpa_export.models import FPAConfig, FPAGenerator, default_checkpoint_path, load_checkpoint, save_checkpoint
 from fpa_export.runtime import available_backends, make_sampler
 
 CPU_BATCHES = (1, 16, 64, 256)

@@ -20,9 +20,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from models import FPAConfig, FPAGenerator
-from training.discriminator import LinearAttention
-from training.trainer import Trainer, TrainConfig
+from fpa_export.models import FPAConfig, FPAGenerator
+from fpa_export.training.discriminator import LinearAttention
+from fpa_export.training.trainer import Trainer, TrainConfig
 
 CONFIGS = {  # name: (model config, train config, batch)
     "default": (FPAConfig(image_size=32, channels=1, num_steps=16, latent_size=128, hidden_size=256),

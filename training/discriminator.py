@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fpa_export.common.errors import FpaError
+
 BOTTOM_SIZE = 8  # side of the last feature map, whatever the image size
 
 
@@ -157,7 +159,7 @@ class Discriminator(nn.Module):
         super().__init__()
         attention = lambda dim: ResidualAttention(dim, attn_heads, attn_dim_head)  # noqa: E731
         if image_size < 16 or image_size & (image_size - 1):
-            raise ValueError(f"the discriminator needs a power-of-two image size >= 16, got {image_size}")
+            raise FpaError(f"the discriminator needs a power-of-two image size >= 16, got {image_size}")
         chans = stage_channels(image_size, channels, fmap_max)
         self.stages = nn.ModuleList()
         self.attentions = nn.ModuleList()

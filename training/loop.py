@@ -21,14 +21,16 @@ from typing import Optional
 
 import torch
 
-from models import FPAConfig, atomic_write, read_checkpoint, save_checkpoint
-from models.images import to_hwc_array, to_uint8
+from fpa_export.common.errors import FpaError
+from fpa_export.common.atomic import atomic_write
+from fpa_export.models import FPAConfig, read_checkpoint, save_checkpoint
+from fpa_export.common.images import to_hwc_array, to_uint8
 from . import data as datasets
 from . import quality
 from .trainer import Trainer
 
 
-class TrainingError(RuntimeError):
+class TrainingError(FpaError, RuntimeError):
     """A run that cannot start or continue; the message is one line."""
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fpa_export.common.errors import FpaError
+
 
 def d_hinge_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """mean(relu(1 + D(real)) + relu(1 − D(fake)))."""
@@ -39,7 +41,7 @@ def mode_seeking_loss(fakes: torch.Tensor, latents: torch.Tensor, eps: float = 1
     """
     half = fakes.shape[0] // 2
     if half == 0:
-        raise ValueError("the mode-seeking loss needs a batch of at least 2 images")
+        raise FpaError("the mode-seeking loss needs a batch of at least 2 images")
     image_gap = (fakes[:half] - fakes[half:2 * half]).abs().flatten(1).mean(1)
     latent_gap = (latents[:half] - latents[half:2 * half]).abs().flatten(1).mean(1)
     return 1.0 / ((image_gap / latent_gap).mean() + eps)

@@ -4,18 +4,18 @@ between `count` real images and `count` samples of the EMA generator, on one of 
 - `pixel` (default, cheap): the images themselves, clamped to [0, 1] like saved images and average-pooled
   to 8×8 per channel (64·C numbers). It sees coarse layout and contrast only: it tells a collapsed or
   blank generator from a working one, but it is not an FID.
-- `rvgg`: the random-network features of `models.frechet` (the metric of `fpa-fd`, extractor seed 0,
+- `rvgg`: the random-network features of `fpa_export.fd.frechet` (the metric of `fpa-fd`, extractor seed 0,
   images brought to 64 px). Slower (one random VGG-19 pass per image), much more sensitive.
 
 Neither is comparable with published Inception FIDs, and numbers are comparable only between runs with
-the same metric, image size, channels and `count`. The distance itself is `models.frechet`'s.
+the same metric, image size, channels and `count`. The distance itself is `fpa_export.fd.frechet`'s.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from models.frechet import FeatureStats, RunningStats, compute_stats, frechet_distance
+from fpa_export.fd.frechet import FeatureStats, RunningStats, compute_stats, frechet_distance
 
 METRICS = ("pixel", "rvgg")
 POOLED_SIZE = 8

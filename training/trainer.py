@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import nn
 
-from models import FPAConfig, FPAGenerator, canvas_from_writes, delta_rule_writes
+from fpa_export.models import FPAConfig, FPAGenerator, canvas_from_writes, delta_rule_writes
 from .augment import AUG_TYPES, diff_augment
 from .discriminator import Discriminator
 from .ema import EMASchedule, apply_schedule

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..cli_errors import friendly_errors
-from ..convert import DEFAULTS, MODEL_TYPES, WEIGHTS, ConversionWarning
+from ..common.cli import friendly_errors
+from ..convert.convert import DEFAULTS, MODEL_TYPES, WEIGHTS, ConversionWarning
 
 
 def _flag(name: str, official: str):
@@ -65,8 +65,8 @@ def main(official, out, model_type, steps, weights, strict, trust_pickle, **opti
       fpa-convert model_0.pt -o metfaces.pt --steps 16 --weights G
       fpa-convert model_1.pt -o v1.pt --model-type lstm_delta --steps 64 --no-out-tanh
     """
-    from ..convert import convert_official
-    from models import read_checkpoint
+    from ..convert.convert import convert_official
+    from fpa_export.models import read_checkpoint
 
     if options["channels"] is not None:
         options["channels"] = int(options["channels"])

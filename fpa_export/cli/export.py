@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fpa_export.cli_errors import UserError, friendly_errors
+from fpa_export.common.cli import UserError, friendly_errors
 from fpa_export.export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, GRAPHS, LSTM_MODES
 from fpa_export.export.trt_build import DEFAULT_MAX_BATCH
 

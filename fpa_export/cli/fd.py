@@ -5,7 +5,7 @@ import json
 
 import click
 
-from ..cli_errors import friendly_errors
+from ..common.cli import friendly_errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,7 +45,7 @@ def main(a, b, seeds, n, resolution, sample_seed, save_stats, batch_size, device
       fpa-fd faces.npz model.pt --n 5000                # a model against them
       fpa-fd real/ fake/ --seeds 0,1,2 --size 64 --json
     """
-    from .. import fd
+    from ..fd import metric as fd
 
     seed_list = fd.parse_seeds(seeds) if seeds is not None else None
     options = dict(seeds=seed_list, resolution=resolution, n=n, sample_seed=sample_seed,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from fpa_export.cli_errors import UserError, friendly_errors
+from fpa_export.common.cli import UserError, friendly_errors
 from fpa_export.painting.layout import MODES
 
 DEFAULT_GIF = Path("painting.gif")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fpa_export.cli_errors import UserError, friendly_errors
+from fpa_export.common.cli import UserError, friendly_errors
 from fpa_export.runtime import BACKENDS
 
 FORMATS = ("png", "jpg")
@@ -38,8 +38,8 @@ def stats_command(image_dir, out, model, image_format, jpeg_quality, seeds, batc
       fpa-sample stats data/faces -o faces.npz --model model.pt
       fpa-sample stats data/faces -o faces-jpg.npz --model model.pt --format jpg
     """
-    from fpa_export import fd
-    from fpa_export.realstats import prepare_real_stats
+    from fpa_export.fd import metric as fd
+    from fpa_export.fd.realstats import prepare_real_stats
 
     stats, skipped = prepare_real_stats(image_dir, out, model=model, image_format=image_format,
                                         jpeg_quality=jpeg_quality, seeds=fd.parse_seeds(seeds),
@@ -135,8 +135,8 @@ def main(model, n, outdir, batch_size, seed, backend, device, image_format, jpeg
 
 
 def _score_only(model, run, backend, device, reference_stats):
-    from fpa_export.fd import result_text
-    from fpa_export.realstats import load_reference, score_samples
+    from fpa_export.fd.metric import result_text
+    from fpa_export.fd.realstats import load_reference, score_samples
     from fpa_export.sampling import iter_samples
     from fpa_export.sampling.model_id import model_config
     from fpa_export.sampling.pipeline import open_sampler
@@ -151,8 +151,8 @@ def _score_only(model, run, backend, device, reference_stats):
 
 
 def _score_folder(model, run, device, reference_stats):
-    from fpa_export.fd import result_text
-    from fpa_export.realstats import read_files, score_samples
+    from fpa_export.fd.metric import result_text
+    from fpa_export.fd.realstats import read_files, score_samples
     from fpa_export.sampling.imagefiles import file_name
     from fpa_export.sampling.model_id import model_config
 

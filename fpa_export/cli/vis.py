@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from models.random_vgg import LAYER_NAMES
-from ..cli_errors import friendly_errors
+from fpa_export.fd.features import LAYER_NAMES
+from ..common.cli import friendly_errors
 
 SOURCE_HELP = ("an image file, or an FPA sample: 'default' (the embedded model) or a checkpoint .pt, "
                "optionally with '@SEED' (e.g. default@7)")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from fpa_export.common.errors import FpaError
+
 FP16_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
 
 
@@ -23,7 +25,7 @@ def to_mixed_fp16(model):
     graph = model.graph
     if any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
            for node in graph.node for attr in node.attribute):
-        raise ValueError("fp16 conversion needs a graph without control flow (use the unrolled LSTM)")
+        raise FpaError("fp16 conversion needs a graph without control flow (use the unrolled LSTM)")
     floats = (TensorProto.FLOAT, TensorProto.FLOAT16)
     dtype = _element_types(model)
     half = _half_nodes(graph, dtype)
@@ -82,7 +84,7 @@ def _element_types(model) -> dict[str, int]:
                     types[node.output[0]] = attr.t.data_type
     missing = [out for node in graph.node for out in node.output if out and out not in types]
     if missing:
-        raise ValueError(f"fp16 conversion: shape inference left {len(missing)} tensor type(s) unknown "
+        raise FpaError(f"fp16 conversion: shape inference left {len(missing)} tensor type(s) unknown "
                          f"(first: {missing[0]})")
     return types
 

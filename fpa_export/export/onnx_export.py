@@ -16,7 +16,9 @@ import warnings
 
 import torch
 
-from models import FPAGenerator, atomic_write, load_checkpoint
+from fpa_export.common.atomic import atomic_write
+from fpa_export.common.errors import MissingExtra
+from fpa_export.models import FPAGenerator, load_checkpoint
 from fpa_export.loading import resolve_checkpoint
 from .fp16 import to_mixed_fp16
 from .sidecar import (ExportError, check_writable, library_versions, reusable, sha256_file, sidecar_path,
@@ -105,7 +107,7 @@ def trace(generator: FPAGenerator, spec: ExportSpec, opset: int = DEFAULT_OPSET,
                 return _trace_dynamo(module, z, spec, opset)
             return _trace_torchscript(module, z, spec, opset)
     except ImportError as err:
-        raise ImportError(f"{err}; the ONNX exporters need pip install 'fpa-export[onnx]'") from None
+        raise MissingExtra(err.name or "onnx", "onnx", "by the ONNX exporters") from None
     except torch.onnx.errors.OnnxExporterError as err:
         first = (str(err).strip().splitlines() or ["no message"])[0]
         raise ExportError(f"the {exporter} exporter failed: {first}") from None

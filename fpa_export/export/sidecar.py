@@ -20,12 +20,14 @@ from pathlib import Path
 import tempfile
 from typing import Optional
 
-from models import FPAConfig, atomic_write, PACKAGE_VERSION
+from fpa_export.common.errors import FpaError
+from fpa_export.common.atomic import atomic_write
+from fpa_export.models import FPAConfig, PACKAGE_VERSION
 
 SIDECAR_SUFFIX = ".json"
 
 
-class ExportError(ValueError):
+class ExportError(FpaError):
     """An export that cannot be done or failed its verification; the message is one line."""
 
 

@@ -1,7 +1,7 @@
 """`ExportSpec`: the one description of an exported graph that exporters, verifiers and runtimes read.
 
 Two graphs per checkpoint, both with a dynamic batch axis and static C, S, T from the model config:
-  image: z (B, d) float32 → image (B, C, S, S): float32 in [-1, 1], or uint8 (`models.images.to_uint8`)
+  image: z (B, d) float32 → image (B, C, S, S): float32 in [-1, 1], or uint8 (`fpa_export.common.images.to_uint8`)
   steps: z (B, d) float32 → updates, partials (B, T, C, S, S) float32 (FPA_SPEC §4, for GIFs)
 An fp16 graph computes its weight matrix products in float16 but keeps float32 inputs and outputs.
 """
@@ -13,8 +13,9 @@ from typing import Union
 import torch
 from torch import nn
 
-from models import FPAConfig, FPAGenerator
-from models.images import to_uint8
+from fpa_export.common.errors import FpaError
+from fpa_export.models import FPAConfig, FPAGenerator
+from fpa_export.common.images import to_uint8
 
 GRAPHS = ("image", "steps")
 LSTM_MODES = ("unrolled", "op")  # straight-line gate arithmetic, or the ONNX LSTM op
@@ -46,11 +47,11 @@ class ExportSpec:
 
     def __post_init__(self):
         if self.graph not in GRAPHS:
-            raise ValueError(f"graph must be one of {GRAPHS}, got {self.graph!r}")
+            raise FpaError(f"graph must be one of {GRAPHS}, got {self.graph!r}")
         if self.lstm not in LSTM_MODES:
-            raise ValueError(f"lstm must be one of {LSTM_MODES}, got {self.lstm!r}")
+            raise FpaError(f"lstm must be one of {LSTM_MODES}, got {self.lstm!r}")
         if self.uint8 and self.graph != "image":
-            raise ValueError("the uint8 option applies to the image graph only")
+            raise FpaError("the uint8 option applies to the image graph only")
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -96,7 +97,7 @@ class ExportSpec:
 
 
 class ImageGraph(nn.Module):
-    """z → image (B, C, S, S): float in [-1, 1], or uint8 by the rule of `models.images.to_uint8`."""
+    """z → image (B, C, S, S): float in [-1, 1], or uint8 by the rule of `fpa_export.common.images.to_uint8`."""
 
     def __init__(self, generator: FPAGenerator, uint8: bool = False):
         super().__init__()

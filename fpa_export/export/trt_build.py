@@ -14,7 +14,8 @@ import time
 from typing import Optional
 import warnings
 
-from models import atomic_write
+from fpa_export.common.atomic import atomic_write
+from fpa_export.common.optional import require
 from .sidecar import (ExportError, check_writable, read_sidecar, reusable, sha256_file, sidecar_path,
                       write_sidecar)
 from .spec import ExportSpec
@@ -24,12 +25,7 @@ DEFAULT_MAX_BATCH = 1024
 
 
 def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError:
-        raise ImportError("TensorRT is not installed: pip install 'fpa-export[trt]' on a machine with an "
-                          "NVIDIA GPU (TensorRT 10 or 11, from NVIDIA's package index)") from None
-    return tensorrt
+    return require("tensorrt", "to build or run TensorRT engines, on a machine with an NVIDIA GPU")
 
 
 def tensorrt_major(trt) -> int:

@@ -14,8 +14,9 @@ import os
 import numpy as np
 import torch
 
-from models import FPAGenerator
-from models.images import to_uint8
+from fpa_export.models import FPAGenerator
+from fpa_export.common.images import to_uint8
+from fpa_export.common.optional import require
 from .sidecar import ExportError
 from .spec import ExportSpec
 
@@ -34,11 +35,7 @@ class Tolerance:
 
 
 def import_onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise ImportError("onnx is not installed: pip install 'fpa-export[onnx]'") from None
-    return onnx
+    return require("onnx", "to check and export ONNX graphs")
 
 
 def check_model(model) -> None:

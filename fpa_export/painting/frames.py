@@ -7,7 +7,7 @@ W_T before the activation:
     x ← x · ‖W_T‖ / ‖x‖        (norms over C×S×S of one sample; a zero frame stays zero)
 
 then squashed with tanh whenever the model's image is (a final tanh, or the tanh before a U-Net), and
-shown in [0, 1] like a saved sample (`models.images.to_uint8` clamps negatives to black). The official
+shown in [0, 1] like a saved sample (`fpa_export.common.images.to_uint8` clamps negatives to black). The official
 code took these norms over the whole batch, which makes one sample's frames depend on the others; here
 they are per sample, so the frames of seed 3 are the same whether or not seed 4 is drawn beside it.
 The last partial sum is W_T itself (scale 1), so the last frame of a model without U-Net is its sample
@@ -21,7 +21,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from models import FPAConfig
+from fpa_export.common.errors import FpaError
+from fpa_export.models import FPAConfig
 from fpa_export.sampling.latents import latents_for
 
 EPS = 1e-12
@@ -70,6 +71,6 @@ def paint(sampler, seeds: Sequence[int], index: int = 0, truncation: float = 1.0
             try:
                 refined = sampler(z)  # (B, C, S, S)
             except NotImplementedError:
-                raise ValueError("a U-Net model's refined frame needs its image graph: give the "
+                raise FpaError("a U-Net model's refined frame needs its image graph: give the "
                                  "checkpoint (with --backend onnx to run it in onnxruntime)") from None
     return display_frames(updates.float(), partials.float(), config, refined)

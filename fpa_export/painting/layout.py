@@ -11,7 +11,8 @@ import math
 import numpy as np
 import torch
 
-from models.images import to_uint8
+from fpa_export.common.errors import FpaError
+from fpa_export.common.images import to_uint8
 from .frames import PaintingFrames
 
 PADDING = 2
@@ -72,7 +73,7 @@ def animation(frames: PaintingFrames, mode: str = "partial", columns: int = 8,
     per row. partial: W_t; updates: x_t; both: x_t above W_t (the paper's layout). U-Net models end
     with one frame of the refined image (below a grey tile in `both`). Tiles upscaled by `scale`."""
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise FpaError(f"mode must be one of {MODES}, got {mode!r}")
     updates, partials, refined = _uint8(frames, scale)  # (B, T, C, S, S)
     steps = [(updates[:, t], partials[:, t]) for t in range(updates.shape[1])]
     if refined is not None:

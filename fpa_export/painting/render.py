@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+from fpa_export.common.errors import FpaError
 from .frames import PaintingFrames, paint
 from .layout import MODES, animation, step_grid, to_hwc
 from .writers import write_gif, write_mp4, write_png
@@ -24,11 +25,11 @@ class PaintingJob:
 
     def check(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"--mode must be one of {MODES}, got {self.mode!r}")
+            raise FpaError(f"--mode must be one of {MODES}, got {self.mode!r}")
         if not self.seeds:
-            raise ValueError("give at least one seed")
+            raise FpaError("give at least one seed")
         if self.index < 0 or self.scale < 0 or self.hold_last_ms < 0 or self.columns < 1:
-            raise ValueError("--index, --scale and --hold-last must be ≥ 0, columns ≥ 1")
+            raise FpaError("--index, --scale and --hold-last must be ≥ 0, columns ≥ 1")
 
 
 @dataclass

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models import atomic_write
+from fpa_export.common.errors import FpaError, MissingExtra
+from fpa_export.common.atomic import atomic_write
 
 MIN_GIF_DELAY_MS = 20
 
@@ -24,7 +25,7 @@ MIN_GIF_DELAY_MS = 20
 def frame_delay_ms(fps: float) -> int:
     """Per-frame delay of a GIF at `fps`: a multiple of 10 ms, at least 20 ms."""
     if fps <= 0:
-        raise ValueError(f"--fps must be positive, got {fps}")
+        raise FpaError(f"--fps must be positive, got {fps}")
     return max(MIN_GIF_DELAY_MS, int(round(100.0 / fps)) * 10)
 
 
@@ -60,7 +61,7 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float, hold_last_ms: in
     """H.264 MP4 through imageio-ffmpeg; the last frame repeated to last `hold_last_ms`. Frames are
     made RGB and padded with grey to even sides (yuv420p needs them)."""
     if not mp4_available():
-        raise ImportError("MP4 output needs imageio-ffmpeg: pip install 'fpa-export[video]'")
+        raise MissingExtra("imageio-ffmpeg", "video", "for MP4 output")
     import imageio.v3 as iio
 
     if frames.ndim == 3:

@@ -12,7 +12,8 @@ from abc import ABC, abstractmethod
 import numpy as np
 import torch
 
-from models import FPAConfig
+from fpa_export.common.errors import FpaError
+from fpa_export.models import FPAConfig
 
 
 class Sampler(ABC):
@@ -47,7 +48,7 @@ class Sampler(ABC):
         if not isinstance(z, torch.Tensor):
             raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
         if z.dim() != 2 or z.shape[1] != self.latent_size or z.shape[0] < 1:
-            raise ValueError(f"z must have shape (batch ≥ 1, {self.latent_size}), got {tuple(z.shape)}")
+            raise FpaError(f"z must have shape (batch ≥ 1, {self.latent_size}), got {tuple(z.shape)}")
         return z.float()
 
     def __repr__(self) -> str:

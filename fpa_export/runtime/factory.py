@@ -18,7 +18,8 @@ from typing import Optional, Union
 
 import torch
 
-from models import FPAGenerator
+from fpa_export.common.errors import FpaError
+from fpa_export.models import FPAGenerator
 from fpa_export.loading import load_generator, resolve_checkpoint
 from .base import Sampler
 
@@ -37,18 +38,18 @@ def make_sampler(model: ModelLike = None, backend: str = "auto", device: str = "
     ("unrolled" | "op", for checkpoints), exporter.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise FpaError(f"backend must be one of {BACKENDS}, got {backend!r}")
     kind = _model_kind(model)
     if backend == "auto":
         backend = _auto_backend(kind, torch.device(device))
     if kind == "onnx" and backend != "onnx" or kind == "trt" and backend != "trt":
-        raise ValueError(f"{model}: a .{kind} file runs only with backend={kind!r}")
+        raise FpaError(f"{model}: a .{kind} file runs only with backend={kind!r}")
     if backend == "torch":
         return _torch_sampler(model, device, **options)
     if backend == "onnx":
         return _onnx_sampler(model, kind, device, **options)
     if kind != "trt":
-        raise ValueError("backend='trt' needs an engine file: build one with `fpa-export trt`")
+        raise FpaError("backend='trt' needs an engine file: build one with `fpa-export trt`")
     from .trt_backend import TrtSampler
 
     return TrtSampler(model, device=device if device != "cpu" else "cuda")
@@ -99,13 +100,13 @@ def _onnx_sampler(model: ModelLike, kind: str, device: str, cuda_graph: bool = F
     from .onnx_backend import OnnxSampler, spec_from_sidecar
 
     if kind == "generator":
-        raise ValueError("the onnx backend needs a checkpoint or .onnx file, not a generator object")
+        raise FpaError("the onnx backend needs a checkpoint or .onnx file, not a generator object")
     if kind == "onnx":
         spec = spec_from_sidecar(Path(model))
         graphs = {spec.graph + "_graph": Path(model)}
         return OnnxSampler(spec.config, device=device, cuda_graph=cuda_graph, threads=threads, **graphs)
     from fpa_export.export import export_onnx
-    from models import FPAConfig, read_checkpoint
+    from fpa_export.models import FPAConfig, read_checkpoint
 
     checkpoint = Path(resolve_checkpoint(model))
     key = hashlib.sha1(str(checkpoint.resolve()).encode()).hexdigest()[:10]  # the sidecar checks content

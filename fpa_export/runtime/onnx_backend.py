@@ -13,7 +13,9 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from models import FPAConfig
+from fpa_export.common.errors import FpaError, MissingExtra
+from fpa_export.common.optional import require
+from fpa_export.models import FPAConfig
 from fpa_export.export.sidecar import ExportError, read_sidecar, sidecar_path
 from fpa_export.export.spec import ExportSpec
 from .base import Sampler
@@ -22,12 +24,7 @@ NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
 
 
 def import_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ImportError("onnxruntime is not installed: pip install 'fpa-export[onnx]' "
-                          "(or 'fpa-export[gpu]' for onnxruntime-gpu)") from None
-    return onnxruntime
+    return require("onnxruntime", "to run .onnx graphs")
 
 
 def cuda_provider_available() -> bool:
@@ -46,10 +43,10 @@ class OnnxSampler(Sampler):
         self.config = config
         self.device = torch.device(device)
         if self.device.type == "cuda" and not cuda_provider_available():
-            raise ImportError("onnxruntime has no CUDA provider: pip install 'fpa-export[gpu]' "
-                              "(and uninstall the CPU-only onnxruntime package)")
+            raise MissingExtra("onnxruntime-gpu", "gpu", "for onnxruntime's CUDA provider",
+                               "pip uninstall onnxruntime && pip install 'fpa-export[gpu]'")
         if cuda_graph and self.device.type != "cuda":
-            raise ValueError("onnxruntime CUDA graphs need device='cuda'")
+            raise FpaError("onnxruntime CUDA graphs need device='cuda'")
         self._sources = {"image": image_graph, "steps": steps_graph}
         self._graphs: dict[str, _Graph] = {}
         self._cuda_graph, self._threads = cuda_graph, threads
@@ -63,7 +60,7 @@ class OnnxSampler(Sampler):
             path = source() if callable(source) else source
             graph = _Graph(Path(path), self.device, self._cuda_graph, self._threads)
             if graph.spec.graph != kind:
-                raise ValueError(f"{path} is a {graph.spec.graph} graph, expected a {kind} graph")
+                raise FpaError(f"{path} is a {graph.spec.graph} graph, expected a {kind} graph")
             self._graphs[kind] = graph
         return self._graphs[kind]
 

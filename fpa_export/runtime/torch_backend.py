@@ -11,7 +11,8 @@ import copy
 
 import torch
 
-from models import FPAGenerator
+from fpa_export.common.errors import FpaError
+from fpa_export.models import FPAGenerator
 from .base import Sampler
 
 
@@ -22,7 +23,7 @@ class TorchSampler(Sampler):
                  cuda_graphs: bool = False, compile: bool = False, max_graphs: int = 4):
         device = torch.device(device)
         if cuda_graphs and device.type != "cuda":
-            raise ValueError("CUDA graphs need device='cuda'")
+            raise FpaError("CUDA graphs need device='cuda'")
         self.config = generator.config
         self.device = device
         self.generator = copy.deepcopy(generator).to(device).eval()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from models import FPAConfig
+from fpa_export.models import FPAConfig
 from fpa_export.export.sidecar import ExportError, read_sidecar
 from fpa_export.export.spec import ExportSpec
 from fpa_export.export.trt_build import import_tensorrt

@@ -1,6 +1,6 @@
 """Image files of a sample folder: names, encoding, atomic writes and validity checks.
 
-Files are `{index:06d}.png` or `.jpg`, uint8 by `models.images.to_uint8` (clamp to [0, 1], as the paper
+Files are `{index:06d}.png` or `.jpg`, uint8 by `fpa_export.common.images.to_uint8` (clamp to [0, 1], as the paper
 saves its samples). Each file is encoded in memory, written to a hidden temporary file beside its final
 name and renamed over it, so a reader (or a rerun after Ctrl-C or kill -9) sees either no file or a whole
 one. There is no fsync per file: after a power loss a renamed file may come back empty or truncated, and
@@ -16,6 +16,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+
+from fpa_export.common.errors import FpaError
 
 FORMATS = ("png", "jpg")
 PNG_COMPRESS_LEVEL = 1  # lossless either way; level 1 encodes faster than the default 6
@@ -33,7 +35,7 @@ def encode(image: np.ndarray, fmt: str, jpeg_quality: int = 95) -> bytes:
     if fmt == "png":
         return encode_png(image)
     if fmt != "jpg":
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+        raise FpaError(f"format must be one of {FORMATS}, got {fmt!r}")
     from PIL import Image
 
     buffer = io.BytesIO()

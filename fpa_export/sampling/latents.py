@@ -17,6 +17,8 @@ from typing import Mapping, Optional, Sequence
 
 import torch
 
+from fpa_export.common.errors import FpaError
+
 LATENT_RULE = ("z_i = psi * randn(d) from torch.Generator().manual_seed(first 63 bits of "
                "sha256('fpa-sample/v1:{seed}:{i}')), one generator per index")
 
@@ -41,7 +43,7 @@ def latents_for(indices: Sequence[int], seed: int, latent_size: int,
 
 def check_truncation(truncation: float) -> None:
     if not 0.0 < truncation <= 1.0:
-        raise ValueError(f"--truncation must be in (0, 1] (1 = none), got {truncation}")
+        raise FpaError(f"--truncation must be in (0, 1] (1 = none), got {truncation}")
 
 
 def parse_shard(text: str | None, environ: Optional[Mapping[str, str]] = None) -> tuple[int, int]:
@@ -51,14 +53,14 @@ def parse_shard(text: str | None, environ: Optional[Mapping[str, str]] = None) -
     if text == "env":
         environ = os.environ if environ is None else environ
         if "RANK" not in environ or "WORLD_SIZE" not in environ:
-            raise ValueError("--shard env needs RANK and WORLD_SIZE in the environment (torchrun sets them)")
+            raise FpaError("--shard env needs RANK and WORLD_SIZE in the environment (torchrun sets them)")
         text = f"{environ['RANK']}/{environ['WORLD_SIZE']}"
     try:
         index, count = (int(part) for part in str(text).split("/"))
     except ValueError:
-        raise ValueError(f"--shard wants I/N (e.g. 0/4), got {text!r}") from None
+        raise FpaError(f"--shard wants I/N (e.g. 0/4), got {text!r}") from None
     if count < 1 or not 0 <= index < count:
-        raise ValueError(f"--shard {text}: need 0 ≤ I < N")
+        raise FpaError(f"--shard {text}: need 0 ≤ I < N")
     return index, count
 
 
@@ -82,7 +84,7 @@ def parse_seed_range(text: str) -> list[int]:
                 raise ValueError
             seeds.extend(range(low, high + 1))
     except ValueError:
-        raise ValueError(f"seeds must look like 3, 0-7 or 1,4,9 (non-negative), got {text!r}") from None
+        raise FpaError(f"seeds must look like 3, 0-7 or 1,4,9 (non-negative), got {text!r}") from None
     if not seeds or min(seeds) < 0:
-        raise ValueError(f"seeds must look like 3, 0-7 or 1,4,9 (non-negative), got {text!r}")
+        raise FpaError(f"seeds must look like 3, 0-7 or 1,4,9 (non-negative), got {text!r}")
     return seeds

@@ -19,7 +19,9 @@ from typing import Optional
 
 import torch
 
-from models import PACKAGE_VERSION, atomic_write
+from fpa_export.common.errors import FpaError
+from fpa_export.common.atomic import atomic_write
+from fpa_export.models import PACKAGE_VERSION
 from .latents import LATENT_RULE
 
 MANIFEST = "samples.json"
@@ -29,7 +31,7 @@ IDENTITY = ("model", "seed", "truncation", "image_format", "jpeg_quality")
 UINT8_RULE = "floor(255 * clamp(x, 0, 1) + 0.5) of the [-1, 1] output (models.images.to_uint8)"
 
 
-class FolderMismatch(ValueError):
+class FolderMismatch(FpaError):
     """The folder holds samples of another run; the message is one line."""
 
 

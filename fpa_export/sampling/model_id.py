@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from models import FPAConfig, read_checkpoint
+from fpa_export.models import FPAConfig, read_checkpoint
 from fpa_export.export.sidecar import config_from_sidecar, read_sidecar, sha256_file
 from fpa_export.loading import resolve_checkpoint
 

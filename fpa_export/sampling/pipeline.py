@@ -19,7 +19,8 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from models.images import to_uint8
+from fpa_export.common.errors import FpaError
+from fpa_export.common.images import to_uint8
 from . import manifest
 from .imagefiles import (FORMATS, encode, existing_files, file_name, is_valid, stale_temporaries,
                          to_hwc, write_bytes_atomic)
@@ -50,16 +51,16 @@ class SampleRun:
 
     def check(self) -> None:
         if self.n < 1:
-            raise ValueError(f"--n must be at least 1, got {self.n}")
+            raise FpaError(f"--n must be at least 1, got {self.n}")
         if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise FpaError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.image_format not in FORMATS:
-            raise ValueError(f"--format must be one of {FORMATS}, got {self.image_format!r}")
+            raise FpaError(f"--format must be one of {FORMATS}, got {self.image_format!r}")
         if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"--jpeg-quality must be in 1..100, got {self.jpeg_quality}")
+            raise FpaError(f"--jpeg-quality must be in 1..100, got {self.jpeg_quality}")
         check_truncation(self.truncation)
         if Path(self.outdir).exists() and not Path(self.outdir).is_dir():
-            raise ValueError(f"{self.outdir}: exists and is not a folder")
+            raise FpaError(f"{self.outdir}: exists and is not a folder")
 
 
 @dataclass

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from models.random_vgg import RandomVGG19
+from fpa_export.fd.features import RandomVGG19
 from .invert import invert, psnr, stacked_network
 from .optimize import Optimisation
 from .output import write_gif, write_png

@@ -12,7 +12,8 @@ from typing import Optional
 
 import torch
 
-from models.random_vgg import CONV_NAMES, LAYER_NAMES, RandomVGG19
+from fpa_export.common.errors import FpaError
+from fpa_export.fd.features import CONV_NAMES, LAYER_NAMES, RandomVGG19
 from .losses import make_terms, total_loss
 from .optimize import Optimisation, lbfgs, white_noise
 
@@ -40,7 +41,7 @@ def stacked_network(reference: torch.Tensor, layer: str, draws: int, seed: int =
                     progress: bool = True) -> tuple[RandomVGG19, list[StackedChoice]]:
     """A RandomVGG19 whose convolutions up to `layer` are each the best of `draws` random draws."""
     if layer not in LAYER_NAMES:
-        raise ValueError(f"unknown layer {layer!r}; choose from {', '.join(LAYER_NAMES)}")
+        raise FpaError(f"unknown layer {layer!r}; choose from {', '.join(LAYER_NAMES)}")
     network = RandomVGG19(seed=seed, base_width=base_width)
     depth = LAYER_NAMES.index(layer)
     choices = []

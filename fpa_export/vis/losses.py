@@ -16,7 +16,8 @@ from typing import Sequence
 
 import torch
 
-from models.random_vgg import RandomVGG19
+from fpa_export.common.errors import FpaError
+from fpa_export.fd.features import RandomVGG19
 
 
 def gram(activation: torch.Tensor) -> torch.Tensor:
@@ -45,7 +46,7 @@ class Term:
 def make_terms(network: RandomVGG19, image: torch.Tensor, layers: Sequence[str], kind: str) -> list[Term]:
     """Terms matching `image`'s features or Grams at `layers`."""
     if kind not in ("feature", "gram"):
-        raise ValueError(f"kind must be 'feature' or 'gram', got {kind!r}")
+        raise FpaError(f"kind must be 'feature' or 'gram', got {kind!r}")
     with torch.no_grad():
         activations = network(image, layers)
     return [Term(kind, name, activations[name] if kind == "feature" else gram(activations[name]))

@@ -8,7 +8,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from models.images import to_hwc_array, to_uint8
+from fpa_export.common.errors import FpaError
+from fpa_export.common.images import to_hwc_array, to_uint8
 
 
 def as_array(image: torch.Tensor, scale: int = 1) -> np.ndarray:
@@ -31,6 +32,6 @@ def write_gif(path: str | Path, frames: Sequence[torch.Tensor], duration_ms: int
     from ..painting.writers import write_gif as write
 
     if not frames:
-        raise ValueError("no frames to write (the optimisation recorded none)")
+        raise FpaError("no frames to write (the optimisation recorded none)")
     arrays = np.stack([as_array(frame, scale) for frame in frames])
     return write(path, arrays, fps=1000.0 / duration_ms, hold_last_ms=hold_last_ms)

@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from models.images import IMAGE_SUFFIXES, load_image, resize_center_crop, to_hwc_array, to_uint8
+from fpa_export.common.images import IMAGE_SUFFIXES, load_image, resize_center_crop, to_hwc_array, to_uint8
 
 
 def parse_source(spec: str, default_seed: int = 0) -> tuple[str, Optional[Path], int]:

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from models.random_vgg import RandomVGG19
+from fpa_export.fd.features import RandomVGG19
 from .losses import make_terms, set_automatic_weights, total_loss
 from .optimize import Optimisation, lbfgs, white_noise
 

@@ -3,7 +3,7 @@
 Sources: an image folder (every image, shorter side resized to the resolution then centre-cropped, as
 in the paper's FID protocol), a model checkpoint or `default` (N samples, z ~ N(0, I) from a seeded
 torch generator, clamped to [0, 1] and quantised to uint8 exactly as saved PNGs are), or an `.npz`
-written by `save_stats`. The features and the distance are in `models.frechet`; this module reads and
+written by `save_stats`. The features and the distance are in `fpa_export.fd.frechet`; this module reads and
 writes files and picks comparable settings. Python API for other commands:
 
     stats = compute_stats(batches, seeds=(0, 1, 2), resolution=64)   # batches: (B, C, H, W) in [0, 1]
@@ -20,9 +20,10 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from models import atomic_write
-from models.frechet import FDResult, StatsSet, compare, compute_stats, frechet_distance  # noqa: F401
-from models.images import iter_image_batches, list_images, resize_center_crop, to_hwc_array, to_uint8
+from fpa_export.common.errors import FpaError
+from fpa_export.common.atomic import atomic_write
+from fpa_export.fd.frechet import FDResult, StatsSet, compare, compute_stats, frechet_distance  # noqa: F401
+from fpa_export.common.images import iter_image_batches, list_images, resize_center_crop, to_hwc_array, to_uint8
 
 __all__ = ["compute_stats", "save_stats", "load_stats", "compare", "frechet_distance", "fd_between",
            "stats_only", "stats_of", "classify", "parse_seeds", "StatsSet", "FDResult"]
@@ -44,9 +45,9 @@ def parse_seeds(text: str) -> list[int]:
             return list(range(count))
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ValueError(f"--seeds wants a count (e.g. 3) or a list (e.g. 0,1,2), got {text!r}") from None
+        raise FpaError(f"--seeds wants a count (e.g. 3) or a list (e.g. 0,1,2), got {text!r}") from None
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ValueError(f"--seeds wants distinct non-negative integers, got {text!r}")
+        raise FpaError(f"--seeds wants distinct non-negative integers, got {text!r}")
     return seeds
 
 
@@ -84,7 +85,7 @@ def load_stats(path: str | Path) -> StatsSet:
         with np.load(path, allow_pickle=False) as data:
             return StatsSet.from_arrays({key: data[key] for key in data.files}, where=str(path))
     except (OSError, EOFError, KeyError) as err:
-        raise ValueError(f"{path}: not a readable statistics file ({err})") from None
+        raise FpaError(f"{path}: not a readable statistics file ({err})") from None
 
 
 def _progress(total: int, label: str):
@@ -96,7 +97,7 @@ def folder_batches(folder: Path, resolution: int, batch_size: int = 100) -> Iter
     """Batches (B, 3, R, R) in [0, 1] of every image under `folder`; unreadable files are skipped."""
     paths = list_images(folder)
     if not paths:
-        raise ValueError(f"{folder}: no images found (looked for .png, .jpg, .jpeg, .webp, .bmp)")
+        raise FpaError(f"{folder}: no images found (looked for .png, .jpg, .jpeg, .webp, .bmp)")
     with _progress(len(paths), Path(folder).name or str(folder)) as bar:
         for batch, skipped in iter_image_batches(paths, resolution, 3, batch_size):
             bar.update(batch.shape[0] + skipped)
@@ -108,7 +109,7 @@ def open_sampler(source: Source, backend: Optional[str] = None, device: str = "c
     """The source's `fpa_export.runtime` Sampler, created once. Backend None: torch for checkpoints
     (reproducible, nothing cached), the file's own runtime for exported graphs and engines."""
     if source.sampler is None:
-        from .runtime import make_sampler
+        from ..runtime import make_sampler
 
         if backend is None:
             exported = source.path is not None and source.path.suffix.lower() in EXPORTED_SUFFIXES
@@ -168,9 +169,9 @@ def stats_of(source: Source, seeds: Sequence[int], resolution: int, n: int = 200
 def _checked_stats(stats: StatsSet, seeds: Sequence[int], resolution: int, where: str) -> StatsSet:
     missing = sorted(set(seeds) - set(stats.seeds))
     if missing:
-        raise ValueError(f"{where} has no statistics for seed(s) {missing} (it has {stats.seeds})")
+        raise FpaError(f"{where} has no statistics for seed(s) {missing} (it has {stats.seeds})")
     if stats.resolution != resolution:
-        raise ValueError(f"{where} was computed at {stats.resolution} px, not {resolution} px")
+        raise FpaError(f"{where} was computed at {stats.resolution} px, not {resolution} px")
     stats.stats = {seed: stats.stats[seed] for seed in seeds}
     return stats
 
@@ -184,7 +185,7 @@ def choose_settings(sources: Sequence[Source], seeds: Optional[Sequence[int]],
     if seeds is None:
         seeds = sorted(set.intersection(*(set(s.seeds) for s in saved))) if saved else [0, 1, 2]
         if not seeds:
-            raise ValueError("the statistics files share no extractor seed")
+            raise FpaError("the statistics files share no extractor seed")
     if resolution is None:
         if saved:
             resolution = saved[0].resolution
@@ -220,7 +221,7 @@ def stats_only(a: str, out: str | Path, seeds: Optional[Sequence[int]] = None,
     """Compute the statistics of one source and save them to `out`."""
     source = classify(a)
     if source.kind == "stats":
-        raise ValueError(f"{a} already holds statistics")
+        raise FpaError(f"{a} already holds statistics")
     if source.kind == "model":
         open_sampler(source, backend, device)
     seeds, resolution = choose_settings([source], seeds, resolution)

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fpa_export.common.errors import FpaError
+
 BLOCKS = (2, 2, 4, 4, 4)           # convolutions per block, VGG-19
 WIDTH_MULTIPLIERS = (1, 2, 4, 8, 8)
 FD_BASE_WIDTH = 16                 # the metric's width: VGG-19 at a quarter of the channels
@@ -124,7 +126,7 @@ class RandomVGG19(nn.Module):
         wanted = set(layers)
         unknown = wanted - set(LAYER_NAMES)
         if unknown:
-            raise ValueError(f"unknown layer {sorted(unknown)[0]!r}; choose from {', '.join(LAYER_NAMES)}")
+            raise FpaError(f"unknown layer {sorted(unknown)[0]!r}; choose from {', '.join(LAYER_NAMES)}")
         last = max(LAYER_NAMES.index(name) for name in wanted)
         x = images * 2.0 - 1.0
         outputs = {}

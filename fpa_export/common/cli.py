@@ -1,6 +1,9 @@
 """One rule for every command line: a user's mistake is one line on stderr and a non-zero exit.
 
-Shared by the `fpa-*` commands of `fpa_export` and by `fpa-train` (which may not import `fpa_export`).
+Shared by every `fpa-*` command and `fpa-train`. What counts as the user's mistake is decided by the
+error's class, once: the project's own `FpaError` (and its `MissingExtra`: an optional package to
+install), a missing or unreadable file (`OSError`), and Ctrl-C. A bare `ValueError` or any other
+exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -8,8 +11,7 @@ import functools
 
 import click
 
-from .checkpoint import CheckpointError
-from .config import ConfigError
+from .errors import FpaError
 
 
 class UserError(click.ClickException):
@@ -24,7 +26,7 @@ def friendly_errors(func=None, *, catch: tuple = (), interrupted: str = "Interru
     """
     if func is None:
         return functools.partial(friendly_errors, catch=catch, interrupted=interrupted)
-    expected = (CheckpointError, ConfigError, ValueError, FileNotFoundError, *catch)
+    expected = (FpaError, *catch)
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):

@@ -1,7 +1,7 @@
 """The Fréchet distance on features of seeded random networks: statistics and the distance itself.
 
 FD(a, b) = |mu_a − mu_b|² + Tr(S_a) + Tr(S_b) − 2·Tr((S_a^½ S_b S_a^½)^½)  (Heusel et al. 2017), on
-the features of `models.random_vgg.fd_features` instead of Inception's. Everything is float64 and pure
+the features of `fpa_export.fd.features.fd_features` instead of Inception's. Everything is float64 and pure
 torch (symmetric eigendecompositions, no scipy), so training, sampling and the `fpa-fd` command share
 it. A `StatsSet` holds one `FeatureStats` per extractor seed plus the metadata that makes two sets
 comparable; `to_arrays`/`from_arrays` convert it to and from a dict of numpy arrays (the `.npz`
@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .random_vgg import FD_BASE_WIDTH, FEATURE_VERSION, RandomVGG19, fd_features
+from fpa_export.common.errors import FpaError
+from .features import FD_BASE_WIDTH, FEATURE_VERSION, RandomVGG19, fd_features
 
 STATS_FORMAT = "fpa-fd-stats"
 STATS_FORMAT_VERSION = 1
@@ -65,7 +66,7 @@ class RunningStats:
 
     def result(self) -> FeatureStats:
         if self.n < 2:
-            raise ValueError(f"need at least 2 images for feature statistics, got {self.n}")
+            raise FpaError(f"need at least 2 images for feature statistics, got {self.n}")
         sigma = self.m2 / (self.n - 1)
         return FeatureStats(mu=self.mean.clone(), sigma=(sigma + sigma.T) / 2, n=self.n)
 
@@ -82,7 +83,7 @@ def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
     """The Fréchet distance between two Gaussians, via the symmetric form S_a^½ S_b S_a^½ (whose
     eigenvalues are real and non-negative, so no imaginary parts to discard as with `sqrtm(S_a S_b)`)."""
     if a.mu.shape != b.mu.shape:
-        raise ValueError(f"feature dimensions differ: {a.mu.shape[0]} vs {b.mu.shape[0]}")
+        raise FpaError(f"feature dimensions differ: {a.mu.shape[0]} vs {b.mu.shape[0]}")
     mu_a, mu_b = a.mu.to(torch.float64), b.mu.to(torch.float64)
     sigma_a, sigma_b = a.sigma.to(torch.float64), b.sigma.to(torch.float64)
     root_a = a.sigma_root()
@@ -133,13 +134,13 @@ class StatsSet:
         if "format" not in keys or str(arrays["format"]) != STATS_FORMAT:
             found = "mu/sigma without fpa-fd metadata (e.g. Inception FID statistics)" \
                 if {"mu", "sigma"} <= keys else f"keys {sorted(keys)}"
-            raise ValueError(f"{where} is not fpa-fd statistics: found {found}; they cannot be compared")
+            raise FpaError(f"{where} is not fpa-fd statistics: found {found}; they cannot be compared")
         if int(arrays["format_version"]) > STATS_FORMAT_VERSION:
-            raise ValueError(f"{where} has a newer statistics format; upgrade fpa-export")
+            raise FpaError(f"{where} has a newer statistics format; upgrade fpa-export")
         seeds = [int(s) for s in np.asarray(arrays["seeds"]).reshape(-1)]
         mu, sigma, n = np.asarray(arrays["mu"]), np.asarray(arrays["sigma"]), int(arrays["n"])
         if mu.shape[0] != len(seeds) or sigma.shape != (len(seeds), mu.shape[1], mu.shape[1]):
-            raise ValueError(f"{where} has inconsistent shapes mu {mu.shape}, sigma {sigma.shape}")
+            raise FpaError(f"{where} has inconsistent shapes mu {mu.shape}, sigma {sigma.shape}")
         stats = {s: FeatureStats(torch.from_numpy(mu[i]).double(), torch.from_numpy(sigma[i]).double(), n)
                  for i, s in enumerate(seeds)}
         ids = [str(x) for x in np.asarray(arrays["extractor_ids"]).reshape(-1)]
@@ -153,7 +154,7 @@ def fit_resolution(images: torch.Tensor, resolution: int) -> torch.Tensor:
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
     elif images.shape[1] != 3:
-        raise ValueError(f"images need 1 or 3 channels, got {images.shape[1]}")
+        raise FpaError(f"images need 1 or 3 channels, got {images.shape[1]}")
     height, width = images.shape[-2:]
     if (height, width) == (resolution, resolution):
         return images
@@ -182,7 +183,7 @@ def compute_stats(batches: Iterable[torch.Tensor], seeds: Sequence[int] = (0,), 
     Images pass through every extractor batch by batch, so an iterator is consumed once.
     """
     if resolution < 16:
-        raise ValueError(f"resolution {resolution} px is too small for five poolings (use ≥ 32)")
+        raise FpaError(f"resolution {resolution} px is too small for five poolings (use ≥ 32)")
     extractors = extractors or fd_extractors(seeds)
     running = {seed: RunningStats() for seed in extractors}
     for net in extractors.values():
@@ -226,15 +227,15 @@ class FDResult:
 def compare(a: StatsSet, b: StatsSet) -> FDResult:
     """FD for every seed both sets share; refuses sets that are not comparable."""
     if a.extractor != b.extractor:
-        raise ValueError(f"different extractors: {a.extractor} vs {b.extractor}")
+        raise FpaError(f"different extractors: {a.extractor} vs {b.extractor}")
     if a.resolution != b.resolution:
-        raise ValueError(f"different resolutions: {a.resolution} vs {b.resolution}")
+        raise FpaError(f"different resolutions: {a.resolution} vs {b.resolution}")
     seeds = sorted(set(a.stats) & set(b.stats))
     if not seeds:
-        raise ValueError(f"no common extractor seeds: {a.seeds} vs {b.seeds}")
+        raise FpaError(f"no common extractor seeds: {a.seeds} vs {b.seeds}")
     for seed in seeds:
         if a.extractor_ids[seed] != b.extractor_ids[seed]:
-            raise ValueError(f"seed {seed}: extractor weights differ "
+            raise FpaError(f"seed {seed}: extractor weights differ "
                              f"({a.extractor_ids[seed]} vs {b.extractor_ids[seed]})")
     per_seed = {seed: frechet_distance(a.stats[seed], b.stats[seed]) for seed in seeds}
     return FDResult(per_seed=per_seed, n_a=a.n, n_b=b.n, extractor=a.extractor,

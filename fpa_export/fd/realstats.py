@@ -17,10 +17,11 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from models import atomic_write
-from models.images import list_images, resize_center_crop
-from .sampling.imagefiles import decode, encode, to_hwc
-from .sampling.model_id import model_config
+from fpa_export.common.errors import FpaError
+from fpa_export.common.atomic import atomic_write
+from fpa_export.common.images import list_images, resize_center_crop
+from ..sampling.imagefiles import decode, encode, to_hwc
+from ..sampling.model_id import model_config
 
 MIN_RESOLUTION = 32  # the feature extractor's smallest input (five poolings)
 PIPELINE = ("pipeline_size", "pipeline_channels", "pipeline_format", "pipeline_jpeg_quality")
@@ -65,12 +66,12 @@ def prepare_real_stats(image_dir: str | Path, out: str | Path, model=None, image
                        batch_size: int = 100, device: str = "cpu"):
     """Statistics of every image under `image_dir` for comparisons with `model`'s samples; saved to
     `out`. Returns (StatsSet, number of unreadable files skipped)."""
-    from . import fd
+    from . import metric as fd
 
     config = model_config(model)
     paths = list_images(image_dir)
     if not paths:
-        raise ValueError(f"{image_dir}: no images found (looked for .png, .jpg, .jpeg, .webp, .bmp)")
+        raise FpaError(f"{image_dir}: no images found (looked for .png, .jpg, .jpeg, .webp, .bmp)")
     skipped: list[Path] = []
     batches = _real_batches(paths, config.image_size, config.channels, image_format, jpeg_quality,
                             batch_size, skipped)
@@ -91,13 +92,13 @@ def _pipeline_arrays(config, fmt: str, jpeg_quality: int) -> dict:
 
 def load_reference(path: str | Path, config, fmt: str, jpeg_quality: int):
     """The StatsSet in `path`, after checking it was prepared for this model's images and format."""
-    from . import fd
+    from . import metric as fd
 
     stats = fd.load_stats(path)
     with np.load(path, allow_pickle=False) as data:
         recorded = {key: data[key].item() for key in PIPELINE if key in data.files}
     if len(recorded) != len(PIPELINE):
-        raise ValueError(f"{path}: no pipeline record; prepare it with `fpa-sample stats IMAGE_DIR -o "
+        raise FpaError(f"{path}: no pipeline record; prepare it with `fpa-sample stats IMAGE_DIR -o "
                          f"{Path(path).name}` so real and fake images are processed alike")
     wanted = {k: v.item() for k, v in _pipeline_arrays(config, fmt, jpeg_quality).items()}
     if recorded != wanted:
@@ -105,7 +106,7 @@ def load_reference(path: str | Path, config, fmt: str, jpeg_quality: int):
             quality = f" q{p['pipeline_jpeg_quality']}" if p["pipeline_format"] == "jpg" else ""
             return (f"{p['pipeline_size']} px, {p['pipeline_channels']} channel(s), "
                     f"{p['pipeline_format']}{quality}")
-        raise ValueError(f"{path} was prepared for {describe(recorded)} images, these samples are "
+        raise FpaError(f"{path} was prepared for {describe(recorded)} images, these samples are "
                          f"{describe(wanted)}; prepare matching statistics with `fpa-sample stats`")
     return stats
 
@@ -114,7 +115,7 @@ def score_samples(batches: Iterable[np.ndarray], reference: str | Path, config, 
                   jpeg_quality: int = 95, device: str = "cpu", decoded: bool = False):
     """FDResult of uint8 sample batches (B, C, S, S) against prepared statistics. `decoded=True` when
     the batches were read back from files (no further round trip)."""
-    from . import fd
+    from . import metric as fd
 
     ref = load_reference(reference, config, fmt, jpeg_quality)
     floats = (torch.from_numpy(b).float() / 255.0 if decoded else round_trip(b, fmt, jpeg_quality)

@@ -5,8 +5,8 @@ with `weights_only=True`, take the generator tensors (EMA prefix `GE.` by defaul
 shapes everything the shapes determine (S, C, H, L, d, m, T, e, the U-Net, `wide_out_dim`, the
 per-step embedding, one learning rate per step or per row), take the rest from options whose defaults
 are the paper's recipe, and refuse any option that contradicts a tensor, naming both.
-The key renaming lives in `fpa_export.official` (one table, both directions), the reading of
-hyper-parameters off the shapes in `fpa_export.convert_infer`.
+The key renaming lives in `fpa_export.convert.keys` (one table, both directions), the reading of
+hyper-parameters off the shapes in `fpa_export.convert.infer`.
 """
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from models import FPAConfig, FPAGenerator, save_checkpoint
-from models.checkpoint import FORMAT
-from .convert_infer import MODEL_TYPES, ConversionError, OfficialTensors, infer_config, listing
-from .official import from_official_state_dict, official_name
+from fpa_export.models import FPAConfig, FPAGenerator, save_checkpoint
+from fpa_export.models.checkpoint import FORMAT
+from .infer import MODEL_TYPES, ConversionError, OfficialTensors, infer_config, listing
+from .keys import from_official_state_dict, official_name
 
 __all__ = ["convert_official", "read_official", "ConversionError", "ConversionWarning", "DEFAULTS",
            "MODEL_TYPES", "WEIGHTS"]

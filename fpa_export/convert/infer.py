@@ -13,14 +13,15 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from models import FPAConfig, UNetConfig
-from .official import is_alias
+from fpa_export.common.errors import FpaError
+from fpa_export.models import FPAConfig, UNetConfig
+from .keys import is_alias
 
 MODEL_TYPES = ("lstm_delta_split_v2", "lstm_delta", "lstm_delta_split_v2_unet", "lstm_delta_unet")
 DEFAULT_STEPS = 64  # the paper's; used only when the file does not determine T (v1 without step embedding)
 
 
-class ConversionError(ValueError):
+class ConversionError(FpaError):
     """An official file that cannot be converted as asked; the message is one line."""
 
 

@@ -1,0 +1,45 @@
+"""Atomic writes: a crash or Ctrl-C at any moment leaves the old file or the new one, never half.
+
+Every file the project writes goes through `atomic_write` (temp file beside the target, fsync, rename).
+Temp files are named `.<name>.<random>.tmp`, so a later run can tell ours from anything else.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+TEMP_SUFFIX = ".tmp"
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call `write(file_object)` on a temporary file beside `path`, fsync it, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """`data` to `path`, atomically."""
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, sort_keys: bool = True, indent: int = 2) -> Path:
+    """`obj` as indented JSON (one trailing newline) to `path`, atomically."""
+    text = json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n"
+    return atomic_write_bytes(path, text.encode("utf-8"))

@@ -1,0 +1,47 @@
+"""Device strings, validated once for every command: `cpu`, `cuda`, `cuda:N`, `mps` (where torch has it).
+
+`check_device("cuda")` on a CPU-only torch raises one line (FpaError) naming what is missing, instead of
+torch's "Torch not compiled with CUDA enabled" traceback deep inside a run.
+"""
+from __future__ import annotations
+
+import re
+
+from .errors import FpaError
+
+DEVICE_HELP = "cpu, cuda, cuda:N or mps"
+
+
+def check_device(text: str) -> str:
+    """The canonical device string for `text`, or FpaError if it is malformed or absent here."""
+    import torch
+
+    name = str(text).strip().lower()
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+        raise FpaError(f"unknown device {text!r}: use {DEVICE_HELP}")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            why = ("this torch is a CPU-only build" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            raise FpaError(f"device {text!r} is not available: {why}; use --device cpu")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise FpaError(f"device {text!r} is not available: this machine has "
+                           f"{torch.cuda.device_count()} CUDA device(s)")
+    if name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise FpaError("device 'mps' is not available here; use --device cpu")
+    return name
+
+
+def device_option(ctx, param, value):
+    """click callback: validate a --device value (None passes through)."""
+    if value is None:
+        return value
+    try:
+        return check_device(value)
+    except FpaError as err:
+        import click
+
+        raise click.BadParameter(str(err)) from None

@@ -1,0 +1,22 @@
+"""The error classes of fpa-export: what a command line turns into one line and a non-zero exit.
+
+`FpaError` is the base of every error the project raises for a user's input (a bad file, an invalid
+option, a refused run). It derives from `ValueError` so callers that caught `ValueError` keep working,
+but the command lines catch `FpaError` itself — a bare `ValueError` from a real bug stays a traceback.
+`MissingExtra` is an optional package that is not installed; its message carries the pip line.
+"""
+from __future__ import annotations
+
+
+class FpaError(ValueError):
+    """A problem with the user's input or files; the message is one line naming it (and the fix)."""
+
+
+class MissingExtra(FpaError, ImportError):
+    """An optional package is not installed: `MissingExtra("onnxruntime", "onnx", "to run .onnx graphs")`."""
+
+    def __init__(self, package: str, extra: str | None, purpose: str = "", pip: str | None = None):
+        self.package, self.extra = package, extra
+        fix = pip or (f"pip install 'fpa-export[{extra}]'" if extra else f"pip install {package}")
+        why = f" (needed {purpose})" if purpose else ""
+        super().__init__(f"{package} is not installed{why}; install it with: {fix}")
