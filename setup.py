@@ -37,6 +37,6 @@ setup(
         "fpa-gif=fpa_export.cli.gif:main",
         "fpa-fd=fpa_export.cli.fd:main",
         "fpa-vis=fpa_export.cli.vis:main",
-        "fpa-train=training.cli:main",
+        "fpa-train=fpa_export.training.cli:main",
     ]},
 )

@@ -33,7 +33,6 @@ class FPAGenerator(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.unroll_lstm = False  # export sets True: the LSTM becomes straight-line gate arithmetic
         if c.input_generator == "v2":
             self.input_generator = nn.Linear(c.latent_size, c.mini_latent_size * c.num_steps)
             self.step_input = nn.Linear(c.mini_latent_size, c.input_size)
@@ -91,11 +90,14 @@ class FPAGenerator(nn.Module):
         return (h0.reshape(shape).transpose(0, 1).contiguous(),  # (L, B, H)
                 c0.reshape(shape).transpose(0, 1).contiguous())
 
-    def painting_instructions(self, z: torch.Tensor):
-        """keys, values (B·C, T, S) and learning rates (B·C, T, r), activations applied."""
+    def painting_instructions(self, z: torch.Tensor, unrolled: bool = False):
+        """keys, values (B·C, T, S) and learning rates (B·C, T, r), activations applied.
+
+        `unrolled=True` runs the LSTM as straight-line gate arithmetic (same weights, same result):
+        the form exported graphs, CUDA graphs and torch.compile want."""
         c = self.config
         x, state = self._lstm_inputs(z), self._initial_state(z)
-        if self.unroll_lstm:
+        if unrolled:
             hidden = unrolled_lstm(self.lstm, x, state)  # (B, T, H)
         else:
             hidden = self.lstm(x, state)[0]  # (B, T, H)
@@ -131,10 +133,10 @@ class FPAGenerator(nn.Module):
             image = self.unet(torch.tanh(image) if c.unet.pre_tanh else image)
         return torch.tanh(image) if c.out_tanh else image
 
-    def paint(self, z: torch.Tensor) -> Painting:
+    def paint(self, z: torch.Tensor, unrolled: bool = False) -> Painting:
         """The final image plus every step's rank-1 update and partial sum (for GIFs and grids)."""
         c = self.config
-        keys, values, lrs = self.painting_instructions(z)
+        keys, values, lrs = self.painting_instructions(z, unrolled)
         writes = delta_rule_writes(keys, values, lrs)  # (B·C, T, S)
         frame_shape = (-1, c.channels, c.num_steps, c.image_size, c.image_size)
         updates = rank_one_updates(writes, keys)  # (B·C, T, S, S)
@@ -147,8 +149,8 @@ class FPAGenerator(nn.Module):
             partials=partials.reshape(frame_shape).transpose(1, 2),
         )
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, unrolled: bool = False) -> torch.Tensor:
         c = self.config
-        keys, values, lrs = self.painting_instructions(z)
+        keys, values, lrs = self.painting_instructions(z, unrolled)
         canvas = canvas_from_writes(delta_rule_writes(keys, values, lrs), keys)  # (B·C, S, S)
         return self.finish(canvas.reshape(-1, c.channels, c.image_size, c.image_size))

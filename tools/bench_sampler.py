@@ -14,6 +14,7 @@ each S×S canvas explicit and does two batched matmuls per step (retrieve W k_t,
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -42,7 +43,6 @@ class OfficialStyleSampler:
 
     def __init__(self, generator: FPAGenerator, device: str):
         self.generator = generator.to(device).eval()
-        self.generator.unroll_lstm = False
         self.device = device
 
     @torch.inference_mode()
@@ -89,10 +89,8 @@ def interleaved_medians(calls: dict, repeats: int, budget_s: float) -> dict[str,
 
 def flops_per_image(generator: FPAGenerator) -> float:
     """Matmul FLOPs of one image (unrolled LSTM, so the recurrence is counted; 2 per multiply-add)."""
-    generator.unroll_lstm = True
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        generator(torch.zeros(1, generator.latent_size))
-    generator.unroll_lstm = False
+        generator(torch.zeros(1, generator.latent_size), unrolled=True)
     return float(counter.get_total_flops())
 
 
@@ -137,7 +135,7 @@ def samplers(checkpoint: Path, generator: FPAGenerator, device: str) -> dict[str
     found["torch eager, nn.LSTM"] = make_sampler(generator, backend="torch", device=device,
                                                   cuda_graphs=False)
     unrolled = make_sampler(generator, backend="torch", device=device, cuda_graphs=False)
-    unrolled.generator.unroll_lstm = True
+    unrolled._forward = functools.partial(unrolled.generator, unrolled=True)
     found["torch eager, unrolled LSTM"] = unrolled
     if device.startswith("cuda"):
         found["torch CUDA graphs"] = make_sampler(generator, backend="torch", device=device)

@@ -4,13 +4,14 @@ from __future__ import annotations
 import click
 
 from fpa_export.models import FPAConfig, UNetConfig
-from fpa_export.common.cli import friendly_errors
+from fpa_export.common.cli import HELP_OPTIONS, friendly_errors, version_option
+from fpa_export.common.devices import device_option
 from .augment import AUG_TYPES
 from .ema import EMASchedule
 from .loop import RunOptions, TrainingError
 from .trainer import TrainConfig
 
-CTX = {"show_default": True, "max_content_width": 100}
+CTX = {"show_default": True, "max_content_width": 100, **HELP_OPTIONS}
 
 
 _friendly = friendly_errors(catch=(TrainingError,),
@@ -31,7 +32,7 @@ RUN_OPTIONS = [
     (("--steps",), dict(default=10000, type=click.IntRange(1), help="total optimiser steps")),
     (("--batch-size",), dict(default=20, type=click.IntRange(1), help="images per micro-batch and process")),
     (("--grad-accum",), dict(default=1, type=click.IntRange(1), help="micro-batches per step")),
-    (("--device",), dict(default="cpu", help="cpu, cuda, cuda:1 …")),
+    (("--device",), dict(default="cpu", callback=device_option, help="cpu, cuda, cuda:N or mps")),
     (("--resume",), dict(is_flag=True, help="continue the run in --out from its latest.pt")),
     (("--lr",), dict(default=2e-4, type=float, help="Adam learning rate (betas 0.5, 0.9)")),
     (("--gp-every",), dict(default=4, type=click.IntRange(0), help="gradient penalty every N steps (0 = off)")),
@@ -136,12 +137,13 @@ class _DefaultGroup(click.Group):
     """`fpa-train OPTIONS` runs the `fpa` command; `fpa-train unet OPTIONS` the U-Net stage."""
 
     def parse_args(self, ctx, args):
-        if not args or args[0] not in self.commands and args[0] not in ("--help", "-h"):
+        if not args or args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = ["fpa", *args]
         return super().parse_args(ctx, args)
 
 
 @click.group(cls=_DefaultGroup, context_settings=CTX)
+@version_option("fpa-train")
 def main():
     """Train Fast Weight Painters (GAN, FPA_SPEC §6).
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..common.cli import friendly_errors
+from ..common.cli import friendly_errors, version_option
 from ..convert.convert import DEFAULTS, MODEL_TYPES, WEIGHTS, ConversionWarning
 
 
@@ -18,6 +18,7 @@ def _flag(name: str, official: str):
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@version_option("fpa-convert")
 @click.argument("official", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output checkpoint (our format).")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fpa_export.common.cli import UserError, friendly_errors
+from fpa_export.common.cli import UserError, friendly_errors, version_option
 from fpa_export.export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, GRAPHS, LSTM_MODES
 from fpa_export.export.trt_build import DEFAULT_MAX_BATCH
 
@@ -14,6 +14,7 @@ CHECKPOINT = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@version_option("fpa-export")
 def main():
     """Export Fast Weight Painter checkpoints to ONNX and TensorRT.
 

@@ -5,10 +5,12 @@ import json
 
 import click
 
-from ..common.cli import friendly_errors
+from ..common.cli import friendly_errors, version_option
+from fpa_export.common.devices import device_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@version_option("fpa-fd")
 @click.argument("a")
 @click.argument("b", required=False)
 @click.option("--seeds", default=None, show_default="those of a given .npz, else 3",
@@ -24,7 +26,7 @@ from ..common.cli import friendly_errors
 @click.option("--save-stats", type=click.Path(dir_okay=False), default=None,
               help="Write the statistics of A to this .npz (with only A given: compute and save).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
+@click.option("--device", default="cpu", show_default=True, callback=device_option, help="cpu, cuda, cuda:N or mps.")
 @click.option("--backend", type=click.Choice(["torch", "onnx", "trt", "auto"]), default=None,
               show_default="torch for checkpoints, the file's own for .onnx / engines",
               help="Runtime that samples model sources.")

@@ -5,13 +5,15 @@ from pathlib import Path
 
 import click
 
-from fpa_export.common.cli import UserError, friendly_errors
+from fpa_export.common.cli import UserError, friendly_errors, version_option
+from fpa_export.common.devices import device_option
 from fpa_export.painting.layout import MODES
 
 DEFAULT_GIF = Path("painting.gif")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@version_option("fpa-gif")
 @click.argument("model", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--seed", type=click.IntRange(0), default=None, help="One seed  [default: 0]")
 @click.option("--seeds", default=None, metavar="LIST",
@@ -41,7 +43,7 @@ DEFAULT_GIF = Path("painting.gif")
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "trt"]), default="auto",
               show_default=True, help="auto: torch for checkpoints, the matching runtime for a "
                                       "steps .onnx graph or engine.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, callback=device_option, help="cpu, cuda, cuda:N or mps.")
 @friendly_errors
 def main(model, seed, seeds, index, out, mode, fps, scale, hold_last_ms, columns, grid, mp4,
          truncation, backend, device):

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from fpa_export.common.cli import UserError, friendly_errors
+from fpa_export.common.cli import UserError, friendly_errors, version_option
+from fpa_export.common.devices import device_option
 from fpa_export.runtime import BACKENDS
 
 FORMATS = ("png", "jpg")
@@ -24,7 +25,7 @@ FORMATS = ("png", "jpg")
 @click.option("--seeds", default="3", show_default=True,
               help="Feature-extractor seeds: a count (3 → 0,1,2) or a list (0,4,7).")
 @click.option("--batch-size", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, callback=device_option, help="cpu, cuda, cuda:N or mps.")
 @friendly_errors
 def stats_command(image_dir, out, model, image_format, jpeg_quality, seeds, batch_size, device):
     """Prepare statistics of the real images under IMAGE_DIR once, for `fpa-sample --reference-stats`.
@@ -64,6 +65,7 @@ class _SampleWithStats(click.Command):
 
 @click.command(cls=_SampleWithStats, context_settings={"help_option_names": ["-h", "--help"]},
                epilog="Real statistics for --reference-stats: fpa-sample stats --help")
+@version_option("fpa-sample")
 @click.argument("model", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--n", "n", type=int, required=True, help="Number of images (indices 0..n-1).")
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path),
@@ -72,7 +74,7 @@ class _SampleWithStats(click.Command):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: onnxruntime on a CPU when installed, torch (CUDA graphs) on a GPU.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--device", default="cpu", show_default=True, callback=device_option, help="cpu, cuda, cuda:N or mps.")
 @click.option("--format", "image_format", type=click.Choice(FORMATS), default="png", show_default=True)
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True)
 @click.option("--truncation", type=float, default=1.0, show_default=True,

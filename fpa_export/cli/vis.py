@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from fpa_export.fd.features import LAYER_NAMES
-from ..common.cli import friendly_errors
+from ..common.cli import friendly_errors, version_option
 
 SOURCE_HELP = ("an image file, or an FPA sample: 'default' (the embedded model) or a checkpoint .pt, "
                "optionally with '@SEED' (e.g. default@7)")
@@ -59,6 +59,7 @@ def _output(command: str, out, gif, frames, duration, scale):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@version_option("fpa-vis")
 def main():
     """Deep visualisation with UNTRAINED VGG-19 networks (He, Wang & Hopcroft 2016).
 

@@ -43,3 +43,13 @@ def friendly_errors(func=None, *, catch: tuple = (), interrupted: str = "Interru
             click.echo(interrupted, err=True)
             raise SystemExit(130)
     return wrapper
+
+
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}  # `-h` works wherever `--help` does
+
+
+def version_option(prog: str):
+    """`--version` on a top-level command: prints `<prog> <package version>`."""
+    from .version import PACKAGE_VERSION
+
+    return click.version_option(PACKAGE_VERSION, "--version", prog_name=prog, message="%(prog)s %(version)s")

@@ -111,8 +111,6 @@ def trace(generator: FPAGenerator, spec: ExportSpec, opset: int = DEFAULT_OPSET,
     except torch.onnx.errors.OnnxExporterError as err:
         first = (str(err).strip().splitlines() or ["no message"])[0]
         raise ExportError(f"the {exporter} exporter failed: {first}") from None
-    finally:
-        generator.unroll_lstm = False
 
 
 def check_opset(model, opset: int, exporter: str) -> None:

@@ -81,8 +81,10 @@ class ExportSpec:
 
     def module(self, generator: FPAGenerator) -> nn.Module:
         """The torch module whose forward is this graph (shares the generator's weights)."""
-        generator.unroll_lstm = self.lstm == "unrolled"
-        return ImageGraph(generator, self.uint8) if self.graph == "image" else StepsGraph(generator)
+        unrolled = self.lstm == "unrolled"
+        if self.graph == "image":
+            return ImageGraph(generator, self.uint8, unrolled)
+        return StepsGraph(generator, unrolled)
 
     def to_dict(self) -> dict:
         return {"graph": self.graph, "fp16": self.fp16, "uint8": self.uint8, "lstm": self.lstm,
@@ -99,22 +101,22 @@ class ExportSpec:
 class ImageGraph(nn.Module):
     """z → image (B, C, S, S): float in [-1, 1], or uint8 by the rule of `fpa_export.common.images.to_uint8`."""
 
-    def __init__(self, generator: FPAGenerator, uint8: bool = False):
+    def __init__(self, generator: FPAGenerator, uint8: bool = False, unrolled: bool = True):
         super().__init__()
-        self.generator, self.uint8 = generator, uint8
+        self.generator, self.uint8, self.unrolled = generator, uint8, unrolled
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        image = self.generator(z)  # (B, C, S, S)
+        image = self.generator(z, unrolled=self.unrolled)  # (B, C, S, S)
         return to_uint8(image) if self.uint8 else image
 
 
 class StepsGraph(nn.Module):
     """z → (updates, partials), (B, T, C, S, S) each: the frames of a painting GIF."""
 
-    def __init__(self, generator: FPAGenerator):
+    def __init__(self, generator: FPAGenerator, unrolled: bool = True):
         super().__init__()
-        self.generator = generator
+        self.generator, self.unrolled = generator, unrolled
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        painting = self.generator.paint(z)
+        painting = self.generator.paint(z, unrolled=self.unrolled)
         return painting.updates, painting.partials

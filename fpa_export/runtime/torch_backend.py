@@ -1,13 +1,14 @@
 """PyTorch runtimes: eager on CPU or CUDA, and CUDA-graph capture per batch size on CUDA.
 
 Eager keeps `nn.LSTM` (its fused kernels are the fastest eager form on the CPU). The CUDA-graph path
-switches the generator to the unrolled LSTM (`FPAGenerator.unroll_lstm`): a straight line of kernels
+runs the generator with the unrolled LSTM (`FPAGenerator(z, unrolled=True)`): a straight line of kernels
 with static shapes, captured once per batch size and then replayed with a single launch.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 import copy
+import functools
 
 import torch
 
@@ -27,8 +28,9 @@ class TorchSampler(Sampler):
         self.config = generator.config
         self.device = device
         self.generator = copy.deepcopy(generator).to(device).eval()
-        self.generator.unroll_lstm = cuda_graphs or compile
-        self._forward = torch.compile(self.generator, dynamic=False) if compile else self.generator
+        unrolled = cuda_graphs or compile  # straight-line kernels capture and compile best
+        forward = functools.partial(self.generator, unrolled=unrolled)
+        self._forward = torch.compile(forward, dynamic=False) if compile else forward
         self._graphs: OrderedDict[int, _CapturedForward] = OrderedDict()
         self._max_graphs = max_graphs
         self.cuda_graphs = cuda_graphs

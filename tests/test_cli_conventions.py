@@ -1,0 +1,61 @@
+"""Conventions every command shares: `-h`, `--version`, one validated --device (fpa_export.common)."""
+import subprocess
+import sys
+
+import pytest
+
+from fpa_export.common.devices import check_device
+from fpa_export.common.errors import FpaError
+from fpa_export.common.version import PACKAGE_VERSION
+
+COMMANDS = ["fpa-export", "fpa-convert", "fpa-sample", "fpa-gif", "fpa-fd", "fpa-vis", "fpa-train"]
+MODULES = {"fpa-export": "export", "fpa-convert": "convert", "fpa-sample": "sample", "fpa-gif": "gif",
+           "fpa-fd": "fd", "fpa-vis": "vis"}
+
+
+def _main(command):
+    import importlib
+
+    if command == "fpa-train":
+        return importlib.import_module("fpa_export.training.cli").main
+    return importlib.import_module(f"fpa_export.cli.{MODULES[command]}").main
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_version_and_short_help(command):
+    from click.testing import CliRunner
+
+    main = _main(command)
+    version = CliRunner().invoke(main, ["--version"], prog_name=command)
+    assert version.exit_code == 0 and version.output.strip() == f"{command} {PACKAGE_VERSION}"
+    short = CliRunner().invoke(main, ["-h"], prog_name=command)
+    assert short.exit_code == 0 and short.output.startswith("Usage:")
+
+
+@pytest.mark.parametrize("text", ["gpu", "cuda:x", "tpu", ""])
+def test_malformed_devices_are_one_line_errors(text):
+    with pytest.raises(FpaError, match="unknown device"):
+        check_device(text)
+
+
+def test_cuda_on_a_machine_without_it_names_what_is_missing():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(FpaError, match=r"device 'cuda:1' is not available: .*use --device cpu"):
+        check_device("cuda:1")
+    assert check_device(" CPU ") == "cpu"
+
+
+def test_cli_device_error_is_one_line_without_writing(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "samples"
+    result = subprocess.run([sys.executable, "-m", "fpa_export.cli.sample", "--n", "2", "--outdir", str(out),
+                             "--device", "cuda"], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "device 'cuda' is not available" in result.stderr.strip().splitlines()[-1]
+    assert not out.exists()
