@@ -106,10 +106,25 @@ def fake_tensorrt(version: str = "10.9.0", parse_ok: bool = True, build_ok: bool
     return trt
 
 
+def onnxruntime_engine(perturb=None):
+    """A stand-in for running the built engine: onnxruntime on the graph the fake TensorRT parsed,
+    optionally perturbed (`perturb(outputs) -> outputs`) to play a wrong engine."""
+    def run(plan, spec, z):
+        import onnxruntime
+
+        path = sys.modules["tensorrt"].calls["parsed"]
+        outputs = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
+            spec.output_names, {"z": z})
+        return perturb(outputs) if perturb else outputs
+    return run
+
+
 @pytest.fixture(autouse=True)
 def a_gpu(monkeypatch):
-    """The builder needs a GPU; these tests pretend there is one (the fake TensorRT needs none)."""
+    """The builder needs a GPU; these tests pretend there is one (the fake TensorRT needs none), and
+    the engine check runs the graph in onnxruntime in place of the engine."""
     monkeypatch.setattr("fpa_export.export.trt_build._gpu_name", lambda: "Fake GPU")
+    monkeypatch.setattr("fpa_export.export.trt_verify.run_plan", onnxruntime_engine())
 
 
 @pytest.fixture(scope="module")
