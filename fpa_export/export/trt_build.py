@@ -100,21 +100,25 @@ def build_engine(source, out=None, *, min_batch: int = 1, opt_batch: Optional[in
         return EngineResult(out, sidecar_path(out), onnx_path, True, str(trt.__version__), gpu)
     start = time.perf_counter()
     plan, cache_blob = _build_plan(trt, onnx_path, spec, profile, timing_cache, workspace_gb, tf32)
-    report = (trt_verify.verify_engine(plan, onnx_path, spec, trt_verify.probe_batch(profile.min, profile.max),
-                                       tf32) if verify else {})
+    probe = trt_verify.probe_batch(profile.min, profile.max)
+    report = trt_verify.verify_engine(plan, onnx_path, spec, probe, tf32) if verify else {}
+    _write_engine(out, plan, timing_cache, cache_blob, {
+        "kind": "tensorrt", "onnx": str(onnx_path), "inputs": inputs, "config": spec.config.to_dict(),
+        "results": {"seconds": round(time.perf_counter() - start, 2), "verification": report,
+                    "verified": verify, "onnx_verification": onnx_record.get("results", {})}})
+    return EngineResult(out, sidecar_path(out), onnx_path, False, str(trt.__version__), gpu, report)
+
+
+def _write_engine(out: Path, plan: bytes, timing_cache, cache_blob: bytes, record: dict) -> None:
+    """The engine, then the timing cache (a failed cache write must not lose the build), then the
+    sidecar, each atomically."""
     atomic_write(out, lambda handle: handle.write(plan))
-    if timing_cache and cache_blob:  # after the engine: a failed cache write must not lose the build
+    if timing_cache and cache_blob:
         try:
             atomic_write(Path(timing_cache), lambda handle: handle.write(cache_blob))
         except OSError as err:
             warnings.warn(f"timing cache not saved: {err}")
-    write_sidecar(out, {"kind": "tensorrt", "onnx": str(onnx_path), "inputs": inputs,
-                        "output": {"sha256": sha256_file(out), "bytes": len(plan)},
-                        "config": spec.config.to_dict(),
-                        "results": {"seconds": round(time.perf_counter() - start, 2),
-                                    "verification": report, "verified": verify,
-                                    "onnx_verification": onnx_record.get("results", {})}})
-    return EngineResult(out, sidecar_path(out), onnx_path, False, str(trt.__version__), gpu, report)
+    write_sidecar(out, {**record, "output": {"sha256": sha256_file(out), "bytes": len(plan)}})
 
 
 def network_flags(trt) -> int:

@@ -74,7 +74,8 @@ def classify(text: str) -> Source:
 
 
 def save_stats(path: str | Path, stats: StatsSet) -> Path:
-    """Write statistics atomically as an uncompressed `.npz` (mu, sigma, seeds + metadata)."""
+    """Write statistics atomically as an uncompressed `.npz` (feature means and covariances under
+    keys of their own, seeds, `kind` + metadata; no `mu`/`sigma`, so Inception-FID tools refuse it)."""
     arrays = stats.to_arrays()
     return atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
