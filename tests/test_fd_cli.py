@@ -129,3 +129,21 @@ def test_seed_zero_and_the_default_seeds(folders):
     default = json.loads(invoke(a, b, "--size", "32", "--json").output)
     assert default["seeds"] == [0, 1, 2]
     assert default["fd_per_seed"]["0"] == one["fd_per_seed"]["0"]
+
+
+def test_exported_graph_without_sidecar_and_garbage_graph(folders, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from fpa_export.export import export_onnx
+
+    checkpoint = save_checkpoint(tmp_path / "m.pt", make_generator(seed=2, channels=1))
+    graph = export_onnx(checkpoint, tmp_path / "m.onnx", exporter="torchscript")
+    graph.sidecar.unlink()  # the record inside the graph is enough
+    result = invoke(folders[1], graph.path, "--n", "8", "--seeds", "0", "--size", "32", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["n_b"] == 8
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(os.urandom(3000))
+    result = invoke(folders[1], junk, "--seeds", "0")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith("Error: ") and "not an fpa-export file" in result.output
