@@ -94,3 +94,42 @@ def test_real_subprocess_error_is_one_line(tmp_path):
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert lines[-1].startswith("Error: ") and str(text) in lines[-1]
+
+
+def test_progress_is_one_plain_line_per_stage_off_a_terminal(checkpoint, tmp_path):
+    out = tmp_path / "p.onnx"
+    done = CliRunner().invoke(main, ["onnx", str(checkpoint), "-o", str(out), "--exporter", "torchscript"])
+    assert done.exit_code == 0, done.output
+    assert "\r" not in done.output
+    stages = [line for line in done.output.splitlines() if line.startswith("export: ")]
+    assert [line.split(" [")[0] for line in stages] == [
+        "export: tracing with torchscript", "export: onnx.checker", "export: onnxruntime vs PyTorch",
+        "export: writing"]
+
+
+def test_rgb_and_atol_options(checkpoint, tmp_path):
+    out = tmp_path / "rgb.onnx"
+    done = CliRunner().invoke(main, ["onnx", str(checkpoint), "-o", str(out), "--rgb", "--uint8",
+                                     "--atol", "1e-3"])
+    assert done.exit_code == 0, done.output
+    record = __import__("json").loads(Path(str(out) + ".json").read_text())
+    assert record["inputs"]["spec"]["rgb"] and record["inputs"]["atol"] == 1e-3
+    assert record["inputs"]["exporter"] == "torchscript"  # the default on this torch: seconds
+    _one_line_error(CliRunner().invoke(main, ["onnx", str(checkpoint), "-o", str(tmp_path / "s.onnx"),
+                                              "--atol", "1e-12"]), "tolerance 1e-12")
+    assert not (tmp_path / "s.onnx").exists()
+    _one_line_error(CliRunner().invoke(main, ["onnx", str(checkpoint), "--graph", "steps", "--rgb"]),
+                    "rgb")
+
+
+def test_garbage_onnx_given_to_trt_is_one_line(tmp_path, monkeypatch):
+    import sys
+
+    from tests.test_export_trt import fake_tensorrt
+
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt())
+    monkeypatch.setattr("fpa_export.export.trt_build._gpu_name", lambda: "Fake GPU")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(os.urandom(1000))
+    Path(str(junk) + ".json").write_text("[" * 50_000)
+    _one_line_error(CliRunner().invoke(main, ["trt", str(junk)]), "not a graph from `fpa-export onnx`")

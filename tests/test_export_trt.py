@@ -9,6 +9,7 @@ import importlib.machinery
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -106,10 +107,25 @@ def fake_tensorrt(version: str = "10.9.0", parse_ok: bool = True, build_ok: bool
     return trt
 
 
+def onnxruntime_engine(perturb=None):
+    """A stand-in for running the built engine: onnxruntime on the graph the fake TensorRT parsed,
+    optionally perturbed (`perturb(outputs) -> outputs`) to play a wrong engine."""
+    def run(plan, spec, z):
+        import onnxruntime
+
+        path = sys.modules["tensorrt"].calls["parsed"]
+        outputs = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
+            spec.output_names, {"z": z})
+        return perturb(outputs) if perturb else outputs
+    return run
+
+
 @pytest.fixture(autouse=True)
 def a_gpu(monkeypatch):
-    """The builder needs a GPU; these tests pretend there is one (the fake TensorRT needs none)."""
+    """The builder needs a GPU; these tests pretend there is one (the fake TensorRT needs none), and
+    the engine check runs the graph in onnxruntime in place of the engine."""
     monkeypatch.setattr("fpa_export.export.trt_build._gpu_name", lambda: "Fake GPU")
+    monkeypatch.setattr("fpa_export.export.trt_verify.run_plan", onnxruntime_engine())
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +255,50 @@ def test_no_gpu_foreign_timing_cache_and_onnx_output_path(monkeypatch, onnx_file
         result = build_engine(onnx_file, tmp_path / "m.plan", timing_cache=cache)
     assert result.path.read_bytes() == b"PLAN"
     assert cache.read_bytes() == b"cache+"  # rebuilt from an empty cache, the foreign one replaced
+
+
+@pytest.mark.parametrize("perturb, message", [
+    (lambda outs: [out + 1e-2 for out in outs], "TensorRT differs from onnxruntime by 0.01"),
+    (lambda outs: [np.full_like(out, np.nan) for out in outs], "TensorRT differs from onnxruntime by nan"),
+])
+def test_an_engine_beyond_tolerance_is_refused_and_not_written(monkeypatch, onnx_file, tmp_path,
+                                                               perturb, message):
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt())
+    monkeypatch.setattr("fpa_export.export.trt_verify.run_plan", onnxruntime_engine(perturb))
+    with pytest.raises(ExportError, match=message):
+        build_engine(onnx_file, tmp_path / "bad.plan")
+    assert not (tmp_path / "bad.plan").exists() and not (tmp_path / "bad.plan.json").exists()
+
+
+def test_engine_check_is_recorded_and_tf32_widens_it(monkeypatch, onnx_file, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt())
+    result = build_engine(onnx_file, tmp_path / "ok.plan", min_batch=1, max_batch=4)
+    report = read_sidecar(result.path)["results"]["verification"]
+    assert report["image"]["max_abs_diff"] == 0.0 and result.report == report
+    slightly_off = onnxruntime_engine(lambda outs: [out + 5e-3 for out in outs])
+    monkeypatch.setattr("fpa_export.export.trt_verify.run_plan", slightly_off)
+    with pytest.raises(ExportError, match="tolerance 0.0001"):
+        build_engine(onnx_file, tmp_path / "f32.plan")
+    assert build_engine(onnx_file, tmp_path / "tf32.plan", tf32=True).path.is_file()
+    unchecked = build_engine(onnx_file, tmp_path / "nv.plan", verify=False, force=True)
+    assert read_sidecar(unchecked.path)["results"]["verified"] is False
+
+
+def test_probe_batch_stays_inside_the_profile():
+    from fpa_export.export.trt_verify import probe_batch
+
+    assert probe_batch(1, 1024) == 7 and probe_batch(1, 4) == 4 and probe_batch(16, 64) == 16
+
+
+def test_bad_profile_is_reported_before_the_tensorrt_check(monkeypatch, onnx_file):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # no TensorRT at all
+    result = CliRunner().invoke(main, ["trt", str(onnx_file), "--min-batch", "8", "--max-batch", "4"])
+    assert result.exit_code == 1 and "min ≤ opt ≤ max" in result.output.strip().splitlines()[-1]
+
+
+def test_an_onnx_without_sidecar_builds_from_its_own_record(monkeypatch, onnx_file, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt())
+    alone = tmp_path / "alone.onnx"
+    alone.write_bytes(onnx_file.read_bytes())
+    result = build_engine(alone, tmp_path / "alone.plan")
+    assert read_sidecar(result.path)["inputs"]["spec"]["graph"] == "image"

@@ -57,7 +57,7 @@ def test_json_output_has_the_checked_fields(folders):
 
 
 def test_text_output_states_how_to_compare(folders):
-    result = invoke(*folders, "--seeds", "2", "--size", "32")
+    result = invoke(*folders, "--seeds", "0-1", "--size", "32")
     assert result.exit_code == 0, result.output
     for fragment in ("ranvgg19-w16", "seeds 0,1", "32 px", "N_a = 24", "N_b = 20", "NOT comparable"):
         assert fragment in result.output
@@ -113,9 +113,37 @@ def test_console_script_in_a_subprocess_matches_in_process(folders):
     assert json.loads(out)["fd_per_seed"] == here["fd_per_seed"]
 
 
-def test_parse_seeds():
-    assert fd.parse_seeds("3") == [0, 1, 2]
-    assert fd.parse_seeds("4,1") == [4, 1] and fd.parse_seeds("5,") == [5]
-    for bad in ("0", "-1,2", "1,1", "a"):
+def test_parse_seeds_lists_seeds_as_every_command_does():
+    assert fd.parse_seeds("3") == [3] and fd.parse_seeds("0") == [0]
+    assert fd.parse_seeds("0-2") == [0, 1, 2] and fd.parse_seeds("4,1") == [4, 1]
+    assert fd.parse_seeds("5,") == [5] and fd.parse_seeds("1,5-6") == [1, 5, 6]
+    for bad in ("-1,2", "1,1", "0-1,1", "a", "3-1", ""):
         with pytest.raises(ValueError):
             fd.parse_seeds(bad)
+
+
+def test_seed_zero_and_the_default_seeds(folders):
+    a, b = folders
+    one = json.loads(invoke(a, b, "--seeds", "0", "--size", "32", "--json").output)
+    assert one["seeds"] == [0] and one["fd_std"] == 0.0
+    default = json.loads(invoke(a, b, "--size", "32", "--json").output)
+    assert default["seeds"] == [0, 1, 2]
+    assert default["fd_per_seed"]["0"] == one["fd_per_seed"]["0"]
+
+
+def test_exported_graph_without_sidecar_and_garbage_graph(folders, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from fpa_export.export import export_onnx
+
+    checkpoint = save_checkpoint(tmp_path / "m.pt", make_generator(seed=2, channels=1))
+    graph = export_onnx(checkpoint, tmp_path / "m.onnx", exporter="torchscript")
+    graph.sidecar.unlink()  # the record inside the graph is enough
+    result = invoke(folders[1], graph.path, "--n", "8", "--seeds", "0", "--size", "32", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["n_b"] == 8
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(os.urandom(3000))
+    result = invoke(folders[1], junk, "--seeds", "0")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith("Error: ") and "not an fpa-export file" in result.output

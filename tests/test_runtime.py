@@ -92,12 +92,17 @@ def test_onnx_file_sampler_reads_the_sidecar(model, tmp_path):
     assert (to_uint8(images).int() - to_uint8(generator(z).detach()).int()).abs().max() <= 1
 
 
-def test_onnx_file_without_sidecar_is_a_clear_error(model, tmp_path):
+def test_onnx_file_without_sidecar_or_record_is_a_clear_error(model, tmp_path):
     pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
     from fpa_export.export import ExportError, export_onnx
 
     graph = export_onnx(model[0], tmp_path / "n.onnx", exporter="torchscript")
     graph.sidecar.unlink()
+    make_sampler(graph.path)  # the record inside the graph is enough
+    stripped = onnx.load(str(graph.path))
+    del stripped.metadata_props[:]  # a graph from another tool: nothing says what it is
+    graph.path.write_bytes(stripped.SerializeToString())
     with pytest.raises(ExportError, match="sidecar"):
         make_sampler(graph.path)
 

@@ -13,9 +13,9 @@ from fpa_export.common.devices import device_option
 @version_option("fpa-fd")
 @click.argument("a")
 @click.argument("b", required=False)
-@click.option("--seeds", default=None, show_default="those of a given .npz, else 3",
-              help="Extractor seeds: a count (3 → 0,1,2) or a list (0,4,7). The FD is averaged over "
-                   "one random network per seed and reported as mean ± std.")
+@click.option("--seeds", default=None, show_default="those of a given .npz, else 0-2",
+              help="Extractor seeds, listed as everywhere else: 3 (seed 3), 0-7 (a range) or 1,5,9. "
+                   "The FD is averaged over one random network per seed, reported as mean ± std.")
 @click.option("--n", "n", type=click.IntRange(min=2), default=2000, show_default=True,
               help="Samples drawn from a model source.")
 @click.option("--size", "resolution", type=click.IntRange(min=32), default=None,
@@ -45,7 +45,7 @@ def main(a, b, seeds, n, resolution, sample_seed, save_stats, batch_size, device
     Examples:
       fpa-fd data/faces --save-stats faces.npz          # reference statistics, once
       fpa-fd faces.npz model.pt --n 5000                # a model against them
-      fpa-fd real/ fake/ --seeds 0,1,2 --size 64 --json
+      fpa-fd real/ fake/ --seeds 0-2 --size 64 --json
     """
     from ..fd import metric as fd
 

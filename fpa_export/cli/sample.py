@@ -22,8 +22,8 @@ FORMATS = ("png", "jpg")
 @click.option("--format", "image_format", type=click.Choice(FORMATS), default="png",
               show_default=True, help="Format round trip, as the samples will be saved.")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True)
-@click.option("--seeds", default="3", show_default=True,
-              help="Feature-extractor seeds: a count (3 → 0,1,2) or a list (0,4,7).")
+@click.option("--seeds", default="0-2", show_default=True,
+              help="Feature-extractor seeds, listed: 3 (seed 3), 0-2 (a range) or 0,4,7.")
 @click.option("--batch-size", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--device", default="cpu", show_default=True, callback=device_option, help="cpu, cuda, cuda:N or mps.")
 @friendly_errors

@@ -1,8 +1,14 @@
-"""`export_onnx`: checkpoint → verified ONNX graph + JSON sidecar (reused when nothing changed).
+"""`export_onnx`: checkpoint → verified, self-describing ONNX graph + JSON sidecar (reused when nothing
+changed).
 
 Steps: load the checkpoint; trace the spec's module with the chosen exporter (a batch of 2, so the batch
 axis stays symbolic); optionally rewrite it to mixed float16 (`fp16.py`); onnx.checker; compare with
-PyTorch in onnxruntime (`verify.py`); write the graph and then its sidecar, each atomically.
+PyTorch in onnxruntime, in memory (`verify.py`); embed the record — config, spec, versions, checkpoint
+sha256 and the verification figures just measured — in the model's metadata (`onnx_meta.py`); write
+the graph and then its sidecar (the same record, human-readable), each atomically.
+
+Exporter: TorchScript while torch still ships it (0.5–3 s for the default model; dynamo took
+15–100 s), else dynamo; both stay selectable. Temporaries of killed exports are swept first.
 """
 from __future__ import annotations
 
@@ -21,15 +27,26 @@ from fpa_export.common.errors import MissingExtra
 from fpa_export.models import FPAGenerator, load_checkpoint
 from fpa_export.loading import resolve_checkpoint
 from .fp16 import to_mixed_fp16
+from .onnx_meta import embed_record
 from .sidecar import (ExportError, check_writable, library_versions, reusable, sha256_file, sidecar_path,
                       write_sidecar)
 from .spec import BATCH, ExportSpec
+from .tempfiles import sweep_stale_temporaries
 from .verify import check_model, compare_with_torch, import_onnx
 
 EXPORTERS = ("torchscript", "dynamo")
 DEFAULT_OPSET = 18
-DEFAULT_EXPORTER = "dynamo"
 TRACE_BATCH = 2  # with batch 1 the exporters may pin the batch axis
+
+
+def default_exporter() -> str:
+    """'torchscript' while this torch still has that exporter (seconds instead of a minute, and the
+    graphs are verified the same way), else 'dynamo' (the only one left in future torch versions)."""
+    utils = getattr(torch.onnx, "utils", None)
+    return "torchscript" if callable(getattr(utils, "export", None)) else "dynamo"
+
+
+DEFAULT_EXPORTER = default_exporter()
 
 
 @dataclass
@@ -43,29 +60,34 @@ class ExportResult:
 
 
 def default_output(checkpoint: Path, spec: ExportSpec) -> Path:
-    """<checkpoint stem>-<graph>[-fp16][-uint8][-lstmop].onnx in the working directory."""
-    tags = [spec.graph] + ["fp16"] * spec.fp16 + ["uint8"] * spec.uint8 + ["lstmop"] * (spec.lstm == "op")
+    """<checkpoint stem>-<graph>[-fp16][-uint8][-rgb][-lstmop].onnx in the working directory."""
+    tags = ([spec.graph] + ["fp16"] * spec.fp16 + ["uint8"] * spec.uint8 + ["rgb"] * spec.rgb
+            + ["lstmop"] * (spec.lstm == "op"))
     return Path.cwd() / f"{Path(checkpoint).stem}-{'-'.join(tags)}.onnx"
 
 
 def export_onnx(checkpoint=None, out=None, graph: str = "image", fp16: bool = False,
                 opset: int = DEFAULT_OPSET, exporter: str = DEFAULT_EXPORTER, uint8: bool = False,
                 lstm: str = "unrolled", verify: bool = True, force: bool = False,
-                progress: Optional[Callable[[str], None]] = None) -> ExportResult:
+                progress: Optional[Callable[[str], None]] = None, rgb: bool = False,
+                atol: Optional[float] = None) -> ExportResult:
     """Export one graph of `checkpoint` (None: the embedded default model) to ONNX and verify it.
 
-    `progress(stage)`, when given, is called as each stage starts (for a progress display).
+    `rgb`: a greyscale model's image repeated to three channels. `atol`: the float tolerance of the
+    verification instead of the default (1e-4, fp16 2e-2). `progress(stage)`, when given, is called
+    as each stage starts (for a progress display).
     """
     progress = progress or (lambda stage: None)
     if exporter not in EXPORTERS:
         raise ExportError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     checkpoint = Path(resolve_checkpoint(checkpoint))
     generator, _ = load_checkpoint(checkpoint)  # CheckpointError: one line, before any work
-    spec = ExportSpec(generator.config, graph=graph, fp16=fp16, uint8=uint8, lstm=lstm)
+    spec = ExportSpec(generator.config, graph=graph, fp16=fp16, uint8=uint8, rgb=rgb, lstm=lstm)
     out = Path(out) if out is not None else default_output(checkpoint, spec)
     check_writable(out)
+    sweep_stale_temporaries(out.parent)
     inputs = {"checkpoint_sha256": sha256_file(checkpoint), "spec": spec.to_dict(), "opset": opset,
-              "exporter": exporter, "verify": verify,
+              "exporter": exporter, "verify": verify, "atol": atol,
               "versions": library_versions("torch", "onnx", "onnxscript", "onnxruntime")}
     previous = None if force else reusable(out, inputs)
     if previous is not None:
@@ -73,26 +95,37 @@ def export_onnx(checkpoint=None, out=None, graph: str = "image", fp16: bool = Fa
         return ExportResult(out, sidecar_path(out), spec, _max_abs(report), True, report)
 
     start = time.perf_counter()
+    model, report = _build_verified(generator, spec, opset, exporter, verify, atol, progress)
+    record = {"kind": "onnx", "checkpoint": checkpoint.name, "inputs": inputs,
+              "config": spec.config.to_dict(),
+              "results": {"verification": report, "verified": verify,
+                          "seconds": round(time.perf_counter() - start, 2)}}
+    embed_record(model, record)  # the graph carries its own record (the checkpoint's name, no path)
+    model_bytes = model.SerializeToString()
+    progress("writing")
+    atomic_write(out, lambda handle: handle.write(model_bytes))
+    write_sidecar(out, {**record, "checkpoint": str(checkpoint),
+                        "output": {"sha256": sha256_file(out), "bytes": len(model_bytes)}})
+    return ExportResult(out, sidecar_path(out), spec, _max_abs(report), False, report)
+
+
+def _build_verified(generator: FPAGenerator, spec: ExportSpec, opset: int, exporter: str,
+                    verify: bool, atol: Optional[float], progress: Callable[[str], None]):
+    """(onnx.ModelProto, verification report): traced, rewritten, checked and compared in memory,
+    nothing written yet."""
     progress(f"tracing with {exporter}")
     model = trace(generator, spec, opset, exporter)
     check_opset(model, opset, exporter)
+    declare_shapes(model, spec)
     if spec.fp16:
         progress("float16 rewrite")
         model = to_mixed_fp16(model)
     progress("onnx.checker")
     check_model(model)
-    model_bytes = model.SerializeToString()
+    if not verify:
+        return model, {}
     progress("onnxruntime vs PyTorch")
-    report = compare_with_torch(model_bytes, spec, generator) if verify else {}
-    atomic_write(out, lambda handle: handle.write(model_bytes))
-    write_sidecar(out, {
-        "kind": "onnx", "checkpoint": str(checkpoint), "inputs": inputs,
-        "output": {"sha256": sha256_file(out), "bytes": len(model_bytes)},
-        "config": spec.config.to_dict(),
-        "results": {"verification": report, "verified": verify,
-                    "seconds": round(time.perf_counter() - start, 2)},
-    })
-    return ExportResult(out, sidecar_path(out), spec, _max_abs(report), False, report)
+    return model, compare_with_torch(model.SerializeToString(), spec, generator, atol)
 
 
 def trace(generator: FPAGenerator, spec: ExportSpec, opset: int = DEFAULT_OPSET,
@@ -111,6 +144,26 @@ def trace(generator: FPAGenerator, spec: ExportSpec, opset: int = DEFAULT_OPSET,
     except torch.onnx.errors.OnnxExporterError as err:
         first = (str(err).strip().splitlines() or ["no message"])[0]
         raise ExportError(f"the {exporter} exporter failed: {first}") from None
+
+
+def declare_shapes(model, spec: ExportSpec) -> None:
+    """Write the spec's shapes (symbolic batch, static C, S, T) onto the graph's inputs and outputs:
+    the TorchScript exporter leaves the static dims unnamed, and tools that check an input's shape
+    before running it (FID tools, TensorRT parsers, model viewers) read these declarations."""
+    declared = {t.name: t for t in spec.inputs + spec.outputs}
+    for value in list(model.graph.input) + list(model.graph.output):
+        if value.name not in declared:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        wanted = declared[value.name].shape
+        if len(dims) != len(wanted):
+            raise ExportError(f"{value.name}: the exporter produced rank {len(dims)}, "
+                              f"the spec says {len(wanted)}")
+        for dim, size in zip(dims, wanted):
+            if size == BATCH:
+                dim.dim_param = BATCH
+            else:
+                dim.dim_value = int(size)
 
 
 def check_opset(model, opset: int, exporter: str) -> None:

@@ -8,6 +8,9 @@
     results     measured differences against PyTorch, timings, TensorRT version and GPU name
 
 An artefact is reused only when its sidecar's `inputs` equal the new ones and its hash still matches.
+An .onnx file also carries the same record in its own metadata (`onnx_meta.py`); `read_export_record`
+is the one reader every command uses: the sidecar when it describes this very file, else the embedded
+record, so a graph without its sidecar (or with a sidecar of another graph) is still understood.
 """
 from __future__ import annotations
 
@@ -56,12 +59,56 @@ def library_versions(*names: str) -> dict[str, Optional[str]]:
 
 
 def read_sidecar(artefact: str | os.PathLike) -> Optional[dict]:
-    """The sidecar dict, or None when it is missing or unreadable."""
+    """The sidecar dict, or None when it is missing or unreadable (bad JSON, too deeply nested)."""
     try:
         data = json.loads(sidecar_path(artefact).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def read_export_record(path: str | os.PathLike) -> Optional[dict]:
+    """What an exported file was built from: its sidecar when present, well-formed and recording this
+    file's sha256; else, for an .onnx, the record embedded in its metadata (with "output" filled in
+    from the file as read and "record_source": "metadata"); None when neither exists."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    digest = sha256_file(path)
+    sidecar = read_sidecar(path)
+    if _well_formed(sidecar) and isinstance(sidecar.get("output"), dict) \
+            and sidecar["output"].get("sha256") == digest:
+        return {**sidecar, "record_source": "sidecar"}
+    if path.suffix.lower() != ".onnx":
+        return None
+    from .onnx_meta import read_embedded_record
+
+    record = read_embedded_record(path)
+    if not _well_formed(record):
+        return None
+    output = {"sha256": digest, "bytes": path.stat().st_size}
+    return {**record, "output": output, "record_source": "metadata"}
+
+
+def _well_formed(record) -> bool:
+    """A record whose spec and config parse (a hand-edited or foreign JSON is not one)."""
+    from .spec import ExportSpec
+
+    if not isinstance(record, dict) or not isinstance(record.get("inputs"), dict):
+        return False
+    try:
+        ExportSpec.from_dict(record["inputs"]["spec"])
+        FPAConfig.from_dict(record["config"])
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
+        return False
+    return True
+
+
+def spec_from_record(path: str | os.PathLike):
+    """The ExportSpec of an exported file (sidecar or embedded record); ExportError when there is none."""
+    from .spec import ExportSpec
+
+    return ExportSpec.from_dict(_record_or_fail(path)["inputs"]["spec"])
 
 
 def write_sidecar(artefact: str | os.PathLike, data: dict) -> Path:
@@ -71,24 +118,26 @@ def write_sidecar(artefact: str | os.PathLike, data: dict) -> Path:
 
 def reusable(artefact: str | os.PathLike, inputs: dict) -> Optional[dict]:
     """The existing sidecar when `artefact` was built from exactly `inputs` and is unchanged."""
-    artefact = Path(artefact)
-    sidecar = read_sidecar(artefact)
-    if sidecar is None or not artefact.is_file():
+    record = read_export_record(artefact)  # checks the recorded sha256 against the file
+    if record is None or _normalised(record.get("inputs")) != _normalised(inputs):
         return None
-    if _normalised(sidecar.get("inputs")) != _normalised(inputs):
-        return None
-    if sidecar.get("output", {}).get("sha256") != sha256_file(artefact):
-        return None
-    return sidecar
+    return record
 
 
 def config_from_sidecar(artefact: str | os.PathLike) -> FPAConfig:
-    """The model configuration recorded beside an exported file; ExportError when there is none."""
-    sidecar = read_sidecar(artefact)
-    if sidecar is None or "config" not in sidecar:
-        raise ExportError(f"{artefact}: no readable sidecar {sidecar_path(artefact).name} with the model "
-                          "config; re-export it with `fpa-export`")
-    return FPAConfig.from_dict(sidecar["config"])
+    """The model configuration of an exported file (from its sidecar or, for an .onnx, its own
+    metadata); ExportError when there is none."""
+    return FPAConfig.from_dict(_record_or_fail(artefact)["config"])
+
+
+def _record_or_fail(artefact: str | os.PathLike) -> dict:
+    record = read_export_record(artefact)
+    if record is None:
+        if not Path(artefact).is_file():
+            raise ExportError(f"{artefact}: no such file")
+        raise ExportError(f"{artefact}: not an fpa-export file (no sidecar {sidecar_path(artefact).name} "
+                          "matching it and no record in the file); re-export it with `fpa-export`")
+    return record
 
 
 def _normalised(value):

@@ -1,7 +1,9 @@
 """`ExportSpec`: the one description of an exported graph that exporters, verifiers and runtimes read.
 
 Two graphs per checkpoint, both with a dynamic batch axis and static C, S, T from the model config:
-  image: z (B, d) float32 → image (B, C, S, S): float32 in [-1, 1], or uint8 (`fpa_export.common.images.to_uint8`)
+  image: z (B, d) float32 → image (B, C, S, S): float32 in [-1, 1], or uint8 (`fpa_export.common.images.to_uint8`);
+         with `rgb`, a greyscale model's one channel repeated to three (B, 3, S, S), the input that
+         FID tools scoring an ONNX generator expect (torch-fidelity: Bx3xHxW)
   steps: z (B, d) float32 → updates, partials (B, T, C, S, S) float32 (FPA_SPEC §4, for GIFs)
 An fp16 graph computes its weight matrix products in float16 but keeps float32 inputs and outputs.
 """
@@ -43,6 +45,7 @@ class ExportSpec:
     graph: str = "image"        # "image" or "steps"
     fp16: bool = False          # float16 weight products (softmax, canvas, tanh stay float32)
     uint8: bool = False         # image graph only: uint8 output for FID tools
+    rgb: bool = False           # image graph only: three output channels (greyscale repeated)
     lstm: str = "unrolled"      # "unrolled" (no Loop/Scan: TensorRT, CUDA graphs) or "op" (ONNX LSTM)
 
     def __post_init__(self):
@@ -52,6 +55,8 @@ class ExportSpec:
             raise FpaError(f"lstm must be one of {LSTM_MODES}, got {self.lstm!r}")
         if self.uint8 and self.graph != "image":
             raise FpaError("the uint8 option applies to the image graph only")
+        if self.rgb and self.graph != "image":
+            raise FpaError("the rgb option applies to the image graph only")
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -61,7 +66,7 @@ class ExportSpec:
     def outputs(self) -> tuple[TensorSpec, ...]:
         c = self.config
         if self.graph == "image":
-            shape = (BATCH, c.channels, c.image_size, c.image_size)
+            shape = (BATCH, 3 if self.rgb else c.channels, c.image_size, c.image_size)
             return (TensorSpec("image", "uint8" if self.uint8 else "float32", shape),)
         shape = (BATCH, c.num_steps, c.channels, c.image_size, c.image_size)
         return TensorSpec("updates", "float32", shape), TensorSpec("partials", "float32", shape)
@@ -83,11 +88,12 @@ class ExportSpec:
         """The torch module whose forward is this graph (shares the generator's weights)."""
         unrolled = self.lstm == "unrolled"
         if self.graph == "image":
-            return ImageGraph(generator, self.uint8, unrolled)
+            return ImageGraph(generator, self.uint8, unrolled, self.rgb)
         return StepsGraph(generator, unrolled)
 
     def to_dict(self) -> dict:
-        return {"graph": self.graph, "fp16": self.fp16, "uint8": self.uint8, "lstm": self.lstm,
+        return {"graph": self.graph, "fp16": self.fp16, "uint8": self.uint8, "rgb": self.rgb,
+                "lstm": self.lstm,
                 "config": self.config.to_dict(),
                 "inputs": [t.to_dict() for t in self.inputs],
                 "outputs": [t.to_dict() for t in self.outputs]}
@@ -95,18 +101,23 @@ class ExportSpec:
     @classmethod
     def from_dict(cls, data: dict) -> "ExportSpec":
         return cls(config=FPAConfig.from_dict(data["config"]), graph=data["graph"],
-                   fp16=bool(data["fp16"]), uint8=bool(data["uint8"]), lstm=data["lstm"])
+                   fp16=bool(data["fp16"]), uint8=bool(data["uint8"]), lstm=data["lstm"],
+                   rgb=bool(data.get("rgb", False)))  # records from before the option: False
 
 
 class ImageGraph(nn.Module):
-    """z → image (B, C, S, S): float in [-1, 1], or uint8 by the rule of `fpa_export.common.images.to_uint8`."""
+    """z → image (B, C, S, S): float in [-1, 1], or uint8 by the rule of `fpa_export.common.images.to_uint8`;
+    `rgb` repeats a single channel three times (B, 3, S, S)."""
 
-    def __init__(self, generator: FPAGenerator, uint8: bool = False, unrolled: bool = True):
+    def __init__(self, generator: FPAGenerator, uint8: bool = False, unrolled: bool = True,
+                 rgb: bool = False):
         super().__init__()
-        self.generator, self.uint8, self.unrolled = generator, uint8, unrolled
+        self.generator, self.uint8, self.unrolled, self.rgb = generator, uint8, unrolled, rgb
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         image = self.generator(z, unrolled=self.unrolled)  # (B, C, S, S)
+        if self.rgb and self.generator.config.channels == 1:
+            image = torch.cat([image, image, image], dim=1)  # (B, 3, S, S)
         return to_uint8(image) if self.uint8 else image
 
 

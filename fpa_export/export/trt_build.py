@@ -4,11 +4,12 @@ The network is strongly typed (TensorRT 10: the STRONGLY_TYPED creation flag; Te
 precision is exactly what the ONNX file says: float32 graphs run in float32 (TF32 is off unless asked
 for), `--fp16` graphs run their weight products in float16. One optimisation profile covers the batch
 axis (min/opt/max). Engines only run on the TensorRT version and GPU model that built them, so both go
-into the sidecar, and the runtime refuses a mismatch with a clear message.
+into the sidecar, and the runtime refuses a mismatch with a clear message. Every new engine is run
+on a probe batch and compared with onnxruntime before it is written (`trt_verify.py`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 import time
 from typing import Optional
@@ -16,9 +17,11 @@ import warnings
 
 from fpa_export.common.atomic import atomic_write
 from fpa_export.common.optional import require
-from .sidecar import (ExportError, check_writable, read_sidecar, reusable, sha256_file, sidecar_path,
-                      write_sidecar)
+from .sidecar import (ExportError, check_writable, read_export_record, reusable, sha256_file,
+                      sidecar_path, write_sidecar)
 from .spec import ExportSpec
+from .tempfiles import sweep_stale_temporaries
+from . import trt_verify
 
 DEFAULT_OPT_BATCH = 256
 DEFAULT_MAX_BATCH = 1024
@@ -62,16 +65,19 @@ class EngineResult:
     reused: bool
     tensorrt_version: str
     gpu: Optional[str]
+    report: dict = field(default_factory=dict)  # engine vs onnxruntime on the probe batch
 
 
 def build_engine(source, out=None, *, min_batch: int = 1, opt_batch: Optional[int] = None,
                  max_batch: int = DEFAULT_MAX_BATCH, timing_cache=None,
                  workspace_gb: Optional[float] = None, tf32: bool = False, graph: str = "image",
-                 fp16: bool = False, exporter: Optional[str] = None, force: bool = False) -> EngineResult:
+                 fp16: bool = False, exporter: Optional[str] = None, force: bool = False,
+                 verify: bool = True) -> EngineResult:
     """Build (or reuse) a TensorRT engine from an exported .onnx, or from a checkpoint (None: the
-    embedded default model), which is first exported with `export_onnx(graph=, fp16=, exporter=)`."""
+    embedded default model), which is first exported with `export_onnx(graph=, fp16=, exporter=)`.
+    A new engine is compared with onnxruntime on a probe batch (`verify=False` skips that)."""
+    profile = batch_profile(min_batch, opt_batch, max_batch)  # option errors first: no TensorRT needed
     trt = import_tensorrt()  # before any slow work
-    profile = batch_profile(min_batch, opt_batch, max_batch)
     gpu = _gpu_name()
     if gpu is None:
         raise ExportError("TensorRT needs an NVIDIA GPU with CUDA, and torch sees none here")
@@ -80,30 +86,39 @@ def build_engine(source, out=None, *, min_batch: int = 1, opt_batch: Optional[in
     if out is not None:
         check_writable(Path(out))
     onnx_path = _onnx_source(source, out, graph, fp16, exporter)
-    onnx_sidecar = read_sidecar(onnx_path)
-    if onnx_sidecar is None or "spec" not in onnx_sidecar.get("inputs", {}):
-        raise ExportError(f"{onnx_path}: no sidecar from `fpa-export onnx`; export the graph with it first")
-    spec = ExportSpec.from_dict(onnx_sidecar["inputs"]["spec"])
+    onnx_record = read_export_record(onnx_path)  # the sidecar, or the record inside the .onnx
+    if onnx_record is None:
+        raise ExportError(f"{onnx_path}: not a graph from `fpa-export onnx` (no record in the file or "
+                          "a sidecar); export the graph with it first")
+    spec = ExportSpec.from_dict(onnx_record["inputs"]["spec"])
     out = Path(out) if out is not None else onnx_path.with_suffix(".plan")
+    sweep_stale_temporaries(out.parent)
     inputs = {"onnx_sha256": sha256_file(onnx_path), "spec": spec.to_dict(),
               "profile": vars(profile), "tf32": tf32, "workspace_gb": workspace_gb,
-              "tensorrt": str(trt.__version__), "gpu": gpu}
+              "tensorrt": str(trt.__version__), "gpu": gpu, "verify": verify}
     if not force and reusable(out, inputs) is not None:
         return EngineResult(out, sidecar_path(out), onnx_path, True, str(trt.__version__), gpu)
     start = time.perf_counter()
     plan, cache_blob = _build_plan(trt, onnx_path, spec, profile, timing_cache, workspace_gb, tf32)
+    probe = trt_verify.probe_batch(profile.min, profile.max)
+    report = trt_verify.verify_engine(plan, onnx_path, spec, probe, tf32) if verify else {}
+    _write_engine(out, plan, timing_cache, cache_blob, {
+        "kind": "tensorrt", "onnx": str(onnx_path), "inputs": inputs, "config": spec.config.to_dict(),
+        "results": {"seconds": round(time.perf_counter() - start, 2), "verification": report,
+                    "verified": verify, "onnx_verification": onnx_record.get("results", {})}})
+    return EngineResult(out, sidecar_path(out), onnx_path, False, str(trt.__version__), gpu, report)
+
+
+def _write_engine(out: Path, plan: bytes, timing_cache, cache_blob: bytes, record: dict) -> None:
+    """The engine, then the timing cache (a failed cache write must not lose the build), then the
+    sidecar, each atomically."""
     atomic_write(out, lambda handle: handle.write(plan))
-    if timing_cache and cache_blob:  # after the engine: a failed cache write must not lose the build
+    if timing_cache and cache_blob:
         try:
             atomic_write(Path(timing_cache), lambda handle: handle.write(cache_blob))
         except OSError as err:
             warnings.warn(f"timing cache not saved: {err}")
-    write_sidecar(out, {"kind": "tensorrt", "onnx": str(onnx_path), "inputs": inputs,
-                        "output": {"sha256": sha256_file(out), "bytes": len(plan)},
-                        "config": spec.config.to_dict(),
-                        "results": {"seconds": round(time.perf_counter() - start, 2),
-                                    "onnx_verification": onnx_sidecar.get("results", {})}})
-    return EngineResult(out, sidecar_path(out), onnx_path, False, str(trt.__version__), gpu)
+    write_sidecar(out, {**record, "output": {"sha256": sha256_file(out), "bytes": len(plan)}})
 
 
 def network_flags(trt) -> int:

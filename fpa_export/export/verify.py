@@ -5,11 +5,15 @@ Tolerances (float outputs are compared relative to max(1, max |reference|), whic
   float32 graphs: ≤ 1e-4;  float16 graphs: ≤ 2e-2, and ≥ 99 % of uint8 image pixels within one level.
   uint8 image outputs: within one level everywhere (float32), ≥ 99 % within one level and none
   further than 6 levels (≈ 2e-2 of the [-1, 1] range, float16).
+`atol` (the `--atol` option, optimum's name) replaces the float tolerance; uint8 levels keep theirs.
+Every comparison is written `not (difference <= tolerance)`, so a NaN difference fails, and a
+reference that is not finite (NaN or inf weights) fails before any comparison.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 import os
+from typing import Optional
 
 import numpy as np
 import torch
@@ -30,8 +34,13 @@ class Tolerance:
     max_levels: int          # uint8 outputs: largest allowed level difference
 
     @classmethod
-    def for_spec(cls, spec: ExportSpec) -> "Tolerance":
-        return cls(2e-2, 0.99, 6) if spec.fp16 else cls(1e-4, 1.0, 1)
+    def for_spec(cls, spec: ExportSpec, atol: Optional[float] = None) -> "Tolerance":
+        default = cls(2e-2, 0.99, 6) if spec.fp16 else cls(1e-4, 1.0, 1)
+        if atol is None:
+            return default
+        if not atol >= 0:  # also refuses NaN
+            raise ExportError(f"atol must be a non-negative number, got {atol}")
+        return cls(float(atol), default.min_within_one, default.max_levels)
 
 
 def import_onnx():
@@ -48,7 +57,8 @@ def check_model(model) -> None:
 
 
 @torch.inference_mode()
-def compare_with_torch(model_bytes: bytes, spec: ExportSpec, generator: FPAGenerator) -> dict:
+def compare_with_torch(model_bytes: bytes, spec: ExportSpec, generator: FPAGenerator,
+                       atol: Optional[float] = None) -> dict:
     """Run the graph in onnxruntime (CPU) and eager PyTorch (float32, nn.LSTM) on VERIFY_BATCHES.
 
     Returns {output name: {"max_abs_diff", "max_rel_diff", ["within_one_level", "max_levels"]}}, the
@@ -61,7 +71,8 @@ def compare_with_torch(model_bytes: bytes, spec: ExportSpec, generator: FPAGener
     options.log_severity_level = 3
     options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", 0) or 0)
     session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-    reference = ExportSpec(spec.config, spec.graph, uint8=False, lstm="op").module(generator).eval()
+    reference = ExportSpec(spec.config, spec.graph, uint8=False, rgb=spec.rgb,
+                           lstm="op").module(generator).eval()
     report: dict[str, dict] = {}
     for batch, seed in VERIFY_BATCHES:
         z = spec.sample_input(batch, seed)
@@ -69,12 +80,20 @@ def compare_with_torch(model_bytes: bytes, spec: ExportSpec, generator: FPAGener
         expected = reference(z)
         expected = (expected,) if isinstance(expected, torch.Tensor) else expected
         for tensor, got, want in zip(spec.outputs, outputs, expected):
+            check_finite(tensor.name, want)
             if got.shape != tuple(want.shape):
                 raise ExportError(f"{tensor.name}: onnxruntime gave shape {got.shape}, "
                                   f"PyTorch {tuple(want.shape)} at batch {batch}")
             _merge(report.setdefault(tensor.name, {}), _differences(got, want, spec.uint8))
-    _enforce(report, Tolerance.for_spec(spec), spec)
+    _enforce(report, Tolerance.for_spec(spec, atol), spec)
     return report
+
+
+def check_finite(name: str, reference: torch.Tensor) -> None:
+    """A reference with NaN or inf cannot vouch for anything (and uint8 rounding would hide it)."""
+    if not bool(torch.isfinite(reference).all()):
+        raise ExportError(f"{name}: PyTorch itself gives NaN or inf for this model (are its weights "
+                          "finite?); nothing to verify against")
 
 
 def _differences(got: np.ndarray, want: torch.Tensor, uint8: bool) -> dict:
@@ -92,19 +111,26 @@ def _differences(got: np.ndarray, want: torch.Tensor, uint8: bool) -> dict:
 
 
 def _merge(worst: dict, new: dict) -> None:
+    """Keep the worst value per key over batches; a NaN, once seen, stays (min/max would drop it)."""
     for key, value in new.items():
         pick = min if key == "within_one_level" else max
-        worst[key] = pick(worst[key], value) if key in worst else value
+        if key not in worst or value != value:
+            worst[key] = value
+        elif worst[key] == worst[key]:
+            worst[key] = pick(worst[key], value)
 
 
-def _enforce(report: dict, tol: Tolerance, spec: ExportSpec) -> None:
+def _enforce(report: dict, tol: Tolerance, spec: ExportSpec, runtime: str = "onnxruntime",
+             reference: str = "PyTorch") -> None:
+    """Raise ExportError at the first output beyond tolerance; NaN never passes (`not (x <= tol)`)."""
+    versus = f"{runtime} differs from {reference}"
     for name, result in report.items():
-        if result.get("max_rel_diff", 0.0) > tol.max_diff:
-            raise ExportError(f"{name}: onnxruntime differs from PyTorch by {result['max_abs_diff']:.3g} "
+        if not result.get("max_rel_diff", 0.0) <= tol.max_diff:
+            raise ExportError(f"{name}: {versus} by {result['max_abs_diff']:.3g} "
                               f"(tolerance {tol.max_diff:g}{' fp16' if spec.fp16 else ''})")
-        if result.get("max_levels", 0) > tol.max_levels:
-            raise ExportError(f"{name}: onnxruntime differs from PyTorch by {result['max_levels']} "
+        if not result.get("max_levels", 0) <= tol.max_levels:
+            raise ExportError(f"{name}: {versus} by {result['max_levels']} "
                               f"uint8 levels (tolerance {tol.max_levels})")
-        if result.get("within_one_level", 1.0) < tol.min_within_one:
+        if not result.get("within_one_level", 1.0) >= tol.min_within_one:
             raise ExportError(f"{name}: only {100 * result['within_one_level']:.2f} % of uint8 pixels "
-                              f"within one level of PyTorch (need {100 * tol.min_within_one:g} %)")
+                              f"within one level of {reference} (need {100 * tol.min_within_one:g} %)")

@@ -23,7 +23,13 @@ from fpa_export.common.errors import FpaError
 from .features import FD_BASE_WIDTH, FEATURE_VERSION, RandomVGG19, fd_features
 
 STATS_FORMAT = "fpa-fd-stats"
-STATS_FORMAT_VERSION = 1
+STATS_FORMAT_VERSION = 2
+# Version 2 stores the moments under keys of its own: Inception-FID tools (pytorch-fid, clean-fid,
+# torch-fidelity) look for `mu` and `sigma`, and must fail on our files (KeyError: 'mu') instead of
+# reading random-VGG moments as Inception statistics. Version 1 files (`mu`/`sigma` + our metadata)
+# are still read.
+STATS_KIND = "random-VGG feature statistics for fpa-fd (NOT Inception FID statistics)"
+MEAN_KEY, COV_KEY = "ranvgg_feature_mean", "ranvgg_feature_cov"
 
 
 @dataclass
@@ -112,11 +118,13 @@ class StatsSet:
         return next(iter(self.stats.values())).n
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """The `.npz` layout: mu (S, D), sigma (S, D, D) float64, seeds (S,), plus metadata scalars."""
+        """The `.npz` layout: MEAN_KEY (S, D), COV_KEY (S, D, D) float64, seeds (S,), `kind`, plus
+        metadata scalars. No `mu`/`sigma` keys: see STATS_FORMAT_VERSION."""
         seeds = self.seeds
         return {
-            "mu": np.stack([self.stats[s].mu.numpy() for s in seeds]),
-            "sigma": np.stack([self.stats[s].sigma.numpy() for s in seeds]),
+            "kind": np.asarray(STATS_KIND),
+            MEAN_KEY: np.stack([self.stats[s].mu.numpy() for s in seeds]),
+            COV_KEY: np.stack([self.stats[s].sigma.numpy() for s in seeds]),
             "seeds": np.asarray(seeds, dtype=np.int64),
             "n": np.asarray(self.n, dtype=np.int64),
             "resolution": np.asarray(self.resolution, dtype=np.int64),
@@ -132,13 +140,16 @@ class StatsSet:
         """Inverse of `to_arrays`; raises ValueError (one line) for anything else, e.g. Inception stats."""
         keys = set(arrays.keys())
         if "format" not in keys or str(arrays["format"]) != STATS_FORMAT:
-            found = "mu/sigma without fpa-fd metadata (e.g. Inception FID statistics)" \
-                if {"mu", "sigma"} <= keys else f"keys {sorted(keys)}"
+            found = _describe_foreign(arrays, keys)
             raise FpaError(f"{where} is not fpa-fd statistics: found {found}; they cannot be compared")
-        if int(arrays["format_version"]) > STATS_FORMAT_VERSION:
+        version = int(arrays["format_version"])
+        if version > STATS_FORMAT_VERSION:
             raise FpaError(f"{where} has a newer statistics format; upgrade fpa-export")
+        mean_key, cov_key = (MEAN_KEY, COV_KEY) if version >= 2 else ("mu", "sigma")  # v1: old names
+        if not {mean_key, cov_key} <= keys:
+            raise FpaError(f"{where} lacks {mean_key}/{cov_key}; not a complete statistics file")
         seeds = [int(s) for s in np.asarray(arrays["seeds"]).reshape(-1)]
-        mu, sigma, n = np.asarray(arrays["mu"]), np.asarray(arrays["sigma"]), int(arrays["n"])
+        mu, sigma, n = np.asarray(arrays[mean_key]), np.asarray(arrays[cov_key]), int(arrays["n"])
         if mu.shape[0] != len(seeds) or sigma.shape != (len(seeds), mu.shape[1], mu.shape[1]):
             raise FpaError(f"{where} has inconsistent shapes mu {mu.shape}, sigma {sigma.shape}")
         stats = {s: FeatureStats(torch.from_numpy(mu[i]).double(), torch.from_numpy(sigma[i]).double(), n)
@@ -146,6 +157,16 @@ class StatsSet:
         ids = [str(x) for x in np.asarray(arrays["extractor_ids"]).reshape(-1)]
         return cls(stats=stats, extractor=str(arrays["extractor"]), extractor_ids=dict(zip(seeds, ids)),
                    resolution=int(arrays["resolution"]), source=str(arrays["source"]))
+
+
+def _describe_foreign(arrays, keys: set) -> str:
+    """What a statistics file that is not ours looks like, for the one-line refusal."""
+    if not {"mu", "sigma"} <= keys:
+        return f"keys {sorted(keys)}"
+    dim = int(np.asarray(arrays["mu"]).shape[-1]) if np.asarray(arrays["mu"]).ndim else 0
+    what = ("Inception FID statistics (2048-d pool features): use them with pytorch-fid, "
+            "not fpa-fd") if dim == 2048 else "e.g. Inception FID statistics"
+    return f"mu/sigma of {dim}-d features without fpa-fd metadata ({what})"
 
 
 def fit_resolution(images: torch.Tensor, resolution: int) -> torch.Tensor:

@@ -35,19 +35,16 @@ NOT_COMPARABLE = "a relative metric: NOT comparable with published (Inception) F
 
 
 def parse_seeds(text: str) -> list[int]:
-    """'3' → [0, 1, 2] (a count); '0,4,7' or '5,' → those seeds."""
-    text = str(text).strip()
+    """Extractor seeds in the one seed syntax of every command (`fpa_export.sampling.latents`):
+    '3' → [3], '0-2' → [0, 1, 2], '1,5,9' → those seeds; they must be distinct."""
+    from fpa_export.sampling.latents import parse_seed_range
+
     try:
-        if "," not in text:
-            count = int(text)
-            if count < 1:
-                raise ValueError
-            return list(range(count))
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise FpaError(f"--seeds wants a count (e.g. 3) or a list (e.g. 0,1,2), got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise FpaError(f"--seeds wants distinct non-negative integers, got {text!r}")
+        seeds = parse_seed_range(text)
+    except FpaError as err:
+        raise FpaError(f"--seeds: {err}") from None
+    if len(set(seeds)) != len(seeds):
+        raise FpaError(f"--seeds lists a seed twice: {text!r}")
     return seeds
 
 
@@ -74,7 +71,8 @@ def classify(text: str) -> Source:
 
 
 def save_stats(path: str | Path, stats: StatsSet) -> Path:
-    """Write statistics atomically as an uncompressed `.npz` (mu, sigma, seeds + metadata)."""
+    """Write statistics atomically as an uncompressed `.npz` (feature means and covariances under
+    keys of their own, seeds, `kind` + metadata; no `mu`/`sigma`, so Inception-FID tools refuse it)."""
     arrays = stats.to_arrays()
     return atomic_write(path, lambda handle: np.savez(handle, **arrays))
 

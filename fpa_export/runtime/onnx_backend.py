@@ -2,7 +2,8 @@
 CUDA graph per batch size) when onnxruntime-gpu is installed.
 
 A sampler holds at most two graphs of one model: `image` (z → image) and `steps` (z → updates,
-partials). The configuration comes from each graph's JSON sidecar (`fpa_export.export.sidecar`).
+partials). The configuration comes from each graph's export record: its JSON sidecar or, without one,
+the record embedded in the .onnx file (`fpa_export.export.sidecar.read_export_record`).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 from fpa_export.common.errors import FpaError, MissingExtra
 from fpa_export.common.optional import require
 from fpa_export.models import FPAConfig
-from fpa_export.export.sidecar import ExportError, read_sidecar, sidecar_path
+from fpa_export.export.sidecar import ExportError, spec_from_record
 from fpa_export.export.spec import ExportSpec
 from .base import Sampler
 
@@ -69,6 +70,8 @@ class OnnxSampler(Sampler):
         if graph is None:
             raise NotImplementedError(f"{self.name}: this model has only a steps graph")
         (image,) = graph.run(z)
+        if graph.spec.rgb and self.config.channels == 1:  # an --rgb graph: its 3 channels are equal
+            image = image[:, :1]
         if image.dtype == torch.uint8:  # a uint8 graph: x/255 gives back the same bytes with to_uint8
             return image.float() / 255.0
         return image.float()
@@ -106,7 +109,12 @@ class _Graph:
                 providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
             else:
                 providers = ["CPUExecutionProvider"]
-            self._sessions[key] = ort.InferenceSession(str(self.path), self.options, providers=providers)
+            try:
+                session = ort.InferenceSession(str(self.path), self.options, providers=providers)
+            except Exception as err:  # onnxruntime raises its own (non-OSError) classes for bad files
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise ExportError(f"{self.path}: onnxruntime cannot load it: {first}") from None
+            self._sessions[key] = session
         return self._sessions[key]
 
     def run(self, z: torch.Tensor) -> list[torch.Tensor]:
@@ -139,9 +147,5 @@ class _Graph:
 
 
 def spec_from_sidecar(path: Path) -> ExportSpec:
-    """The ExportSpec recorded by `fpa-export onnx` beside `path`."""
-    sidecar = read_sidecar(path)
-    if sidecar is None or "spec" not in sidecar.get("inputs", {}):
-        raise ExportError(f"{path}: no readable sidecar {sidecar_path(path).name}; export the graph "
-                          "with `fpa-export onnx` (the sidecar holds the model config)")
-    return ExportSpec.from_dict(sidecar["inputs"]["spec"])
+    """The ExportSpec recorded by `fpa-export onnx` (sidecar, or the record inside the .onnx)."""
+    return spec_from_record(path)

@@ -1,0 +1,276 @@
+"""Self-describing ONNX files and what every export refuses: the record inside the graph (read without
+onnx), graphs without or with a foreign sidecar, malformed sidecars and garbage files, `--rgb`,
+`--atol`, NaN in verification, and the sweep of temporaries left by killed exports."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402
+
+from fpa_export.models import save_checkpoint  # noqa: E402
+from fpa_export.export import (ExportError, ExportSpec, config_from_sidecar, default_exporter,  # noqa: E402
+                               export_onnx, read_export_record, read_sidecar, sidecar_path,
+                               spec_from_record)
+from fpa_export.export.onnx_meta import RECORD_KEY, read_metadata  # noqa: E402
+from fpa_export.export.tempfiles import is_export_temporary, sweep_stale_temporaries  # noqa: E402
+from fpa_export.export.verify import Tolerance, _enforce, _merge, compare_with_torch  # noqa: E402
+from tests.conftest import make_generator  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny greyscale model exported once (torchscript): (checkpoint, generator, onnx path)."""
+    folder = tmp_path_factory.mktemp("record")
+    generator = make_generator(7, channels=1)
+    checkpoint = save_checkpoint(folder / "grey.pt", generator)
+    return checkpoint, generator, export_onnx(checkpoint, folder / "grey.onnx", exporter="torchscript").path
+
+
+def _without_sidecar(path, tmp_path, name="alone.onnx"):
+    copy = tmp_path / name
+    copy.write_bytes(path.read_bytes())
+    return copy
+
+
+def test_metadata_props_and_doc_string_carry_the_record(exported):
+    checkpoint, generator, path = exported
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    record = json.loads(props[RECORD_KEY])
+    sidecar = read_sidecar(path)
+    assert record["inputs"] == sidecar["inputs"] and record["config"] == sidecar["config"]
+    assert record["results"]["verification"] == sidecar["results"]["verification"]
+    assert record["inputs"]["checkpoint_sha256"] == props["fpa_export.checkpoint_sha256"]
+    assert record["checkpoint"] == "grey.pt"  # the name only: no path of this machine in the file
+    assert props["fpa_export.version"] == sidecar["inputs"]["versions"]["fpa-export"]
+    assert props["fpa_export.verification"].startswith("image: max abs diff")
+    assert "image graph" in model.doc_string and record["inputs"]["checkpoint_sha256"] in model.doc_string
+    assert read_metadata(path)["doc_string"] == model.doc_string  # our reader agrees with onnx's
+    meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+    assert json.loads(meta.custom_metadata_map[RECORD_KEY]) == record
+
+
+def test_a_graph_without_its_sidecar_is_fully_usable(exported, tmp_path):
+    from fpa_export.runtime import make_sampler
+
+    checkpoint, generator, path = exported
+    alone = _without_sidecar(path, tmp_path)
+    assert not sidecar_path(alone).exists()
+    record = read_export_record(alone)
+    assert record["record_source"] == "metadata" and record["output"]["bytes"] == alone.stat().st_size
+    assert config_from_sidecar(alone) == generator.config
+    assert spec_from_record(alone) == ExportSpec(generator.config)
+    assert read_export_record(path)["record_source"] == "sidecar"
+    z = torch.randn(3, generator.latent_size)
+    sampler = make_sampler(str(alone), backend="onnx")
+    torch.testing.assert_close(sampler(z), generator(z).detach(), rtol=0, atol=1e-4)
+
+
+def test_reading_the_record_and_sampling_import_no_onnx(exported, tmp_path):
+    alone = _without_sidecar(exported[2], tmp_path)
+    code = ("import sys, torch; from fpa_export.export import read_export_record; "
+            "from fpa_export.runtime import make_sampler; "
+            f"r = read_export_record({str(alone)!r}); s = make_sampler({str(alone)!r}, backend='onnx'); "
+            "s(torch.zeros(2, s.latent_size)); print(r['record_source'], 'onnx' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["metadata", "False"], done.stderr
+
+
+def test_a_sidecar_of_another_graph_is_not_believed(exported, tmp_path):
+    """Graph B replaced A's file but the kill came before A's sidecar was replaced: B's own record wins."""
+    _, _, path = exported
+    other = save_checkpoint(tmp_path / "b.pt", make_generator(8, channels=1))
+    b = export_onnx(other, tmp_path / "b.onnx", exporter="torchscript").path
+    target = tmp_path / "e3.onnx"
+    target.write_bytes(b.read_bytes())
+    sidecar_path(target).write_text(sidecar_path(path).read_text())  # A's sidecar beside B's graph
+    record = read_export_record(target)
+    assert record["record_source"] == "metadata"
+    assert record["inputs"]["checkpoint_sha256"] == read_sidecar(b)["inputs"]["checkpoint_sha256"]
+
+
+@pytest.mark.parametrize("text", [
+    "[" * 100_000,                                  # RecursionError in json
+    '{"inputs": [1, 2], "config": 3}',              # AttributeError / TypeError
+    '{"inputs": {"spec": {}}, "config": {}}',       # KeyError
+    "not json at all",
+    "[1, 2, 3]",
+])
+def test_malformed_sidecars_fall_back_to_the_embedded_record(exported, tmp_path, text):
+    alone = _without_sidecar(exported[2], tmp_path)
+    sidecar_path(alone).write_text(text)
+    assert read_export_record(alone)["record_source"] == "metadata"
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(os.urandom(4096))
+    sidecar_path(garbage).write_text(text)
+    assert read_export_record(garbage) is None
+    with pytest.raises(ExportError, match="not an fpa-export file"):
+        config_from_sidecar(garbage)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x08", b"\x0a\xff\xff\xff\xff\x0f", os.urandom(2048),
+                                     b"\x72\x05\x0a\x01"])
+def test_garbage_and_truncated_files_have_no_record(tmp_path, content):
+    path = tmp_path / "x.onnx"
+    path.write_bytes(content)
+    assert read_metadata(path) is None or RECORD_KEY not in read_metadata(path)
+    assert read_export_record(path) is None
+
+
+def test_a_truncated_export_loses_its_record(exported, tmp_path):
+    data = exported[2].read_bytes()
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(data[: len(data) - 40])  # the metadata is written after the graph
+    assert read_export_record(cut) is None
+
+
+def test_onnxruntime_load_failure_is_one_line(exported, tmp_path):
+    from fpa_export.runtime import make_sampler
+
+    model = onnx.load(str(exported[2]))
+    model.graph.node[0].op_type = "NoSuchOperator"  # the record stays, the graph cannot load
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(model.SerializeToString())
+    with pytest.raises(ExportError, match="onnxruntime cannot load it") as info:
+        sampler = make_sampler(str(broken), backend="onnx")
+        sampler(torch.zeros(1, sampler.latent_size))
+    assert "\n" not in str(info.value)
+
+
+def test_rgb_graph_repeats_the_grey_channel(exported, tmp_path):
+    checkpoint, generator, grey = exported
+    z = torch.randn(5, generator.latent_size, generator=torch.Generator().manual_seed(1))
+    session = ort.InferenceSession(str(grey), providers=["CPUExecutionProvider"])
+    (one,) = session.run(None, {"z": z.numpy()})
+    for uint8 in (False, True):
+        rgb = export_onnx(checkpoint, tmp_path / f"rgb{uint8}.onnx", exporter="torchscript",
+                          rgb=True, uint8=uint8)
+        (three,) = ort.InferenceSession(str(rgb.path), providers=["CPUExecutionProvider"]).run(
+            None, {"z": z.numpy()})
+        assert three.shape == (5, 3, 8, 8) and three.dtype == (np.uint8 if uint8 else np.float32)
+        assert (three[:, 0] == three[:, 1]).all() and (three[:, 1] == three[:, 2]).all()
+        dims = onnx.load(str(rgb.path)).graph.output[0].type.tensor_type.shape.dim
+        assert [d.dim_value for d in dims][1] == 3
+        if not uint8:
+            np.testing.assert_allclose(three[:, :1], one, rtol=0, atol=1e-6)
+    assert spec_from_record(rgb.path).rgb and rgb.path.name == "rgbTrue.onnx"
+
+
+def test_rgb_graph_samples_like_the_grey_model(exported, tmp_path):
+    from fpa_export.runtime import make_sampler
+
+    checkpoint, generator, _ = exported
+    path = export_onnx(checkpoint, tmp_path / "rgb.onnx", exporter="torchscript", rgb=True).path
+    z = torch.randn(2, generator.latent_size)
+    torch.testing.assert_close(make_sampler(str(path), backend="onnx")(z), generator(z).detach(),
+                               rtol=0, atol=1e-4)
+
+
+def test_rgb_is_refused_for_the_steps_graph():
+    with pytest.raises(ValueError, match="rgb"):
+        ExportSpec(make_generator().config, graph="steps", rgb=True)
+
+
+def _torch_fidelity_onnx_wrapper(monkeypatch):
+    """torch-fidelity's own GenerativeModelONNX. Its package __init__ imports torchvision (which must
+    match torch exactly and often cannot be installed); the ONNX wrapper itself needs only torch and
+    onnxruntime, so when the package does not import, its modules are loaded without the __init__."""
+    import importlib
+    import importlib.util
+    import types
+
+    try:
+        return importlib.import_module("torch_fidelity.generative_model_onnx").GenerativeModelONNX
+    except ModuleNotFoundError as err:
+        if err.name == "torch_fidelity":
+            pytest.skip("torch-fidelity is not installed (pip install torch-fidelity to run this)")
+    except Exception:
+        pass
+    spec = importlib.util.find_spec("torch_fidelity")
+    package = types.ModuleType("torch_fidelity")
+    package.__path__ = list(spec.submodule_search_locations)
+    for name in [m for m in sys.modules if m == "torch_fidelity" or m.startswith("torch_fidelity.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "torch_fidelity", package)
+    return importlib.import_module("torch_fidelity.generative_model_onnx").GenerativeModelONNX
+
+
+def test_torch_fidelity_runs_the_rgb_uint8_graph(exported, tmp_path, monkeypatch):
+    GenerativeModelONNX = _torch_fidelity_onnx_wrapper(monkeypatch)
+    checkpoint, generator, _ = exported
+    path = export_onnx(checkpoint, tmp_path / "tf.onnx", exporter="torchscript", rgb=True, uint8=True).path
+    model = GenerativeModelONNX(str(path), generator.latent_size, "normal", 0)
+    out = model(torch.randn(4, generator.latent_size))
+    # the checks torch-fidelity's Inception extractor makes before anything else
+    assert torch.is_tensor(out) and out.dtype == torch.uint8
+    assert out.dim() == 4 and out.shape[1] == 3 and tuple(out.shape) == (4, 3, 8, 8)
+
+
+def test_default_exporter_is_the_fast_one_while_torch_has_it():
+    has_torchscript = callable(getattr(getattr(torch.onnx, "utils", None), "export", None))
+    assert default_exporter() == ("torchscript" if has_torchscript else "dynamo")
+
+
+def test_atol_overrides_the_tolerance_and_is_recorded(exported, tmp_path):
+    checkpoint, _, _ = exported
+    with pytest.raises(ExportError, match=r"tolerance 1e-12"):
+        export_onnx(checkpoint, tmp_path / "strict.onnx", exporter="torchscript", atol=1e-12)
+    assert not (tmp_path / "strict.onnx").exists()
+    loose = export_onnx(checkpoint, tmp_path / "loose.onnx", exporter="torchscript", atol=1e-3)
+    assert read_sidecar(loose.path)["inputs"]["atol"] == 1e-3
+    spec = ExportSpec(make_generator().config)
+    assert Tolerance.for_spec(spec, 0.5).max_diff == 0.5 and Tolerance.for_spec(spec).max_diff == 1e-4
+    with pytest.raises(ExportError, match="atol"):
+        Tolerance.for_spec(spec, float("nan"))
+
+
+def test_nan_never_passes_the_comparison():
+    spec = ExportSpec(make_generator().config)
+    nan = float("nan")
+    for report in ({"image": {"max_abs_diff": nan, "max_rel_diff": nan}},
+                   {"image": {"max_levels": 0, "within_one_level": nan}}):
+        with pytest.raises(ExportError):
+            _enforce(report, Tolerance.for_spec(spec), spec)
+    worst = {}
+    for batch in ({"max_rel_diff": 1e-7}, {"max_rel_diff": nan}, {"max_rel_diff": 2e-7}):
+        _merge(worst, batch)
+    assert worst["max_rel_diff"] != worst["max_rel_diff"]  # still NaN after a later finite batch
+
+
+@pytest.mark.parametrize("uint8", [False, True])
+def test_nan_weights_fail_verification(uint8):
+    generator = make_generator(3)
+    with torch.no_grad():
+        generator.kvb.weight.fill_(float("nan"))
+    spec = ExportSpec(generator.config, uint8=uint8)
+    from fpa_export.export.onnx_export import trace
+
+    model = trace(generator, spec, exporter="torchscript")
+    with pytest.raises(ExportError, match="NaN or inf"):
+        compare_with_torch(model.SerializeToString(), spec, generator)
+
+
+def test_stale_export_temporaries_are_swept_at_the_next_export(exported, tmp_path):
+    checkpoint = exported[0]
+    old, young = tmp_path / ".g.onnx.abcd1234.tmp", tmp_path / ".g.onnx.json.efgh5678.tmp"
+    foreign = [tmp_path / ".notes.txt.abcd1234.tmp", tmp_path / "g.onnx.abcd1234.tmp",
+               tmp_path / ".latest.pt.abcd1234.tmp"]
+    for path in [old, young, *foreign]:
+        path.write_bytes(b"x" * 16)
+    an_hour_ago = time.time() - 3600
+    for path in [old, *foreign]:
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    export_onnx(checkpoint, tmp_path / "g.onnx", exporter="torchscript")
+    assert not old.exists() and young.exists() and all(path.exists() for path in foreign)
+    assert is_export_temporary(".m.plan.json.a_b1c2d3.tmp") and not is_export_temporary(".m.onnx.tmp")
+    assert sweep_stale_temporaries(tmp_path / "missing") == []
