@@ -11,8 +11,10 @@ A checkpoint is a plain dict of tensors and primitives, saved atomically and loa
     step            training step (0 for converted or untrained models)
     package_version the fpa-export version that wrote it
     train_state     optional: optimisers, discriminator, raw generator, RNG (training resumes from it)
-    metrics         optional: e.g. {"fd": ...}
+    metrics         optional: e.g. {"fd_pixel": ..., "selected_by": {"metric": ..., "samples": ...}}
     source          optional: provenance (e.g. the official file a conversion came from)
+    ema             optional, written by training: {"started": first EMA update step or None (the
+                    "EMA" weights are then a plain copy of G at "last_reset"), "last_reset", "beta"}
 """
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ class CheckpointError(FpaError):
 
 
 def make_checkpoint(generator: FPAGenerator, *, step: int = 0, train_state: Optional[dict] = None,
-                    metrics: Optional[dict] = None, source: Optional[dict] = None) -> dict:
+                    metrics: Optional[dict] = None, source: Optional[dict] = None,
+                    ema: Optional[dict] = None) -> dict:
     """The checkpoint dict for `generator` (weights copied to CPU)."""
     ckpt: dict[str, Any] = {
         "format": FORMAT,
@@ -53,7 +56,7 @@ def make_checkpoint(generator: FPAGenerator, *, step: int = 0, train_state: Opti
         "step": int(step),
         "package_version": PACKAGE_VERSION,
     }
-    for key, value in (("train_state", train_state), ("metrics", metrics), ("source", source)):
+    for key, value in (("train_state", train_state), ("metrics", metrics), ("source", source), ("ema", ema)):
         if value is not None:
             ckpt[key] = value
     return ckpt
@@ -146,6 +149,28 @@ def _check_state_dict(generator: FPAGenerator, state: dict, path) -> None:
                                   f"the config expects {tuple(tensor.shape)}")
         if not value.is_floating_point():
             raise CheckpointError(f"{path}: state_dict[{key!r}] has dtype {value.dtype}, expected float")
+
+
+def describe(ckpt: dict) -> str:
+    """One-line summary of a checkpoint dict for command lines: model, step and the EMA's state."""
+    c = ckpt.get("config") or {}
+    unet = c.get("unet")
+    parts = [f"FPA {c.get('input_generator', '?')} {c.get('image_size', '?')} px × {c.get('channels', '?')} ch",
+             f"T={c.get('num_steps', '?')}", f"H={c.get('hidden_size', '?')}", f"d={c.get('latent_size', '?')}"]
+    if isinstance(unet, dict):
+        parts.append(f"U-Net dim {unet.get('dim', '?')}")
+    parts.append(f"step {ckpt.get('step', '?')}")
+    return ", ".join(parts) + ", " + _describe_ema(ckpt.get("ema"))
+
+
+def _describe_ema(ema: Any) -> str:
+    if not isinstance(ema, dict):
+        return "EMA: not recorded"
+    if ema.get("started") is None:
+        reset = ema.get("last_reset")
+        return "EMA: none (a copy of G" + (f" at step {reset})" if reset is not None else ")")
+    since = max(ema["started"], ema.get("last_reset") or 0)  # a later reset restarts the average
+    return f"EMA: averaging since step {since}"
 
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default_model.pt"

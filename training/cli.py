@@ -88,9 +88,15 @@ MODEL_OPTIONS = [
 ]
 
 UNET_OPTIONS = [
-    (("--unet-dim",), dict(default=64, type=click.IntRange(1), help="U-Net channels of level 1")),
+    (("--unet-dim",), dict(default=None, type=click.IntRange(1), show_default="the image size, as official",
+                           help="U-Net channels of level 1")),
     (("--unet-dim-mults",), dict(default="1,2,4", help="U-Net channel multipliers")),
+    (("--base",), dict(default="raw", type=click.Choice(["raw", "ema"]),
+                       help="frozen FPA weights: the checkpoint's raw G (official) or its EMA generator")),
+    (("--fresh-d",), dict(is_flag=True, help="fresh discriminator and D optimiser instead of continuing "
+                                             "the source run's (official --load_only_g --reset_d_optimizer)")),
 ]
+D_OPTION_NAMES = ("fmap_max", "d_attn_res", "d_attn_heads", "d_attn_dim_head", "d_minibatch_std")
 
 MODEL_FIELDS = ("image_size", "num_steps", "latent_size", "mini_latent_size", "input_size", "hidden_size",
                 "num_layers", "input_generator", "input_tanh", "latent_to_init", "key_softmax",
@@ -176,23 +182,34 @@ def fpa_command(**kw):
 
 @main.command("unet", context_settings=CTX)
 @click.option("--from", "source", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="trained FPA checkpoint (its EMA weights are frozen)")
+              help="checkpoint of a trained FPA run (latest.pt or best.pt)")
 @_options(UNET_OPTIONS + RUN_OPTIONS)
 @_friendly
-def unet_command(source, **kw):
+@click.pass_context
+def unet_command(ctx, source, **kw):
     """Train the U-Net refinement of a trained FPA (FPA_SPEC §5); the FPA stays bit-identical.
+
+    As the official recipe: the frozen FPA is the checkpoint's raw generator (--base ema: its EMA one),
+    the discriminator and its Adam state continue (--fresh-d: new ones), G's optimiser is fresh.
 
     \b
     Examples:
       fpa-train unet --from runs/faces/best.pt --data faces/ --out runs/faces_unet
-      fpa-train unet --from runs/mnist/latest.pt --data mnist --unet-dim 32 --out runs/mnist_unet
+      fpa-train unet --from runs/mnist/latest.pt --data mnist --unet-dim 16 --fresh-d --out runs/mnist_unet
     """
     from fpa_export.models import read_checkpoint
     from .api import train_unet
 
-    channels = read_checkpoint(source)["config"]["channels"]
-    unet = UNetConfig(channels=channels, dim=kw["unet_dim"], dim_mults=_ints(kw["unet_dim_mults"]))
-    result = train_unet(kw["out"], source, unet, _train_config(kw), _run_options(kw), resume=kw["resume"])
+    given = [name for name in D_OPTION_NAMES
+             if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
+    if given and not kw["fresh_d"]:
+        raise click.UsageError(f"--{given[0].replace('_', '-')}: the discriminator continues from --from "
+                               "with its own layout; D options apply only with --fresh-d")
+    config = read_checkpoint(source)["config"]
+    dim = kw["unet_dim"] or config["image_size"]
+    unet = UNetConfig(channels=config["channels"], dim=dim, dim_mults=_ints(kw["unet_dim_mults"]))
+    result = train_unet(kw["out"], source, unet, _train_config(kw), _run_options(kw), resume=kw["resume"],
+                        base=kw["base"], fresh_d=kw["fresh_d"])
     _report(kw["out"], result)
 
 
