@@ -29,8 +29,12 @@ SHIP_TO=${3:-models/default_model.pt}
 IMLE_STEPS=8000
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 RESUME=()
-if [ -f "$OUT/latest.pt" ]; then RESUME=(--resume); fi
-fpa-train fpa "${RESUME[@]}" --data mnist --image-size 32 --channels 1 \
+AT=0
+if [ -f "$OUT/latest.pt" ]; then
+  RESUME=(--resume)
+  AT=$(python -c 'import sys; from fpa_export.models import read_checkpoint; print(read_checkpoint(sys.argv[1])["step"])' "$OUT/latest.pt")
+fi
+[ "$AT" -ge "$FINAL_STEPS" ] || fpa-train fpa "${RESUME[@]}" --data mnist --image-size 32 --channels 1 \
   --num-steps 16 --hidden-size 256 --latent-size 128 --mini-latent-size 8 --input-size 128 \
   --seed 42 --imle-steps "$IMLE_STEPS" --imle-pool 32 \
   --fmap-max 64 --d-attn-res '' --d-attn-heads 2 --d-attn-dim-head 16 --d-minibatch-std 4 \

@@ -100,7 +100,7 @@ def _run(out, model, train, options, resume, generator=None, d_init=None, meta=N
             _start_discriminator(trainer, d_init, train.lr)
         run = Run(out, trainer, source, options, rank=info.rank, world_size=info.world_size, meta=meta)
         if resume:
-            run.resume()
+            run.resume()  # TrainingError when there is nothing to resume or nothing left to do
         if trainer.step_count == 0 or not (out / "config.json").exists():
             run.write_config()
         result = run.train()

@@ -11,6 +11,14 @@ from .ema import EMASchedule
 from .loop import RunOptions, TrainingError
 from .trainer import TrainConfig
 
+# Discriminator sizes. 'paper' is lightweight-gan's (FPA_SPEC §6); 'cpu-small' is the D of the shipped
+# default model (tools/train_default.sh): channel cap 64, no attention before the 32-px stage, 2 × 16 heads.
+D_PRESETS = {
+    "paper": dict(fmap_max=512, d_attn_res="32", d_attn_heads=8, d_attn_dim_head=64),
+    "cpu-small": dict(fmap_max=64, d_attn_res="", d_attn_heads=2, d_attn_dim_head=16),
+}
+PAPER_HIDDEN_SIZE = 1024
+
 CTX = {"show_default": True, "max_content_width": 100, **HELP_OPTIONS}
 
 
@@ -43,10 +51,13 @@ RUN_OPTIONS = [
     (("--ema-reset-until",), dict(default=25000, type=click.IntRange(-1), help="no resets after this step")),
     (("--aug-prob",), dict(default=0.0, type=click.FloatRange(0, 1), help="DiffAugment probability")),
     (("--aug-types",), dict(default=",".join(AUG_TYPES), help=f"comma list of {', '.join(AUG_TYPES)}")),
-    (("--fmap-max",), dict(default=512, type=click.IntRange(8), help="D: channel cap")),
-    (("--d-attn-res",), dict(default="32", help="D: comma list of widths with attention ('' = none)")),
-    (("--d-attn-heads",), dict(default=8, type=click.IntRange(1), help="D: attention heads")),
-    (("--d-attn-dim-head",), dict(default=64, type=click.IntRange(1), help="D: channels per head")),
+    (("--d-preset",), dict(default="auto", type=click.Choice(list(D_PRESETS) + ["auto"]),
+                           help="D size: 'paper' (lightweight-gan's), 'cpu-small' (the default model's); "
+                                "auto = paper for a paper-size generator (H >= 1024), else cpu-small")),
+    (("--fmap-max",), dict(default=None, type=click.IntRange(8), help="D: channel cap (overrides --d-preset)")),
+    (("--d-attn-res",), dict(default=None, help="D: comma list of widths with attention ('' = none)")),
+    (("--d-attn-heads",), dict(default=None, type=click.IntRange(1), help="D: attention heads")),
+    (("--d-attn-dim-head",), dict(default=None, type=click.IntRange(1), help="D: channels per head")),
     (("--d-minibatch-std",), dict(default=0, type=click.IntRange(0),
                                   help="D: minibatch-std group size before the logits (0 = off, as the paper)")),
     (("--mode-seeking",), dict(default=0.0, type=click.FloatRange(0),
@@ -96,7 +107,7 @@ UNET_OPTIONS = [
     (("--fresh-d",), dict(is_flag=True, help="fresh discriminator and D optimiser instead of continuing "
                                              "the source run's (official --load_only_g --reset_d_optimizer)")),
 ]
-D_OPTION_NAMES = ("fmap_max", "d_attn_res", "d_attn_heads", "d_attn_dim_head", "d_minibatch_std")
+D_OPTION_NAMES = ("d_preset", "fmap_max", "d_attn_res", "d_attn_heads", "d_attn_dim_head", "d_minibatch_std")
 
 MODEL_FIELDS = ("image_size", "num_steps", "latent_size", "mini_latent_size", "input_size", "hidden_size",
                 "num_layers", "input_generator", "input_tanh", "latent_to_init", "key_softmax",
@@ -108,6 +119,15 @@ def _ints(text: str) -> tuple[int, ...]:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise click.BadParameter(f"expected a comma list of integers, got {text!r}") from None
+
+
+def resolve_d_preset(kw: dict, hidden_size: int) -> dict:
+    """The D options with unset ones filled from --d-preset (auto: by the generator's size)."""
+    name = kw.get("d_preset", "auto")
+    if name == "auto":
+        name = "paper" if hidden_size >= PAPER_HIDDEN_SIZE else "cpu-small"
+    preset = D_PRESETS[name]
+    return {**kw, **{k: preset[k] for k in preset if kw.get(k) is None}, "d_preset": name}
 
 
 def _train_config(kw: dict) -> TrainConfig:
@@ -176,6 +196,7 @@ def fpa_command(**kw):
     from .api import train_fpa
 
     model = FPAConfig(channels=int(kw["channels"]), **{k: kw[k] for k in MODEL_FIELDS})
+    kw = resolve_d_preset(kw, model.hidden_size)
     result = train_fpa(kw["out"], model, _train_config(kw), _run_options(kw), resume=kw["resume"])
     _report(kw["out"], result)
 
@@ -206,6 +227,7 @@ def unet_command(ctx, source, **kw):
         raise click.UsageError(f"--{given[0].replace('_', '-')}: the discriminator continues from --from "
                                "with its own layout; D options apply only with --fresh-d")
     config = read_checkpoint(source)["config"]
+    kw = resolve_d_preset(kw, config["hidden_size"])  # used only with --fresh-d
     dim = kw["unet_dim"] or config["image_size"]
     unet = UNetConfig(channels=config["channels"], dim=dim, dim_mults=_ints(kw["unet_dim_mults"]))
     result = train_unet(kw["out"], source, unet, _train_config(kw), _run_options(kw), resume=kw["resume"],

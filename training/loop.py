@@ -134,11 +134,16 @@ class Run:
             t.generator.train(was_training)
 
     def resume(self) -> int:
-        """Load latest.pt if present; returns the step to continue from (0 for a fresh run)."""
+        """Load latest.pt; returns the step to continue from. Nothing to resume, or a run already past
+        --steps, is an error (a silent fresh start or a silent no-op would hide the mistake)."""
         path = self.out / "latest.pt"
         if not path.exists():
-            return 0
+            raise TrainingError(f"{self.out}: nothing to resume (no latest.pt); drop --resume to start "
+                                "a new run there")
         ckpt = read_checkpoint(path)
+        if int(ckpt["step"]) >= self.options.steps:
+            raise TrainingError(f"{path}: the run is already at step {ckpt['step']}, --steps is "
+                                f"{self.options.steps}; pass a larger --steps to continue it")
         state = ckpt.get("train_state")
         if not state:
             raise TrainingError(f"{path}: has no train_state, cannot resume")
@@ -174,9 +179,12 @@ class Run:
             _say(notice)
         bar = _progress(start, opts.steps, opts.progress and self.is_main)
         tick, images_done, stats = time.perf_counter(), 0, {}
+        speed = _SpeedReport(start, opts.steps, self.is_main)
         while t.step_count < opts.steps:
             micro = [next(stream) for _ in range(t.config.grad_accum)]
+            began = time.perf_counter()
             stats = t.step(micro)
+            speed.add(time.perf_counter() - began)
             images_done += sum(m.shape[0] for m in micro) * self.world_size
             if not self._all_finite(stats):
                 raise TrainingError(
@@ -229,6 +237,36 @@ class Run:
             self.sample_grid()
         if step % opts.save_every == 0 or final:
             self.save("latest.pt", metrics=metrics)
+
+
+class _SpeedReport:
+    """After the first few steps, one line with the measured time per step and per 1,000 steps
+    (the first step, which warms up allocators and kernels, is left out of the estimate)."""
+
+    SAMPLE = 5
+
+    def __init__(self, start: int, total: int, enabled: bool):
+        self.remaining, self.enabled, self.times = total - start, enabled, []
+
+    def add(self, seconds: float) -> None:
+        if not self.enabled:
+            return
+        self.times.append(seconds)
+        if len(self.times) == min(self.SAMPLE, self.remaining):
+            self.enabled = False
+            timed = self.times[1:] or self.times
+            per_step = sum(timed) / len(timed)
+            _say(f"Speed: {per_step:.3g} s/step → about {_duration(1000 * per_step)} per 1,000 steps, "
+                 f"{_duration(self.remaining * per_step)} for this run's {self.remaining} steps "
+                 "(training steps only, measured on the first steps)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _say(line: str) -> None:
