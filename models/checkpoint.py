@@ -62,10 +62,21 @@ def make_checkpoint(generator: FPAGenerator, *, step: int = 0, train_state: Opti
     return ckpt
 
 
+class CheckpointWriteError(CheckpointError, OSError):
+    """A checkpoint that could not be written (disk full, read-only folder); the old file is intact."""
+
+
 def save_checkpoint(path: str | os.PathLike, generator: FPAGenerator, **extra: Any) -> Path:
-    """Save `generator` (plus optional step/train_state/metrics/source) atomically to `path`."""
+    """Save `generator` (plus optional step/train_state/metrics/source/ema) atomically to `path`.
+
+    The file is serialised in memory first, so a write failure is one OSError from the file system
+    (turned into one line naming the file); the rename never happens and the previous file is intact."""
     ckpt = make_checkpoint(generator, **extra)
-    return atomic_write(path, lambda handle: torch.save(ckpt, handle))
+    try:
+        return atomic_write(path, lambda handle: torch.save(ckpt, handle))
+    except OSError as err:
+        raise CheckpointWriteError(f"{path}: cannot write the checkpoint ({err.strerror or err}); "
+                                   "the previous file, if any, is intact") from None
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -98,6 +109,9 @@ def _safe_load(path: str | os.PathLike) -> Any:
         data = path.read_bytes()
     except OSError as err:
         raise CheckpointError(f"{path}: cannot read: {err.strerror or err}") from None
+    other = sniff_non_checkpoint(data, path.suffix)
+    if other:
+        raise CheckpointError(f"{path}: {other}")
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -108,6 +122,33 @@ def _safe_load(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path}: not a checkpoint (corrupted or not a torch file)") from None
     except Exception as err:  # torch raises assorted errors (EOF, zip, Runtime, Value) on broken files
         raise CheckpointError(f"{path}: truncated or corrupted file ({type(err).__name__})") from None
+
+
+PASS_INSTEAD = "pass the .pt checkpoint written by fpa-train or fpa-convert"
+_IMAGE_MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image"}
+
+
+def sniff_non_checkpoint(data: bytes, suffix: str = "") -> str:
+    """By its first bytes, what a file that cannot be a torch checkpoint is, and what to pass instead;
+    '' when it may be one (a torch zip archive or a legacy pickle, which `torch.load` then judges)."""
+    head = data[:16]
+    if len(head) >= 3 and head[0] == 0x08 and head[1] < 0x80 and head[2] in (0x12, 0x1a, 0x22, 0x2a, 0x32, 0x3a):
+        return ("this is an ONNX graph (protobuf), not a checkpoint; " + PASS_INSTEAD + " (fpa-sample, "
+                "fpa-gif and fpa-fd read .onnx files directly)")
+    if suffix.lower() in (".plan", ".engine", ".trt"):
+        return "this looks like a TensorRT engine, not a checkpoint; " + PASS_INSTEAD
+    for magic, kind in _IMAGE_MAGIC.items():
+        if head.startswith(magic):
+            return f"this is {kind}, not a checkpoint; {PASS_INSTEAD}"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "this is a JSON/text file, not a checkpoint; " + PASS_INSTEAD
+    if head.startswith(b"PK\x03\x04"):
+        if b"data.pkl" not in data[:4096] and b".npy" in data[:4096]:
+            return "this is a numpy .npz archive (e.g. statistics), not a checkpoint; " + PASS_INSTEAD
+        return ""  # torch's zip format
+    if head[:1] == b"\x80" or not data:
+        return ""  # a pickle (legacy torch format) or empty: torch.load's errors say the rest
+    return "not a torch checkpoint (unknown file type); " + PASS_INSTEAD
 
 
 def _validate_layout(raw: Any, path) -> None:
@@ -144,11 +185,18 @@ def _check_state_dict(generator: FPAGenerator, state: dict, path) -> None:
         value = state[key]
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{path}: state_dict[{key!r}] is {type(value).__name__}, not a tensor")
+        if value.is_meta or value.layout != torch.strided:
+            kind = "a meta tensor (no data)" if value.is_meta else f"a {value.layout} tensor"
+            raise CheckpointError(f"{path}: state_dict[{key!r}] is {kind}; only dense tensors are read")
         if tuple(value.shape) != tuple(tensor.shape):
             raise CheckpointError(f"{path}: state_dict[{key!r}] has shape {tuple(value.shape)}, "
                                   f"the config expects {tuple(tensor.shape)}")
         if not value.is_floating_point():
             raise CheckpointError(f"{path}: state_dict[{key!r}] has dtype {value.dtype}, expected float")
+        if not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"{path}: state_dict[{key!r}] holds {bad} NaN/inf value(s); "
+                                  "the model would paint garbage, refused")
 
 
 def describe(ckpt: dict) -> str:
