@@ -9,7 +9,7 @@ import torch
 
 from fpa_export.models import FPAConfig, FPAGenerator, UNetConfig, read_checkpoint
 from . import data as datasets
-from . import ddp
+from . import ddp, runfolder
 from .loop import Run, RunOptions, TrainingError
 from .trainer import Trainer, TrainConfig
 
@@ -90,22 +90,30 @@ def _start_discriminator(trainer: Trainer, d_init: dict, lr: float) -> None:
 
 def _run(out, model, train, options, resume, generator=None, d_init=None, meta=None) -> dict:
     out = Path(out)
-    if (out / "latest.pt").exists() and not resume:
-        raise TrainingError(f"{out}: already holds a run; pass --resume to continue it or pick a new --out")
     info = ddp.setup(options.device)
     try:
-        trainer = Trainer(model, train, device=info.device, generator=generator, wrap=ddp.wrapper(info))
-        source = datasets.open_source(options.data, model.image_size, model.channels, seed=train.seed)
-        if d_init is not None and not resume:
-            _start_discriminator(trainer, d_init, train.lr)
-        run = Run(out, trainer, source, options, rank=info.rank, world_size=info.world_size, meta=meta)
-        if resume:
-            run.resume()  # TrainingError when there is nothing to resume or nothing left to do
-        if trainer.step_count == 0 or not (out / "config.json").exists():
-            run.write_config()
-        result = run.train()
-        ddp.barrier(info)
-        result["skipped"] = getattr(source, "skipped", 0)
-        return result
+        with runfolder.locked(out, info.rank == 0):
+            if info.rank == 0:
+                runfolder.sweep_stale_temp_files(out)
+            return _locked_run(out, model, train, options, resume, info, generator, d_init, meta)
     finally:
         ddp.teardown(info)
+
+
+def _locked_run(out, model, train, options, resume, info, generator, d_init, meta) -> dict:
+    """The run itself, with the run folder locked and swept."""
+    if (out / "latest.pt").exists() and not resume:
+        raise TrainingError(f"{out}: already holds a run; pass --resume to continue it or pick a new --out")
+    trainer = Trainer(model, train, device=info.device, generator=generator, wrap=ddp.wrapper(info))
+    source = datasets.open_source(options.data, model.image_size, model.channels, seed=train.seed)
+    if d_init is not None and not resume:
+        _start_discriminator(trainer, d_init, train.lr)
+    run = Run(out, trainer, source, options, rank=info.rank, world_size=info.world_size, meta=meta)
+    if resume:
+        run.resume()  # TrainingError when there is nothing to resume or nothing left to do
+    if trainer.step_count == 0 or not (out / "config.json").exists():
+        run.write_config()
+    result = run.train()
+    ddp.barrier(info)
+    result["skipped"] = getattr(source, "skipped", 0)
+    return result
