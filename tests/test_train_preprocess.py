@@ -123,3 +123,14 @@ def test_real_stats_skip_a_decompression_bomb(tmp_path):
     bomb_png(tmp_path / "huge.png")
     _, skipped = prepare_real_stats(tmp_path, tmp_path / "stats.npz", seeds=(0,), batch_size=4)
     assert skipped == 1
+
+
+def test_training_folder_skips_and_counts_a_decompression_bomb(tmp_path):
+    from fpa_export.training.data import batches, open_source
+
+    for i in range(3):
+        Image.fromarray(np.full((20, 20), 50 * i, dtype=np.uint8)).save(tmp_path / f"ok{i}.png")
+    bomb_png(tmp_path / "huge.png")
+    source = open_source(str(tmp_path), 16, 1)
+    batch = next(batches(source, 4, seed=0))
+    assert batch.shape == (4, 1, 16, 16) and source.skipped == 1
