@@ -11,8 +11,10 @@ A checkpoint is a plain dict of tensors and primitives, saved atomically and loa
     step            training step (0 for converted or untrained models)
     package_version the fpa-export version that wrote it
     train_state     optional: optimisers, discriminator, raw generator, RNG (training resumes from it)
-    metrics         optional: e.g. {"fd": ...}
+    metrics         optional: e.g. {"fd_pixel": ..., "selected_by": {"metric": ..., "samples": ...}}
     source          optional: provenance (e.g. the official file a conversion came from)
+    ema             optional, written by training: {"started": first EMA update step or None (the
+                    "EMA" weights are then a plain copy of G at "last_reset"), "last_reset", "beta"}
 """
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ class CheckpointError(FpaError):
 
 
 def make_checkpoint(generator: FPAGenerator, *, step: int = 0, train_state: Optional[dict] = None,
-                    metrics: Optional[dict] = None, source: Optional[dict] = None) -> dict:
+                    metrics: Optional[dict] = None, source: Optional[dict] = None,
+                    ema: Optional[dict] = None) -> dict:
     """The checkpoint dict for `generator` (weights copied to CPU)."""
     ckpt: dict[str, Any] = {
         "format": FORMAT,
@@ -53,16 +56,27 @@ def make_checkpoint(generator: FPAGenerator, *, step: int = 0, train_state: Opti
         "step": int(step),
         "package_version": PACKAGE_VERSION,
     }
-    for key, value in (("train_state", train_state), ("metrics", metrics), ("source", source)):
+    for key, value in (("train_state", train_state), ("metrics", metrics), ("source", source), ("ema", ema)):
         if value is not None:
             ckpt[key] = value
     return ckpt
 
 
+class CheckpointWriteError(CheckpointError, OSError):
+    """A checkpoint that could not be written (disk full, read-only folder); the old file is intact."""
+
+
 def save_checkpoint(path: str | os.PathLike, generator: FPAGenerator, **extra: Any) -> Path:
-    """Save `generator` (plus optional step/train_state/metrics/source) atomically to `path`."""
+    """Save `generator` (plus optional step/train_state/metrics/source/ema) atomically to `path`.
+
+    The file is serialised in memory first, so a write failure is one OSError from the file system
+    (turned into one line naming the file); the rename never happens and the previous file is intact."""
     ckpt = make_checkpoint(generator, **extra)
-    return atomic_write(path, lambda handle: torch.save(ckpt, handle))
+    try:
+        return atomic_write(path, lambda handle: torch.save(ckpt, handle))
+    except OSError as err:
+        raise CheckpointWriteError(f"{path}: cannot write the checkpoint ({err.strerror or err}); "
+                                   "the previous file, if any, is intact") from None
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -95,6 +109,9 @@ def _safe_load(path: str | os.PathLike) -> Any:
         data = path.read_bytes()
     except OSError as err:
         raise CheckpointError(f"{path}: cannot read: {err.strerror or err}") from None
+    other = sniff_non_checkpoint(data, path.suffix)
+    if other:
+        raise CheckpointError(f"{path}: {other}")
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -105,6 +122,33 @@ def _safe_load(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path}: not a checkpoint (corrupted or not a torch file)") from None
     except Exception as err:  # torch raises assorted errors (EOF, zip, Runtime, Value) on broken files
         raise CheckpointError(f"{path}: truncated or corrupted file ({type(err).__name__})") from None
+
+
+PASS_INSTEAD = "pass the .pt checkpoint written by fpa-train or fpa-convert"
+_IMAGE_MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image"}
+
+
+def sniff_non_checkpoint(data: bytes, suffix: str = "") -> str:
+    """By its first bytes, what a file that cannot be a torch checkpoint is, and what to pass instead;
+    '' when it may be one (a torch zip archive or a legacy pickle, which `torch.load` then judges)."""
+    head = data[:16]
+    if len(head) >= 3 and head[0] == 0x08 and head[1] < 0x80 and head[2] in (0x12, 0x1a, 0x22, 0x2a, 0x32, 0x3a):
+        return ("this is an ONNX graph (protobuf), not a checkpoint; " + PASS_INSTEAD + " (fpa-sample, "
+                "fpa-gif and fpa-fd read .onnx files directly)")
+    if suffix.lower() in (".plan", ".engine", ".trt"):
+        return "this looks like a TensorRT engine, not a checkpoint; " + PASS_INSTEAD
+    for magic, kind in _IMAGE_MAGIC.items():
+        if head.startswith(magic):
+            return f"this is {kind}, not a checkpoint; {PASS_INSTEAD}"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "this is a JSON/text file, not a checkpoint; " + PASS_INSTEAD
+    if head.startswith(b"PK\x03\x04"):
+        if b"data.pkl" not in data[:4096] and b".npy" in data[:4096]:
+            return "this is a numpy .npz archive (e.g. statistics), not a checkpoint; " + PASS_INSTEAD
+        return ""  # torch's zip format
+    if head[:1] == b"\x80" or not data:
+        return ""  # a pickle (legacy torch format) or empty: torch.load's errors say the rest
+    return "not a torch checkpoint (unknown file type); " + PASS_INSTEAD
 
 
 def _validate_layout(raw: Any, path) -> None:
@@ -141,11 +185,40 @@ def _check_state_dict(generator: FPAGenerator, state: dict, path) -> None:
         value = state[key]
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{path}: state_dict[{key!r}] is {type(value).__name__}, not a tensor")
+        if value.is_meta or value.layout != torch.strided:
+            kind = "a meta tensor (no data)" if value.is_meta else f"a {value.layout} tensor"
+            raise CheckpointError(f"{path}: state_dict[{key!r}] is {kind}; only dense tensors are read")
         if tuple(value.shape) != tuple(tensor.shape):
             raise CheckpointError(f"{path}: state_dict[{key!r}] has shape {tuple(value.shape)}, "
                                   f"the config expects {tuple(tensor.shape)}")
         if not value.is_floating_point():
             raise CheckpointError(f"{path}: state_dict[{key!r}] has dtype {value.dtype}, expected float")
+        if not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"{path}: state_dict[{key!r}] holds {bad} NaN/inf value(s); "
+                                  "the model would paint garbage, refused")
+
+
+def describe(ckpt: dict) -> str:
+    """One-line summary of a checkpoint dict for command lines: model, step and the EMA's state."""
+    c = ckpt.get("config") or {}
+    unet = c.get("unet")
+    parts = [f"FPA {c.get('input_generator', '?')} {c.get('image_size', '?')} px × {c.get('channels', '?')} ch",
+             f"T={c.get('num_steps', '?')}", f"H={c.get('hidden_size', '?')}", f"d={c.get('latent_size', '?')}"]
+    if isinstance(unet, dict):
+        parts.append(f"U-Net dim {unet.get('dim', '?')}")
+    parts.append(f"step {ckpt.get('step', '?')}")
+    return ", ".join(parts) + ", " + _describe_ema(ckpt.get("ema"))
+
+
+def _describe_ema(ema: Any) -> str:
+    if not isinstance(ema, dict):
+        return "EMA: not recorded"
+    if ema.get("started") is None:
+        reset = ema.get("last_reset")
+        return "EMA: none (a copy of G" + (f" at step {reset})" if reset is not None else ")")
+    since = max(ema["started"], ema.get("last_reset") or 0)  # a later reset restarts the average
+    return f"EMA: averaging since step {since}"
 
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default_model.pt"

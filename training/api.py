@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Optional
 
 import torch
 
-from fpa_export.models import FPAConfig, FPAGenerator, UNetConfig, load_checkpoint
+from fpa_export.models import FPAConfig, FPAGenerator, UNetConfig, read_checkpoint
 from . import data as datasets
-from . import ddp
+from . import ddp, runfolder
 from .loop import Run, RunOptions, TrainingError
 from .trainer import Trainer, TrainConfig
+
+BASES = ("raw", "ema")
+D_FIELDS = ("fmap_max", "attn_res_layers", "attn_heads", "attn_dim_head", "minibatch_std")
 
 
 def train_fpa(out: str | Path, model: FPAConfig, train: TrainConfig, options: RunOptions,
@@ -20,48 +24,96 @@ def train_fpa(out: str | Path, model: FPAConfig, train: TrainConfig, options: Ru
 
 
 def train_unet(out: str | Path, fpa_checkpoint: str | Path, unet: UNetConfig, train: TrainConfig,
-               options: RunOptions, resume: bool = False) -> dict:
-    """Stage 2 (FPA_SPEC §5): a U-Net on top of the frozen FPA of `fpa_checkpoint` (its EMA weights)."""
-    base, ckpt = load_checkpoint(fpa_checkpoint)
-    if base.config.unet is not None:
+               options: RunOptions, resume: bool = False, base: str = "raw", fresh_d: bool = False) -> dict:
+    """Stage 2 (FPA_SPEC §5): a U-Net on top of the frozen FPA of `fpa_checkpoint`.
+
+    As the official recipe: the frozen base is the checkpoint's raw generator G (`base="ema"`: its EMA
+    generator instead), the discriminator and its Adam state continue from the checkpoint's train state
+    (`fresh_d=True`: a fresh D and optimiser, the official `--load_only_g --reset_d_optimizer`), and
+    the generator's optimiser is fresh. The discriminator layout of a continued D is the source run's."""
+    if base not in BASES:
+        raise TrainingError(f"base must be one of {', '.join(BASES)}, got {base!r}")
+    ckpt = read_checkpoint(fpa_checkpoint)
+    model_base = FPAConfig.from_dict(ckpt["config"])
+    if model_base.unet is not None:
         raise TrainingError(f"{fpa_checkpoint}: already has a U-Net; pass a plain FPA checkpoint")
-    model = base.config.replace(unet=unet)
+    state = ckpt.get("train_state") or {}
+    weights = _base_weights(fpa_checkpoint, ckpt, state, base)
+    d_init = None if fresh_d else _continued_d(fpa_checkpoint, state)
+    if d_init is not None:
+        source_train = TrainConfig.from_dict(state.get("train_config", {}))
+        train = dataclasses.replace(train, **{k: getattr(source_train, k) for k in D_FIELDS})
+    model = model_base.replace(unet=unet)
     torch.manual_seed(train.seed)  # the U-Net's initial weights
     generator = FPAGenerator(model)
-    missing, unexpected = generator.load_state_dict(base.state_dict(), strict=False)
+    missing, unexpected = generator.load_state_dict(weights, strict=False)
     if unexpected or not all(key.startswith("unet.") for key in missing):
         raise TrainingError(f"{fpa_checkpoint}: weights do not fit the FPA+U-Net model")
     train = dataclasses.replace(train, unet_stage=True)
-    d_state = (ckpt.get("train_state") or {}).get("discriminator")
-    meta = {"from": str(fpa_checkpoint), "from_step": int(ckpt["step"])}
-    return _run(out, model, train, options, resume, generator=generator, d_state=d_state, meta=meta)
+    meta = {"from": str(fpa_checkpoint), "from_step": int(ckpt["step"]), "base": base,
+            "discriminator": "fresh" if d_init is None else "continued (weights and Adam state)"}
+    return _run(out, model, train, options, resume, generator=generator, d_init=d_init, meta=meta)
 
 
-def _run(out, model, train, options, resume, generator=None, d_state=None, meta=None) -> dict:
+def _base_weights(path, ckpt: dict, state: dict, base: str) -> dict:
+    if base == "ema":
+        return ckpt["state_dict"]
+    raw = state.get("generator")
+    if not isinstance(raw, dict):
+        raise TrainingError(f"{path}: holds no raw generator (no train_state); pass a checkpoint "
+                            "written by fpa-train (latest.pt or best.pt), or --base ema for its EMA weights")
+    return raw
+
+
+def _continued_d(path, state: dict) -> Optional[dict]:
+    """The source run's discriminator, its optimiser and its grad scaler (to continue them)."""
+    if not isinstance(state.get("discriminator"), dict) or not isinstance(state.get("opt_d"), dict):
+        raise TrainingError(f"{path}: holds no discriminator state to continue; pass a checkpoint "
+                            "written by fpa-train with its train_state, or --fresh-d")
+    return {"discriminator": state["discriminator"], "opt_d": state["opt_d"],
+            "scaler_d": state.get("scaler_d")}
+
+
+def _start_discriminator(trainer: Trainer, d_init: dict, lr: float) -> None:
+    """Load D, D's Adam state (its step counts continue) and D's grad scaler into `trainer`."""
+    try:
+        trainer.discriminator.load_state_dict(d_init["discriminator"])
+        trainer.opt_d.load_state_dict(d_init["opt_d"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise TrainingError(f"the source run's discriminator does not fit ({type(err).__name__}); "
+                            "pass --fresh-d") from None
+    for group in trainer.opt_d.param_groups:
+        group["lr"] = lr  # this run's --lr (the official code keeps the source's; they agree by default)
+    if d_init.get("scaler_d"):
+        trainer.scaler_d.load_state_dict(d_init["scaler_d"])
+
+
+def _run(out, model, train, options, resume, generator=None, d_init=None, meta=None) -> dict:
     out = Path(out)
-    if (out / "latest.pt").exists() and not resume:
-        raise TrainingError(f"{out}: already holds a run; pass --resume to continue it or pick a new --out")
     info = ddp.setup(options.device)
     try:
-        source = datasets.open_source(options.data, model.image_size, model.channels, seed=train.seed)
-        trainer = Trainer(model, train, device=info.device, generator=generator, wrap=ddp.wrapper(info))
-        if d_state is not None and not resume:
-            _load_matching(trainer.discriminator, d_state)
-        run = Run(out, trainer, source, options, rank=info.rank, world_size=info.world_size, meta=meta)
-        if resume:
-            run.resume()
-        if trainer.step_count == 0 or not (out / "config.json").exists():
-            run.write_config()
-        result = run.train()
-        ddp.barrier(info)
-        result["skipped"] = getattr(source, "skipped", 0)
-        return result
+        with runfolder.locked(out, info.rank == 0):
+            if info.rank == 0:
+                runfolder.sweep_stale_temp_files(out)
+            return _locked_run(out, model, train, options, resume, info, generator, d_init, meta)
     finally:
         ddp.teardown(info)
 
 
-def _load_matching(module: torch.nn.Module, state: dict) -> None:
-    """Continue the discriminator of stage 1 when its shapes match this run's."""
-    own = module.state_dict()
-    if set(own) == set(state) and all(own[k].shape == state[k].shape for k in own):
-        module.load_state_dict(state)
+def _locked_run(out, model, train, options, resume, info, generator, d_init, meta) -> dict:
+    """The run itself, with the run folder locked and swept."""
+    if (out / "latest.pt").exists() and not resume:
+        raise TrainingError(f"{out}: already holds a run; pass --resume to continue it or pick a new --out")
+    trainer = Trainer(model, train, device=info.device, generator=generator, wrap=ddp.wrapper(info))
+    source = datasets.open_source(options.data, model.image_size, model.channels, seed=train.seed)
+    if d_init is not None and not resume:
+        _start_discriminator(trainer, d_init, train.lr)
+    run = Run(out, trainer, source, options, rank=info.rank, world_size=info.world_size, meta=meta)
+    if resume:
+        run.resume()  # TrainingError when there is nothing to resume or nothing left to do
+    if trainer.step_count == 0 or not (out / "config.json").exists():
+        run.write_config()
+    result = run.train()
+    ddp.barrier(info)
+    result["skipped"] = getattr(source, "skipped", 0)
+    return result

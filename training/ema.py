@@ -53,3 +53,26 @@ def apply_schedule(schedule: EMASchedule, step: int, average, current) -> str:
         ema_reset(average, current)
         action = "reset"
     return action
+
+
+def ema_record(schedule: EMASchedule, steps: int) -> dict:
+    """What the schedule did in iterations 0 … steps−1, for checkpoints and the start-of-run notice:
+    {'started': first update step or None (the EMA never averaged: it is a copy of G at its last reset),
+     'last_reset': last hard-reset step or None, 'beta': beta}."""
+    first = (schedule.start // schedule.every + 1) * schedule.every  # smallest s > start, s ≡ 0 (every)
+    last = min(steps - 1, schedule.reset_until)
+    reset = None
+    if last >= schedule.reset_offset:
+        reset = last - (last - schedule.reset_offset) % schedule.reset_every
+    return {"started": first if first < steps else None, "last_reset": reset, "beta": schedule.beta}
+
+
+def ema_notice(schedule: EMASchedule, steps: int) -> str:
+    """One line when a run of `steps` ends before the EMA starts averaging; '' otherwise."""
+    record = ema_record(schedule, steps)
+    if record["started"] is not None:
+        return ""
+    copy = (f"a copy of G from step {record['last_reset']} (its last reset)" if record["last_reset"] is not None
+            else "G's initial weights")
+    return (f"Note: --steps {steps} ends before --ema-start {schedule.start}: the EMA generator will never "
+            f"average and is {copy}; lower --ema-start to average")

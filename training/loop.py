@@ -5,7 +5,9 @@ Run folder (`out`):
     log.jsonl        one JSON line per logged step: losses, images/s, metric when measured
     samples/step_NNNNNNN.png   8×8 grid of the EMA generator on fixed latents
     latest.pt        last checkpoint, with train_state (resume from it)
-    best.pt          checkpoint with the lowest quality metric so far
+    best.pt          checkpoint with the lowest quality metric so far (with train_state, like the official
+                     model_1.pt, so `fpa-train unet --from best.pt` can continue its raw G and D); its
+                     metrics record which metric and how many samples chose it
 Every file is written atomically; a run killed at any moment resumes from latest.pt with optimisers,
 discriminator, raw and EMA generators, step, data position and RNG state.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from fpa_export.models import FPAConfig, read_checkpoint, save_checkpoint
 from fpa_export.common.images import to_hwc_array, to_uint8
 from . import data as datasets
 from . import quality
+from .ema import ema_notice, ema_record
 from .trainer import Trainer
 
 
@@ -114,7 +118,8 @@ class Run:
         if state is not None:
             state.update(best=self.best, data_batches=t.step_count * t.config.grad_accum)
         save_checkpoint(self.out / name, t.ema_generator, step=t.step_count, train_state=state,
-                        metrics=metrics, source={"run": str(self.out.name), "data": self.options.data})
+                        metrics=metrics, source={"run": str(self.out.name), "data": self.options.data},
+                        ema=ema_record(t.config.ema, t.step_count))
 
     def sample_grid(self) -> None:
         """EMA samples (step_N.png) and, to follow training while the EMA is a stale copy between the
@@ -129,11 +134,16 @@ class Run:
             t.generator.train(was_training)
 
     def resume(self) -> int:
-        """Load latest.pt if present; returns the step to continue from (0 for a fresh run)."""
+        """Load latest.pt; returns the step to continue from. Nothing to resume, or a run already past
+        --steps, is an error (a silent fresh start or a silent no-op would hide the mistake)."""
         path = self.out / "latest.pt"
         if not path.exists():
-            return 0
+            raise TrainingError(f"{self.out}: nothing to resume (no latest.pt); drop --resume to start "
+                                "a new run there")
         ckpt = read_checkpoint(path)
+        if int(ckpt["step"]) >= self.options.steps:
+            raise TrainingError(f"{path}: the run is already at step {ckpt['step']}, --steps is "
+                                f"{self.options.steps}; pass a larger --steps to continue it")
         state = ckpt.get("train_state")
         if not state:
             raise TrainingError(f"{path}: has no train_state, cannot resume")
@@ -164,11 +174,17 @@ class Run:
         stream = datasets.batches(self.source, t.config.batch_size, t.config.seed,
                                   start=start * t.config.grad_accum, rank=self.rank,
                                   world_size=self.world_size)
+        notice = ema_notice(t.config.ema, opts.steps)
+        if notice and self.is_main:
+            _say(notice)
         bar = _progress(start, opts.steps, opts.progress and self.is_main)
         tick, images_done, stats = time.perf_counter(), 0, {}
+        speed = _SpeedReport(start, opts.steps, self.is_main)
         while t.step_count < opts.steps:
             micro = [next(stream) for _ in range(t.config.grad_accum)]
+            began = time.perf_counter()
             stats = t.step(micro)
+            speed.add(time.perf_counter() - began)
             images_done += sum(m.shape[0] for m in micro) * self.world_size
             if not self._all_finite(stats):
                 raise TrainingError(
@@ -182,6 +198,8 @@ class Run:
                                             if isinstance(v, float)}, "img_per_s": round(rate, 1)}
                 if getattr(self.source, "skipped", 0):
                     record["skipped_files"] = self.source.skipped
+                if t.gp_skipped:
+                    record["gp_skipped"] = t.gp_skipped  # NaN gradient penalties skipped so far
                 self._log(record)
                 if bar is not None:
                     losses = (f"imle {stats['imle']:.4f}" if "imle" in stats
@@ -208,15 +226,52 @@ class Run:
         metrics = None
         if opts.eval_every and (step % opts.eval_every == 0 or final) and self.is_main:
             value = self.measure()
-            metrics = {f"fd_{opts.metric}": value}
+            metrics = {f"fd_{opts.metric}": value,
+                       "selected_by": {"metric": f"fd_{opts.metric}", "samples": opts.eval_count,
+                                       "lower_is_better": True}}
             self._log({"step": step, f"fd_{opts.metric}": round(value, 6)})
             if value < self.best:
                 self.best = value
-                self.save("best.pt", metrics=metrics, with_state=False)
+                self.save("best.pt", metrics=metrics)
         if step % opts.sample_every == 0 or final:
             self.sample_grid()
         if step % opts.save_every == 0 or final:
             self.save("latest.pt", metrics=metrics)
+
+
+class _SpeedReport:
+    """After the first few steps, one line with the measured time per step and per 1,000 steps
+    (the first step, which warms up allocators and kernels, is left out of the estimate)."""
+
+    SAMPLE = 5
+
+    def __init__(self, start: int, total: int, enabled: bool):
+        self.remaining, self.enabled, self.times = total - start, enabled, []
+
+    def add(self, seconds: float) -> None:
+        if not self.enabled:
+            return
+        self.times.append(seconds)
+        if len(self.times) == min(self.SAMPLE, self.remaining):
+            self.enabled = False
+            timed = self.times[1:] or self.times
+            per_step = sum(timed) / len(timed)
+            _say(f"Speed: {per_step:.3g} s/step → about {_duration(1000 * per_step)} per 1,000 steps, "
+                 f"{_duration(self.remaining * per_step)} for this run's {self.remaining} steps "
+                 "(training steps only, measured on the first steps)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _say(line: str) -> None:
+    """A one-line notice on stderr (stdout keeps the final summary)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def _fmt(stats: dict) -> str:

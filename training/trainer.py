@@ -10,12 +10,14 @@ before step `imle_steps` (0 by default) the iteration is instead an IMLE warm-up
 then Adam steps (2e-4, betas 0.5/0.9) and the EMA schedule (`training.ema`).
 
 U-Net stage (`unet_stage=True`, FPA_SPEC §5): the FPA part of the generator is frozen and its canvas is
-computed without gradients; only the U-Net is optimised and averaged, and the discriminator's hinge
-terms are halved, as the official code does for its `*_unet` models (its `hinge_loss_bis` divides the
-summed hinge terms by the number of real plus fake images).
+computed without gradients; only the U-Net is optimised and averaged. For every model with a U-Net (the
+stage, and an FPA+U-Net trained end to end) the discriminator's hinge terms are halved, as the official
+code does for all its `*_unet` models (its `hinge_loss_bis` divides the summed hinge terms by the number
+of real plus fake images).
 
-With mixed precision, a gradient penalty that overflows fp16 (possible while the loss scale is still
-high) is skipped for that step, as in the official code, instead of stopping the run.
+A NaN gradient penalty is skipped for that step (`if not torch.isnan(gp)` in the official code) and
+counted (`gp_skipped`); with mixed precision, so is one that overflows fp16 (possible while the loss
+scale is still high), while the scaler lowers its scale.
 """
 from __future__ import annotations
 
@@ -96,6 +98,8 @@ class Trainer:
     def __init__(self, model_config: FPAConfig, config: TrainConfig, device: str = "cpu",
                  generator: FPAGenerator | None = None, wrap=None):
         self.config, self.device, self.step_count = config, torch.device(device), 0
+        self.halve_hinge = config.unet_stage or model_config.unet is not None  # official hinge_loss_bis
+        self.gp_skipped = 0  # gradient penalties skipped (NaN, or fp16 overflow) since step 0
         torch.manual_seed(config.seed)
         self.generator = (generator or FPAGenerator(model_config)).to(self.device).train()
         self.ema_generator = FPAGenerator(model_config).to(self.device).eval()
@@ -142,15 +146,15 @@ class Trainer:
             logits, logits_32, aux = self.d_train(both, aux_count=reals.shape[0])
             n = reals.shape[0]
             divergence = d_hinge_loss(logits[:n], logits[n:]) + d_hinge_loss(logits_32[:n], logits_32[n:])
-            if cfg.unet_stage:
+            if self.halve_hinge:
                 divergence = divergence / 2
             loss = divergence + aux
         out = {"d_loss": loss, "aux": aux.detach(), "divergence": divergence.detach()}
         if apply_gp:
             scale = self.scaler_d.get_scale() if self.scaler_d.is_enabled() else 1.0
             gp = gradient_penalty(reals, [logits[:n].float(), logits_32[:n].float()], scale)
-            if self.scaler_d.is_enabled() and not torch.isfinite(gp):
-                out["gp_skipped"] = torch.ones(())  # fp16 overflow: the scaler lowers its scale
+            if torch.isnan(gp) or (self.scaler_d.is_enabled() and not torch.isfinite(gp)):
+                out["gp_skipped"] = torch.ones(())  # official: skipped; fp16: the scaler lowers its scale
             else:
                 out["gp"] = gp.detach()
                 out["d_loss"] = loss + cfg.gp_weight * gp
@@ -206,6 +210,8 @@ class Trainer:
                 stats[key] = stats.get(key, 0.0) + float(value.detach()) / accum
         self.scaler_d.step(self.opt_d)
         self.scaler_d.update()
+        if stats.get("gp_skipped"):
+            self.gp_skipped += 1
 
         self.discriminator.requires_grad_(False)
         self.opt_g.zero_grad(set_to_none=True)
@@ -231,6 +237,7 @@ class Trainer:
             "scaler_g": self.scaler_g.state_dict(),
             "scaler_d": self.scaler_d.state_dict(),
             "rng_cpu": torch.get_rng_state(),
+            "gp_skipped": self.gp_skipped,
         }
         if torch.cuda.is_available() and self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
@@ -249,3 +256,4 @@ class Trainer:
         if "rng_cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         self.step_count = int(step)
+        self.gp_skipped = int(state.get("gp_skipped", 0))

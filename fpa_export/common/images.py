@@ -4,17 +4,32 @@
   paint in [0, 1] and, as in the paper, saving or scoring clamps to [0, 1] (negative values are black).
 - uint8 conversion is floor(255·clamp(x, 0, 1) + 0.5), i.e. round-half-up — the rule of torchvision's
   `save_image`, which the official code used. `to_uint8` is the only place it is written.
-- Real images are resized so the shorter side equals the target size (bilinear), then centre-cropped.
+- Real images go through the official transform, torchvision's `Resize(S)` then `CenterCrop(S)`, with
+  the sizes and offsets computed exactly as torchvision computes them (`resize_center_crop`; torchvision
+  itself is not imported). Pillow's bilinear resize is antialiased, as torchvision's PIL path is.
+- Files that cannot be decoded, or that hold more pixels than `MAX_PIXELS` (decompression bombs), raise
+  `UnreadableImage`; folder readers skip and count them instead of stopping.
 """
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+from .errors import FpaError
+
+# Read from folders (case-insensitive). The official code globs jpg, jpeg, png and tiff; webp, bmp and
+# .tif are a superset.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb warning limit (≈ 9459²)
+
+
+class UnreadableImage(FpaError, OSError):
+    """A file that cannot be used as an image: undecodable, truncated or oversized."""
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -28,29 +43,56 @@ def to_hwc_array(image: torch.Tensor) -> np.ndarray:
     return array[0] if array.shape[0] == 1 else np.ascontiguousarray(array.transpose(1, 2, 0))
 
 
+def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) after torchvision's `Resize(size)`: the shorter side becomes `size`, the longer
+    `int(size * long / short)` (truncated, as torchvision does)."""
+    short, long = min(width, height), max(width, height)
+    new_long = int(size * long / short)
+    return (size, new_long) if width <= height else (new_long, size)
+
+
+def crop_offsets(width: int, height: int, size: int) -> tuple[int, int]:
+    """(left, top) of torchvision's `CenterCrop(size)`: int(round((side − size) / 2)), Python rounding."""
+    return int(round((width - size) / 2.0)), int(round((height - size) / 2.0))
+
+
 def resize_center_crop(image, size: int):
-    """A PIL image → size×size: shorter side resized to `size` (bilinear), then centre-cropped."""
+    """A PIL image → size×size: torchvision's `Resize(size)` (bilinear) then `CenterCrop(size)`."""
     from PIL import Image
 
-    width, height = image.size
-    scale = size / min(width, height)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    if (new_w, new_h) != (width, height):
+    new_w, new_h = resized_size(*image.size, size)
+    if (new_w, new_h) != image.size:  # torchvision returns the image unchanged in that case too
         image = image.resize((new_w, new_h), Image.BILINEAR)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
+    left, top = crop_offsets(new_w, new_h, size)
     return image.crop((left, top, left + size, top + size))
 
 
-def load_image(path: str | Path, size: int, channels: int) -> torch.Tensor:
-    """Read one file → float (C, size, size) in [0, 1] (converted to 'L' or 'RGB' first)."""
+def load_image_array(path: str | Path, size: int, channels: int) -> np.ndarray:
+    """Read one file → uint8 (size, size) or (size, size, 3), through the official transform.
+    Raises UnreadableImage (undecodable, truncated, or more than MAX_PIXELS pixels)."""
     from PIL import Image
 
-    with Image.open(path) as img:
-        img = resize_center_crop(img.convert("L" if channels == 1 else "RGB"), size)
-        array = np.asarray(img, dtype=np.uint8)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise UnreadableImage(f"{path}: {img.width}×{img.height} pixels is over the "
+                                          f"limit of {MAX_PIXELS}")
+                img = resize_center_crop(img.convert("L" if channels == 1 else "RGB"), size)
+                return np.asarray(img, dtype=np.uint8).copy()
+    except UnreadableImage:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+        raise UnreadableImage(f"{path}: cannot be decoded ({type(err).__name__})") from None
+
+
+def load_image(path: str | Path, size: int, channels: int) -> torch.Tensor:
+    """Read one file → float (C, size, size) in [0, 1] (`ToTensor` of the official transform)."""
+    array = load_image_array(path, size, channels)
     if array.ndim == 2:
         array = array[:, :, None]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).float() / 255.0
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -61,15 +103,56 @@ def list_images(folder: str | Path) -> list[Path]:
 
 def iter_image_batches(paths: list[Path], size: int, channels: int,
                        batch_size: int = 64) -> Iterator[tuple[torch.Tensor, int]]:
-    """Yield (batch (B, C, size, size) in [0, 1], number of unreadable files skipped in it)."""
+    """Yield (batch (B, C, size, size) in [0, 1], number of unreadable or oversized files skipped)."""
     for start in range(0, len(paths), batch_size):
         images, skipped = [], 0
         for path in paths[start:start + batch_size]:
             try:
                 images.append(load_image(path, size, channels))
-            except (OSError, ValueError, SyntaxError):
+            except UnreadableImage:
                 skipped += 1
         if images:
             yield torch.stack(images), skipped
         elif skipped:
             yield torch.empty(0, channels, size, size), skipped
+
+
+def jpeg_round_trip(array: np.ndarray, quality: int = 75) -> bytes:
+    """One uint8 image → JPEG bytes at `quality` (75 is Pillow's default, the official `save_image`'s)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def write_real_folder(image_dir: str | Path, out: str | Path, size: int, channels: int = 3,
+                      image_format: str = "jpg", jpeg_quality: int = 75) -> tuple[int, int]:
+    """The paper's real-image folder for FID tools: every image under `image_dir` through the training
+    transform, saved as `out/NNNNNN.jpg` (JPEG at `jpeg_quality`, the fakes' round trip) or `.png`.
+    Returns (written, skipped). Writes are atomic; unreadable or oversized files are skipped."""
+    from PIL import Image
+
+    from .atomic import atomic_write_bytes
+
+    if image_format not in ("jpg", "png"):
+        raise FpaError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
+    paths = list_images(image_dir)
+    if not paths:
+        raise FpaError(f"{image_dir}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+    written = skipped = 0
+    for path in paths:
+        try:
+            array = load_image_array(path, size, channels)
+        except UnreadableImage:
+            skipped += 1
+            continue
+        if image_format == "jpg":
+            data = jpeg_round_trip(array, jpeg_quality)
+        else:
+            buffer = io.BytesIO()
+            Image.fromarray(array).save(buffer, format="PNG")
+            data = buffer.getvalue()
+        atomic_write_bytes(Path(out) / f"{written:06d}.{image_format}", data)
+        written += 1
+    return written, skipped

