@@ -1,0 +1,144 @@
+"""The maintainers' benchmark scripts (tools/bench_sample.py, bench_sampler.py, gpu_check.py) in tiny
+modes, so none of them can rot; and the pieces they report with (load warning, fidelity figures)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+sys.path.insert(0, str(TOOLS))
+
+import bench_common as common  # noqa: E402
+import bench_sample  # noqa: E402
+
+FAKE_SAMPLER = """
+import sys
+from pathlib import Path
+from PIL import Image
+import numpy as np
+args = sys.argv[1:]
+n, value = int(args[args.index("--n") + 1]), int(args[args.index("--value") + 1])
+out = Path(args[args.index("--outdir") + 1]); out.mkdir()
+for i in range(n):
+    Image.fromarray(np.full((4, 4), value, np.uint8)).save(out / f"{i:06d}.png")
+"""
+
+
+# -- the pieces -------------------------------------------------------------------------------------
+def test_load_warning_only_above_half():
+    assert common.load_warning({"loadavg": [0.4, 3.0, 3.0]}) is None
+    line = common.load_warning({"loadavg": [0.6, 0.1, 0.1]})
+    assert "loaded machine: not a result" in line and "0.60" in line
+
+
+def test_level_stats_counts_levels():
+    reference = np.zeros(100, np.uint8)
+    other = reference.copy()
+    other[0] = 3   # one value 3 levels off: 99 % within 2
+    other[1] = 250  # uint8 wrap-around must not hide a difference
+    stats = common.level_stats(reference, other)
+    assert stats["max_level"] == 250 and stats["within_2_fraction"] == pytest.approx(0.98)
+    assert stats["mean_level"] == pytest.approx(2.53) and not stats["passes"]
+    other[1] = 0
+    assert common.level_stats(reference, other)["passes"]
+
+
+def test_folder_fidelity_matches_files_by_name(tmp_path):
+    for folder, value in (("a", 10), ("b", 11)):
+        (tmp_path / folder).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((2, 2, 3), value, np.uint8)).save(tmp_path / folder / f"{i:06d}.png")
+    (tmp_path / "a" / "000009.png").write_bytes((tmp_path / "a" / "000000.png").read_bytes())
+    stats = common.folder_fidelity(tmp_path / "a", tmp_path / "b")
+    assert stats["files"] == 3 and stats["mean_level"] == 1.0 and stats["within_2_fraction"] == 1.0
+    assert stats["passes"] is False  # mean 1 level > 0.5
+
+
+def test_cpu_bf16_flag_read_from_cpuinfo(tmp_path):
+    (tmp_path / "with").write_text("flags\t: fpu avx512f avx512_bf16 avx512_vnni\n")
+    (tmp_path / "without").write_text("flags\t: fpu avx512f avx512_vnni\n")
+    assert common.cpu_has_bf16(tmp_path / "with") and not common.cpu_has_bf16(tmp_path / "without")
+    assert not common.cpu_has_bf16(tmp_path / "missing")
+
+
+def test_precision_detection():
+    assert common.api_has_precision(lambda model, precision="fp32": None)
+    assert not common.api_has_precision(lambda model, **options: None)
+    assert common.cli_has_precision([sys.executable, "-c", "print('--precision fp32|bf16')"])
+    assert not common.cli_has_precision([sys.executable, "-c", "print('--n')"])
+
+
+# -- bench_sample.py --------------------------------------------------------------------------------
+def test_bench_sample_harness_picks_better_baseline_and_checks_fidelity(tmp_path, monkeypatch):
+    """Fake contenders (fast processes writing known pixels): the better thread setting becomes the
+    baseline, bf16 fidelity is computed from the two folders, the JSON holds the load figures."""
+    script = tmp_path / "fake.py"
+    script.write_text(FAKE_SAMPLER)
+    fake = lambda value: [sys.executable, str(script), "--value", str(value), "--n"]  # noqa: E731
+    monkeypatch.setattr(bench_sample, "baseline_command",
+                        lambda kind, checkpoint, n, b: fake(0) + [str(n)])
+    monkeypatch.setattr(bench_sample, "sample_command",
+                        lambda checkpoint, n, b, precision: fake(101 if precision else 100) + [str(n)])
+    monkeypatch.setattr(bench_sample, "bf16_notes", lambda: (True, []))
+    result = bench_sample.run_benchmark(["default"], 5, 3, 4, 2, True, True, tmp_path)
+    model = result["models"]["default"]
+    assert set(model["rows"]) == {"plain loop, default threads", "plain loop, OMP_NUM_THREADS=1",
+                                  "fpa-sample fp32", "fpa-sample bf16"}
+    base = min((r for n, r in model["rows"].items() if "loop" in n), key=lambda r: r["median_s"])
+    assert model["rows"][model["baseline"]] is base and base["speedup"] == 1.0
+    assert all(len(row["seconds"]) == 2 for row in model["rows"].values())
+    assert model["bf16_fidelity"]["files"] == 5 and model["bf16_fidelity"]["mean_level"] == 1.0
+    assert "default" in result["cold_s"] and len(result["machine_start"]["loadavg"]) == 3
+    text = bench_sample.report(result)
+    assert "FAILS the tolerance" in text and "NOT met" in text and "first use (cold" in text
+    assert model["baseline_conditions"] in text
+    json.dumps(result)
+
+
+def test_bench_sample_refuses_a_short_folder(tmp_path):
+    with pytest.raises(RuntimeError, match="wrote 0 images, expected 2"):
+        bench_sample.timed([sys.executable, "-c", "import sys, os; os.mkdir(sys.argv[2])"], {},
+                           tmp_path / "out", 2)
+
+
+@pytest.mark.parametrize("kind", ["plain", "official"])
+def test_baseline_loops_write_n_images(tmp_path, kind):
+    from official_loop import BASELINES
+
+    checkpoint = common.save_paper_checkpoint(tmp_path / "tiny.pt", tiny=True)
+    BASELINES[kind](str(checkpoint), 5, 2, tmp_path / "out")
+    files = sorted((tmp_path / "out").iterdir())
+    assert len(files) == 5 and Image.open(files[0]).size == (8, 8)
+
+
+def test_official_style_sampler_matches_the_generator():
+    import torch
+    from fpa_export.models import FPAConfig, FPAGenerator
+    from official_loop import OfficialStyleSampler
+
+    torch.manual_seed(0)
+    generator = FPAGenerator(FPAConfig(**common.TINY_PAPER)).eval()
+    z = torch.randn(3, generator.latent_size)
+    with torch.no_grad():
+        expected = generator(z)
+    assert torch.allclose(OfficialStyleSampler(generator)(z), expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_bench_sample_runs_for_real(tmp_path):
+    """The real contenders (fresh processes, default model), the smallest run that says anything."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(TOOLS / "bench_sample.py"), "--models", "default",
+                           "--n-default", "4", "--repeats", "1", "--no-warmup", "--json-out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    rows = result["models"]["default"]["rows"]
+    assert {"plain loop, default threads", "plain loop, OMP_NUM_THREADS=1", "fpa-sample fp32"} <= set(rows)
+    assert "target default" in done.stdout and "load average at start" in done.stdout
