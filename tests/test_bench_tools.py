@@ -142,3 +142,34 @@ def test_bench_sample_runs_for_real(tmp_path):
     rows = result["models"]["default"]["rows"]
     assert {"plain loop, default threads", "plain loop, OMP_NUM_THREADS=1", "fpa-sample fp32"} <= set(rows)
     assert "target default" in done.stdout and "load average at start" in done.stdout
+
+
+# -- bench_sampler.py -------------------------------------------------------------------------------
+def sampler_result(graph: float, official: float, peak: float) -> dict:
+    return {"label": "paper", "flops_per_image": 1e9,
+            "rows": {"official-style (eager)": {64: official}, "onnxruntime, LSTM op": {64: graph}},
+            "peaks": {"torch lstm-shaped": peak, "bf16 torch lstm-shaped": 10 * peak}}
+
+
+def test_bench_sampler_target_line():
+    import bench_sampler
+
+    assert bench_sampler.target_line(sampler_result(90, 80, 100), (1, 64)).endswith(": met")
+    # 79 % of the fp32 peak (the bf16 matmul peak must not count): not met
+    assert "NOT met" in bench_sampler.target_line(sampler_result(79, 70, 100), (64,))
+    assert "NOT met" in bench_sampler.target_line(sampler_result(90, 95, 100), (64,))  # slower
+    assert "not measured" in bench_sampler.target_line(sampler_result(90, 80, 100), (1, 16))
+
+
+@pytest.mark.slow
+def test_bench_sampler_runs_tiny_with_bf16_rows(tmp_path):
+    out = tmp_path / "sampler.json"
+    done = subprocess.run([sys.executable, str(TOOLS / "bench_sampler.py"), "--tiny", "--models", "paper",
+                           "--batches", "2,64", "--repeats", "3", "--budget", "0.05", "--threads", "1",
+                           "--bf16", "on", "--json-out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["results"][0]["rows"]
+    assert {"bf16: torch eager, autocast", "bf16: torch eager, bf16 weights"} <= set(rows)
+    assert rows["bf16: torch eager, autocast"]["max_abs_diff"] > 0  # really ran in bf16
+    assert "target: fp32 exported graph, paper model, batch 64" in done.stdout
