@@ -173,3 +173,72 @@ def test_bench_sampler_runs_tiny_with_bf16_rows(tmp_path):
     assert {"bf16: torch eager, autocast", "bf16: torch eager, bf16 weights"} <= set(rows)
     assert rows["bf16: torch eager, autocast"]["max_abs_diff"] > 0  # really ran in bf16
     assert "target: fp32 exported graph, paper model, batch 64" in done.stdout
+
+
+# -- gpu_check.py -----------------------------------------------------------------------------------
+def tiny_target(tmp_path):
+    from fpa_export import load_generator
+    from gpu_contenders import Target
+
+    checkpoint = common.save_paper_checkpoint(tmp_path / "tiny.pt", tiny=True)
+    return Target("paper", checkpoint, load_generator(checkpoint), "cpu", tmp_path, 4)
+
+
+def test_gpu_check_guards_each_contender(tmp_path, monkeypatch):
+    """A failing contender is an error row, a slow one is stopped by its alarm, an exhausted budget
+    skips: none of them aborts the run."""
+    import time as clock
+
+    import gpu_check
+
+    target = tiny_target(tmp_path)
+    latents = {2: __import__("torch").zeros(2, target.generator.latent_size)}
+
+    def broken(target, precision):
+        raise RuntimeError("no kernel for this")
+
+    def slow(target, precision):
+        clock.sleep(5)
+
+    monkeypatch.setitem(gpu_check.BACKENDS, "broken", broken)
+    monkeypatch.setitem(gpu_check.BACKENDS, "slow", slow)
+    monkeypatch.setattr(gpu_check, "CONTENDER_CAP_S", 1.0)
+    budget = gpu_check.Budget(60, reserve_s=0)
+    row = gpu_check.run_contender(target, "broken", "fp32", latents, None, 2, budget, 0.0)
+    assert row["status"] == "error" and "no kernel for this" in row["note"]
+    start = clock.monotonic()
+    row = gpu_check.run_contender(target, "slow", "fp32", latents, None, 2, budget, 0.0)
+    assert row["status"] == "error" and "TimeoutError" in row["note"] and clock.monotonic() - start < 4
+    row = gpu_check.run_contender(target, "broken", "fp32", latents, None, 2,
+                                  gpu_check.Budget(10, reserve_s=10), 0.0)
+    assert row == {**row, "status": "skipped", "note": "time budget"}
+
+
+def test_gpu_check_latency_target():
+    import gpu_check
+
+    def row(backend, latency, precision="fp32"):
+        return {"model": "paper", "backend": backend, "precision": precision, "status": "ok",
+                "latency_ms_b1": latency, "max_level_diff": 0}
+
+    rows = [row("torch eager", 10.0), row("torch CUDA graphs", 1.9), row("torch eager", 0.5, "bf16")]
+    assert gpu_check.latency_targets(rows)[0].endswith(": met")  # 10 / 1.9 = 5.3×; eager bf16 not a rival
+    rows[1]["latency_ms_b1"] = 2.5
+    assert "NOT met" in gpu_check.latency_targets(rows)[0]
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run(tmp_path):
+    done = subprocess.run([sys.executable, str(TOOLS / "gpu_check.py"), "--dry-run", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    rows = {(r["model"], r["backend"], r["precision"]): r for r in result["rows"]}
+    assert len(rows) == 2 * 6 * 3
+    reference = rows[("paper", "torch eager", "fp32")]
+    assert reference["status"] == "ok" and reference["max_abs_diff"] == 0.0
+    assert set(reference["images_per_s"]) == {"1", "4", "8"} and reference["latency_ms_b1"] > 0
+    assert rows[("default", "torch CUDA graphs", "fp16")] == {
+        **rows[("default", "torch CUDA graphs", "fp16")], "status": "skipped", "note": "needs CUDA"}
+    assert result["e2e"][0]["status"] == "ok" and result["e2e"][0]["n"] == 16
+    assert "DRY RUN" in (tmp_path / "gpu_check.md").read_text()

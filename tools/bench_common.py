@@ -114,12 +114,13 @@ TINY_PAPER = dict(image_size=8, num_steps=4, latent_size=16, mini_latent_size=2,
                   hidden_size=16)  # --tiny / --dry-run stand-in for the paper model: seconds, not minutes
 
 
-def save_paper_checkpoint(path: Path, tiny: bool = False, seed: int = 0) -> Path:
+def save_paper_checkpoint(path: Path, tiny: bool = False, seed: int = 0, **changes) -> Path:
     """The paper-size model (FPA_SPEC §2 at T = 64: 64×64 RGB, LSTM 1024) with random weights, saved
-    as a checkpoint of ours (speed does not depend on the weights). `tiny`: a toy config instead."""
+    as a checkpoint of ours (speed does not depend on the weights). `tiny`: a toy config instead;
+    `changes`: config fields to override (e.g. channels=1)."""
     import torch
     from fpa_export.models import FPAConfig, FPAGenerator, save_checkpoint
 
     torch.manual_seed(seed)
-    config = FPAConfig(**TINY_PAPER) if tiny else FPAConfig()
+    config = FPAConfig(**{**(TINY_PAPER if tiny else {}), **changes})
     return Path(save_checkpoint(Path(path), FPAGenerator(config)))
