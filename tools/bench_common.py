@@ -36,6 +36,28 @@ def machine_state() -> dict:
     return {"loadavg": list(os.getloadavg()), "uptime": uptime, "cpu_count": os.cpu_count()}
 
 
+def versions(packages=("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "fpa-export")) -> dict:
+    """Python, installed package versions and the CPU model: the conditions a figure was taken in."""
+    import importlib.metadata as metadata
+    import platform
+
+    found = {"python": platform.python_version()}
+    for package in packages:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                found["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    found["cpu_bf16"] = cpu_has_bf16()
+    return found
+
+
 def load_warning(state: dict) -> Optional[str]:
     """The warning line when the 1-minute load average exceeds QUIET_LOAD, else None."""
     load = state["loadavg"][0]

@@ -177,6 +177,7 @@ def report(result: dict) -> str:
     start, end = result["machine_start"], result["machine_end"]
     lines.append(f"load average at start {start['loadavg'][0]:.2f} / end {end['loadavg'][0]:.2f} "
                  f"(uptime at start: {start['uptime']}); {start['cpu_count']} CPU cores")
+    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()))
     for label, model in result["models"].items():
         lines += ["", f"{label} model, N = {model['n']}, batch {result['batch_size']}:", "",
                   "| contender | median (s) | best (s) | images/s | speed-up |", "|---|---:|---:|---:|---:|"]
@@ -227,7 +228,7 @@ def run_benchmark(models: list[str], n_default: int, n_paper: int, batch_size: i
                      "not a result")
     return {"batch_size": batch_size, "repeats": repeats, "warmup": warmup, "tiny": tiny,
             "machine_start": start, "machine_end": common.machine_state(), "warning": warning,
-            "cold_s": cold, "notes": notes, "python": sys.version.split()[0],
+            "cold_s": cold, "notes": notes, "versions": common.versions(),
             "models": {label: model_result(label, calls, n, batch_size, workdir, repeats)
                        for label, (_, n) in table.items()}}
 

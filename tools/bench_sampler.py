@@ -319,6 +319,7 @@ def main(device, batches, models, threads, repeats, budget, bf16_mode, tiny, jso
         print(warning)
     print(f"threads: {torch.get_num_threads()}, device: {device}, torch {torch.__version__}; "
           f"load average at start {start['loadavg'][0]:.2f}, at end {end['loadavg'][0]:.2f}; {bf16_note}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in common.versions().items()))
     for result in results:
         c = result["config"]
         print(f"\n{result['label']}: {c['channels']}×{c['image_size']}², T={c['num_steps']}, "
@@ -326,6 +327,7 @@ def main(device, batches, models, threads, repeats, budget, bf16_mode, tiny, jso
         print("\n".join(summarise(result, batches)))
     if json_out:
         Path(json_out).write_text(json.dumps({"machine_start": start, "machine_end": end,
+                                              "versions": common.versions(),
                                               "warning": warning, "bf16": bf16_note,
                                               "results": results}, indent=2))
 
