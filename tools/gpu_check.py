@@ -153,7 +153,8 @@ def environment(device: str) -> dict:
 
     found = {"python": platform.python_version(), "torch": torch.__version__,
              "cuda": torch.version.cuda, "device": device, "tf32_matmul":
-             torch.backends.cuda.matmul.allow_tf32, "cpu_count": os.cpu_count()}
+             torch.backends.cuda.matmul.allow_tf32,  # cuDNN's flag covers nn.LSTM's fp32 kernels
+             "tf32_cudnn": torch.backends.cudnn.allow_tf32, "cpu_count": os.cpu_count()}
     if device.startswith("cuda"):
         found["gpu"] = torch.cuda.get_device_name(torch.device(device))
     for package in ("onnxruntime", "onnxruntime-gpu", "tensorrt", "onnx", "triton", "fpa-export"):
