@@ -75,30 +75,51 @@ def test_precision_detection():
 
 
 # -- bench_sample.py --------------------------------------------------------------------------------
-def test_bench_sample_harness_picks_better_baseline_and_checks_fidelity(tmp_path, monkeypatch):
-    """Fake contenders (fast processes writing known pixels): the better thread setting becomes the
-    baseline, bf16 fidelity is computed from the two folders, the JSON holds the load figures."""
+def fake_contenders(monkeypatch, tmp_path, fail_bf16=False):
+    """Fast fake processes: baselines write 0s; fpa-sample writes 100 (fp32) / 101 (bf16) for the
+    default model and 50 / 50 for the paper model, so each model's fidelity is known."""
     script = tmp_path / "fake.py"
     script.write_text(FAKE_SAMPLER)
     fake = lambda value: [sys.executable, str(script), "--value", str(value), "--n"]  # noqa: E731
-    monkeypatch.setattr(bench_sample, "baseline_command",
-                        lambda kind, checkpoint, n, b: fake(0) + [str(n)])
-    monkeypatch.setattr(bench_sample, "sample_command",
-                        lambda checkpoint, n, b, precision: fake(101 if precision else 100) + [str(n)])
+
+    def sample(checkpoint, n, b, precision):
+        if precision and fail_bf16:
+            return [sys.executable, "-c", "import sys; sys.exit('bf16 refused here')", "--n", str(n)]
+        return fake((101 if precision else 100) if checkpoint is None else 50) + [str(n)]
+    monkeypatch.setattr(bench_sample, "baseline_command", lambda kind, checkpoint, n, b: fake(0) + [str(n)])
+    monkeypatch.setattr(bench_sample, "sample_command", sample)
     monkeypatch.setattr(bench_sample, "bf16_notes", lambda: (True, []))
-    result = bench_sample.run_benchmark(["default"], 5, 3, 4, 2, True, True, tmp_path)
+
+
+def test_bench_sample_harness_picks_better_baseline_and_checks_fidelity(tmp_path, monkeypatch):
+    """The better thread setting becomes the baseline, each model's bf16 fidelity comes from its own
+    two folders, the JSON holds the load figures."""
+    fake_contenders(monkeypatch, tmp_path)
+    result = bench_sample.run_benchmark(["default", "paper"], 5, 3, 4, 2, True, True, tmp_path)
     model = result["models"]["default"]
     assert set(model["rows"]) == {"plain loop, default threads", "plain loop, OMP_NUM_THREADS=1",
                                   "fpa-sample fp32", "fpa-sample bf16"}
+    assert set(result["models"]["paper"]["rows"]) == {
+        "official loop, default threads", "official loop, OMP_NUM_THREADS=1", "fpa-sample fp32",
+        "fpa-sample bf16"}
     base = min((r for n, r in model["rows"].items() if "loop" in n), key=lambda r: r["median_s"])
     assert model["rows"][model["baseline"]] is base and base["speedup"] == 1.0
     assert all(len(row["seconds"]) == 2 for row in model["rows"].values())
     assert model["bf16_fidelity"]["files"] == 5 and model["bf16_fidelity"]["mean_level"] == 1.0
-    assert "default" in result["cold_s"] and len(result["machine_start"]["loadavg"]) == 3
+    paper = result["models"]["paper"]["bf16_fidelity"]
+    assert paper["files"] == 3 and paper["mean_level"] == 0.0 and paper["passes"]
+    assert set(result["cold_s"]) == {"default", "paper"} and len(result["machine_start"]["loadavg"]) == 3
     text = bench_sample.report(result)
     assert "FAILS the tolerance" in text and "NOT met" in text and "first use (cold" in text
     assert model["baseline_conditions"] in text
     json.dumps(result)
+
+
+def test_bench_sample_drops_a_failing_contender(tmp_path, monkeypatch):
+    fake_contenders(monkeypatch, tmp_path, fail_bf16=True)
+    result = bench_sample.run_benchmark(["default"], 3, 3, 4, 1, False, True, tmp_path)
+    assert "fpa-sample bf16" not in result["models"]["default"]["rows"]
+    assert any("bf16 refused here" in note for note in result["notes"])
 
 
 def test_bench_sample_refuses_a_short_folder(tmp_path):

@@ -57,6 +57,7 @@ class Contender:
     env: dict = field(default_factory=dict)
     baseline: bool = False
     times: list[float] = field(default_factory=list)
+    error: Optional[str] = None      # set when a run of it failed: it is dropped from the table
 
     @property
     def median(self) -> float:
@@ -118,29 +119,47 @@ def with_n(command: list[str], n: int) -> list[str]:
     return command
 
 
+def guarded(call: Contender, command: list[str], outdir: Path, n: int) -> Optional[float]:
+    """timed(), but a failure marks the contender failed (reported, dropped) instead of aborting."""
+    if call.error:
+        return None
+    try:
+        return timed(command, call.env, outdir, n)
+    except RuntimeError as err:
+        call.error = str(err).splitlines()[-1][:300]
+        click.echo(f"{call.model} / {call.name} failed, dropped: {call.error}", err=True)
+        return None
+
+
 def run_rounds(calls: list[Contender], models: dict, batch_size: int, repeats: int, warmup: bool,
                workdir: Path) -> dict:
     """Cold-cache runs, warm-ups and the interleaved timed rounds; fills each contender's times."""
     cold = {}
     for call in calls:  # the first fpa-sample fp32 of each model: exports into the empty cache
         if call.name == "fpa-sample fp32":
-            cold[call.model] = timed(call.command, call.env, workdir / f"cold-{call.model}",
-                                     models[call.model][1])
+            seconds = guarded(call, call.command, workdir / f"cold-{call.model}", models[call.model][1])
+            if seconds is not None:
+                cold[call.model] = seconds
     if warmup:
         for k, call in enumerate(calls):
             n = min(batch_size, models[call.model][1])
-            timed(with_n(call.command, n), call.env, workdir / f"warm-{k}", n)
+            guarded(call, with_n(call.command, n), workdir / f"warm-{k}", n)
     for round_ in range(repeats):
         for k, call in enumerate(calls):
-            call.times.append(timed(call.command, call.env, workdir / f"run-{round_}-{k}",
-                                    models[call.model][1]))
+            seconds = guarded(call, call.command, workdir / f"run-{round_}-{k}", models[call.model][1])
+            if seconds is not None:
+                call.times.append(seconds)
     return cold
 
 
 def model_result(label: str, calls: list[Contender], n: int, batch_size: int, workdir: Path,
                  repeats: int) -> dict:
-    mine = [c for c in calls if c.model == label]
-    base = min((c for c in mine if c.baseline), key=lambda c: c.median)
+    mine = [c for c in calls if c.model == label and not c.error]
+    baselines = [c for c in mine if c.baseline]
+    if not baselines:
+        raise RuntimeError(f"{label}: every baseline run failed: " + "; ".join(
+            c.error for c in calls if c.model == label and c.baseline))
+    base = min(baselines, key=lambda c: c.median)
     kind = "plain" if label == "default" else "official"
     conditions = (f"{BASELINE_TEXT[kind].format(b=batch_size)} at {threads_text(base.env)} (its better "
                   f"thread setting), median of {repeats} fresh processes, {base.median:.2f} s for "
@@ -148,7 +167,7 @@ def model_result(label: str, calls: list[Contender], n: int, batch_size: int, wo
     rows = {c.name: {"seconds": c.times, "median_s": c.median, "best_s": min(c.times),
                      "images_per_s": n / c.median, "speedup": base.median / c.median} for c in mine}
     result = {"n": n, "baseline": base.name, "baseline_conditions": conditions, "rows": rows}
-    indices = {c.name: k for k, c in enumerate(calls)}
+    indices = {c.name: k for k, c in enumerate(calls) if c.model == label and not c.error}
     if "fpa-sample bf16" in indices and "fpa-sample fp32" in indices and repeats:
         last = repeats - 1
         result["bf16_fidelity"] = common.folder_fidelity(
@@ -220,6 +239,7 @@ def run_benchmark(models: list[str], n_default: int, n_paper: int, batch_size: i
         table["paper"] = (common.save_paper_checkpoint(workdir / "paper.pt", tiny), n_paper)
     calls = contenders(table, batch_size, bf16)
     cold = run_rounds(calls, table, batch_size, repeats, warmup, workdir)
+    notes += [f"{c.model} / {c.name} failed and was dropped: {c.error}" for c in calls if c.error]
     notes.append(f"export cache: a fresh empty folder ($FPA_EXPORT_CACHE) for this run; the cold run "
                  f"filled it{'; every contender was warmed with one untimed batch' if warmup else ''}"
                  f" before {repeats} interleaved timed round(s)")

@@ -46,6 +46,7 @@ CPU_BATCHES = (1, 16, 64, 256)
 GPU_BATCHES = (1, 16, 64, 256, 1024, 4096)
 
 
+NOTES: list[str] = []  # printed under the tables: rows that could not be made, and why
 TARGET_BATCH = 64
 TARGET_PEAK = 0.80  # fp32 exported graph, paper model, batch 64: at least this share of the matmul peak
 OFFICIAL = OfficialStyleSampler.name
@@ -184,8 +185,14 @@ def samplers(checkpoint: Path, generator: FPAGenerator, device: str, bf16: bool)
         found["bf16: torch eager, autocast"] = AutocastSampler(load_checkpoint(checkpoint)[0], device)
         found["bf16: torch eager, bf16 weights"] = CastSampler(generator, device)
         if common.api_has_precision(make_sampler):
-            found["bf16: make_sampler(precision='bf16')"] = make_sampler(
-                checkpoint, backend="auto", device=device, precision="bf16")
+            try:  # the package may refuse (no bf16 here, fidelity probe failed): a note, not an abort
+                found["bf16: make_sampler(precision='bf16')"] = make_sampler(
+                    checkpoint, backend="auto", device=device, precision="bf16")
+            except Exception as err:  # noqa: BLE001
+                print(f"note: make_sampler(precision='bf16') refused: {err}", file=sys.stderr)
+                NOTES.append(f"make_sampler(precision='bf16') refused: {err}")
+        else:
+            NOTES.append("make_sampler has no precision= argument here: its bf16 row skipped")
     return found
 
 
@@ -325,10 +332,13 @@ def main(device, batches, models, threads, repeats, budget, bf16_mode, tiny, jso
         print(f"\n{result['label']}: {c['channels']}×{c['image_size']}², T={c['num_steps']}, "
               f"H={c['hidden_size']}, {result['flops_per_image'] / 1e6:.0f} MFLOP/image; images/s:\n")
         print("\n".join(summarise(result, batches)))
+    for note in dict.fromkeys(NOTES):
+        print(f"note: {note}")
     if json_out:
         Path(json_out).write_text(json.dumps({"machine_start": start, "machine_end": end,
                                               "versions": common.versions(),
                                               "warning": warning, "bf16": bf16_note,
+                                              "notes": list(dict.fromkeys(NOTES)),
                                               "results": results}, indent=2))
 
 
