@@ -5,15 +5,23 @@ default model) it times every available backend of `fpa_export.runtime` and an "
 baseline, reports the FLOPs per image and, in the same run, the fastest matmul this machine does, so
 every ratio in the output comes from one run.
 
-The baseline is written here on purpose and only here: it is what we compare against, the shape of
-the official IDSIA/fpainter sampling loop — `nn.LSTM`, then a Python loop over the T steps that keeps
-each S×S canvas explicit and does two batched matmuls per step (retrieve W k_t, add u_t k_tᵀ).
+The baseline (`tools/official_loop.py`) is the shape of the official IDSIA/fpainter sampling loop —
+`nn.LSTM`, then a Python loop over the T steps that keeps each S×S canvas explicit and does two batched
+matmuls per step (retrieve W k_t, add u_t k_tᵀ).
+
+bf16 rows (where the CPU has avx512_bf16/amx_bf16, or on a CUDA GPU with bf16; `--bf16 on` forces
+them, e.g. to check the script on a CPU that only emulates bf16): torch eager under bf16 autocast,
+torch eager with bf16 weights, and `make_sampler(..., precision="bf16")` where the package has that
+argument; each with its uint8 fidelity against fp32 eager. The target line checks the fp32 exported
+graph at batch 64 against the official loop and against the fp32 matmul peak of the same run.
 
     python tools/bench_sampler.py                      # CPU: batches 1, 16, 64, 256
     python tools/bench_sampler.py --device cuda        # GPU: batches up to 4096
+    python tools/bench_sampler.py --tiny               # seconds: a check that it runs
 """
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -28,43 +36,59 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from fpa_export.models import FPAConfig, FPAGenerator, default_checkpoint_path, load_checkpoint, save_checkpoint
+from fpa_export.models import FPAConfig, FPAGenerator, default_checkpoint_path, load_checkpoint
 from fpa_export.runtime import available_backends, make_sampler
+
+import bench_common as common
+from official_loop import OfficialStyleSampler
 
 CPU_BATCHES = (1, 16, 64, 256)
 GPU_BATCHES = (1, 16, 64, 256, 1024, 4096)
 
 
-# -- the baseline we compare against ----------------------------------------------------------------
-class OfficialStyleSampler:
-    """nn.LSTM + a Python loop of S×S canvas updates by bmm, in eager PyTorch (the official loop)."""
+NOTES: list[str] = []  # printed under the tables: rows that could not be made, and why
+TARGET_BATCH = 64
+TARGET_PEAK = 0.80  # fp32 exported graph, paper model, batch 64: at least this share of the matmul peak
+OFFICIAL = OfficialStyleSampler.name
 
-    name = "official-style (eager)"
 
-    def __init__(self, generator: FPAGenerator, device: str):
-        self.generator = generator.to(device).eval()
-        self.device = device
+# -- low-precision contenders -----------------------------------------------------------------------
+class AutocastSampler:
+    """torch eager under autocast (matmuls and the LSTM in `dtype`, the rest as autocast decides)."""
+
+    def __init__(self, generator: FPAGenerator, device: str, dtype: torch.dtype = torch.bfloat16):
+        self.generator, self.device, self.dtype = generator.to(device).eval(), device, dtype
 
     @torch.inference_mode()
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        g, c = self.generator, self.generator.config
-        z = z.to(self.device)
-        batch, size, width = z.shape[0], c.image_size, c.channels * c.image_size
-        hidden = g.lstm(g._lstm_inputs(z), g._initial_state(z))[0]  # (B, T, H)
-        raw = g.kvb(g.wide(hidden) if c.wide_out_dim else hidden)  # (B, T, C·(2S + r))
-        canvas = z.new_zeros(batch * c.channels, size, size)
-        for t in range(c.num_steps):
-            key, value, lr = raw[:, t].split([width, width, c.channels * c.lr_size], dim=1)
-            key = key.reshape(-1, size)
-            key = torch.softmax(key, dim=1) if c.key_softmax else key
-            value = value.reshape(-1, size)
-            value = torch.tanh(value) if c.value_tanh else value
-            lr = lr.reshape(-1, c.lr_size)
-            lr = torch.sigmoid(lr) if c.lr_sigmoid else lr
-            if t > 0:  # delta rule on the explicit canvas: retrieve W k, write β(v − W k)
-                value = lr * (value - torch.bmm(canvas, key.unsqueeze(2)).squeeze(2))
-            canvas = canvas + torch.bmm(value.unsqueeze(2), key.unsqueeze(1))
-        return g.finish(canvas.reshape(batch, c.channels, size, size)).float().cpu()
+        with torch.autocast(torch.device(self.device).type, dtype=self.dtype):
+            return self.generator(z.to(self.device)).float().cpu()
+
+
+class CastSampler:
+    """torch eager with every weight (and so every op, the painting included) in `dtype`."""
+
+    def __init__(self, generator: FPAGenerator, device: str, dtype: torch.dtype = torch.bfloat16):
+        self.generator = copy.deepcopy(generator).to(device=device, dtype=dtype).eval()
+        self.device, self.dtype = device, dtype
+
+    @torch.inference_mode()
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z.to(self.device, self.dtype)).float().cpu()
+
+
+def bf16_choice(mode: str, device: str) -> tuple[bool, str]:
+    """(run the bf16 rows?, a note saying why or why not)."""
+    if mode == "off":
+        return False, "bf16 rows off (--bf16 off)"
+    if device.startswith("cuda"):
+        ok = torch.cuda.is_bf16_supported()
+        return ok or mode == "on", "CUDA bf16" if ok else "this GPU has no bf16"
+    if common.cpu_has_bf16():
+        return True, "CPU bf16 instructions found (avx512_bf16/amx_bf16)"
+    if mode == "on":
+        return True, "bf16 forced (--bf16 on) on a CPU without bf16 instructions: emulated, slow"
+    return False, "this CPU has no avx512_bf16/amx_bf16: bf16 rows skipped"
 
 
 # -- measurements ---------------------------------------------------------------------------------
@@ -94,17 +118,22 @@ def flops_per_image(generator: FPAGenerator) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_calls(config: FPAConfig, batch: int, device: str) -> dict[str, tuple]:
-    """{label: (call, flops)}: float32 matmuls timed beside the models, for the matmul peak — the
-    model's dominant product (the LSTM recurrence at `batch`: (B × H) @ (H × 4H)) and a large square
-    one, in torch and (on the CPU) in onnxruntime."""
+def matmul_calls(config: FPAConfig, batch: int, device: str, square: int = 2048,
+                 bf16: bool = False) -> dict[str, tuple]:
+    """{label: (call, flops)}: matmuls timed beside the models, for the matmul peak — the model's
+    dominant product (the LSTM recurrence at `batch`: (B × H) @ (H × 4H)) and a large square one, in
+    torch and (on the CPU) in onnxruntime, float32; with `bf16` also torch bf16 ("bf16 …" labels)."""
     shapes = {"lstm-shaped": (batch, config.hidden_size, 4 * config.hidden_size),
-              "square-2048": (2048, 2048, 2048)}
+              f"square-{square}": (square, square, square)}
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     calls = {}
     for label, (m, k, n) in shapes.items():
         a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
         calls[f"torch {label}"] = (lambda a=a, b=b: (torch.matmul(a, b), sync()), 2 * m * k * n)
+        if bf16:
+            a16, b16 = a.bfloat16(), b.bfloat16()
+            calls[f"bf16 torch {label}"] = (lambda a=a16, b=b16: (torch.matmul(a, b), sync()),
+                                            2 * m * k * n)
         if device == "cpu" and "onnx" in available_backends("cpu"):
             session, feed = _ort_matmul(b.numpy()), {"a": a.numpy()}
             calls[f"onnxruntime {label}"] = (lambda s=session, f=feed: s.run(None, f), 2 * m * k * n)
@@ -129,9 +158,9 @@ def _ort_matmul(weight: np.ndarray):
 
 
 # -- the runs -------------------------------------------------------------------------------------
-def samplers(checkpoint: Path, generator: FPAGenerator, device: str) -> dict[str, object]:
+def samplers(checkpoint: Path, generator: FPAGenerator, device: str, bf16: bool) -> dict[str, object]:
     """Every backend runnable here, plus the baseline. onnx: both LSTM forms, to compare them."""
-    found = {"official-style (eager)": OfficialStyleSampler(load_checkpoint(checkpoint)[0], device)}
+    found = {OFFICIAL: OfficialStyleSampler(load_checkpoint(checkpoint)[0], device)}
     found["torch eager, nn.LSTM"] = make_sampler(generator, backend="torch", device=device,
                                                   cuda_graphs=False)
     unrolled = make_sampler(generator, backend="torch", device=device, cuda_graphs=False)
@@ -152,19 +181,44 @@ def samplers(checkpoint: Path, generator: FPAGenerator, device: str) -> dict[str
             engine = build_engine(checkpoint, plan, fp16=fp16, max_batch=4096, exporter="torchscript")
             found[f"TensorRT {'fp16' if fp16 else 'fp32'}"] = make_sampler(engine.path, backend="trt",
                                                                           device=device)
+    if bf16:
+        found["bf16: torch eager, autocast"] = AutocastSampler(load_checkpoint(checkpoint)[0], device)
+        found["bf16: torch eager, bf16 weights"] = CastSampler(generator, device)
+        if common.api_has_precision(make_sampler):
+            try:  # the package may refuse (no bf16 here, fidelity probe failed): a note, not an abort
+                found["bf16: make_sampler(precision='bf16')"] = make_sampler(
+                    checkpoint, backend="auto", device=device, precision="bf16")
+            except Exception as err:  # noqa: BLE001
+                print(f"note: make_sampler(precision='bf16') refused: {err}", file=sys.stderr)
+                NOTES.append(f"make_sampler(precision='bf16') refused: {err}")
+        else:
+            NOTES.append("make_sampler has no precision= argument here: its bf16 row skipped")
     return found
 
 
-def bench_model(label: str, checkpoint: Path, batches, device: str, repeats: int, budget_s: float):
+def fidelity_rows(runs: dict, z: torch.Tensor) -> dict[str, dict]:
+    """Per run: max abs difference and uint8 level figures against fp32 torch eager, same latents."""
+    reference = runs["torch eager, nn.LSTM"](z)
+    rows = {}
+    for name, run in runs.items():
+        images = run(z)
+        levels = common.level_stats(common.to_levels(reference), common.to_levels(images))
+        rows[name] = {"max_abs_diff": float((images - reference).abs().max()),
+                      "max_level": levels["max_level"],
+                      "over_2_levels_pct": 100 * (1 - levels["within_2_fraction"])}
+    return rows
+
+
+def bench_model(label: str, checkpoint: Path, batches, device: str, repeats: int, budget_s: float,
+                bf16: bool, tiny: bool):
     generator = load_checkpoint(checkpoint)[0]
     config = generator.config
     flops = flops_per_image(generator)
-    runs = samplers(checkpoint, generator, device)
-    matmuls = matmul_calls(FPAConfig(), 64, device)
+    runs = samplers(checkpoint, generator, device, bf16)
+    matmuls = matmul_calls(config if tiny else FPAConfig(), TARGET_BATCH, device,
+                           square=64 if tiny else 2048, bf16=bf16)
     z_all = torch.randn(max(batches), config.latent_size, generator=torch.Generator().manual_seed(0))
-    reference = runs["torch eager, nn.LSTM"](z_all[:4])
-    rows = {name: {"max_abs_diff": float((run(z_all[:4]) - reference).abs().max())}  # same images
-            for name, run in runs.items()}
+    rows = fidelity_rows(runs, z_all[:4])
     peaks: dict[str, float] = {}
     for batch in batches:
         calls = {name: (lambda run=run, z=z_all[:batch]: run(z)) for name, run in runs.items()}
@@ -172,7 +226,7 @@ def bench_model(label: str, checkpoint: Path, batches, device: str, repeats: int
         seconds = interleaved_medians(calls, repeats, budget_s)
         for name in runs:
             rows[name][batch] = batch / seconds[name]
-            print(f"  {label:8s} {name:28s} batch {batch:5d}: {rows[name][batch]:9.1f} img/s",
+            print(f"  {label:8s} {name:36s} batch {batch:5d}: {rows[name][batch]:9.1f} img/s",
                   file=sys.stderr)
         for name, (_, mm_flops) in matmuls.items():
             peaks[name] = max(peaks.get(name, 0.0), mm_flops / seconds[name] / 1e9)
@@ -180,25 +234,53 @@ def bench_model(label: str, checkpoint: Path, batches, device: str, repeats: int
             "peaks": peaks}
 
 
+def fp32_peak(peaks: dict) -> float:
+    return max(v for k, v in peaks.items() if not k.startswith("bf16"))
+
+
+def target_line(result: dict, batches) -> str:
+    """The issue's target for the fp32 exported graph (paper model, batch 64)."""
+    rows, peak = result["rows"], fp32_peak(result["peaks"])
+    graphs = [name for name in rows if name.startswith("onnxruntime")]
+    head = (f"target: fp32 exported graph, {result['label']} model, batch {TARGET_BATCH}: not slower "
+            f"than official eager, ≥ {100 * TARGET_PEAK:.0f} % of the matmul peak measured in the same run")
+    if TARGET_BATCH not in batches or not graphs:
+        return f"{head} — not measured (needs batch {TARGET_BATCH} and onnxruntime)"
+    best = max(graphs, key=lambda name: rows[name][TARGET_BATCH])
+    speed, official = rows[best][TARGET_BATCH], rows[OFFICIAL][TARGET_BATCH]
+    share = speed * result["flops_per_image"] / 1e9 / peak
+    met = speed >= official and share >= TARGET_PEAK
+    return (f"{head} — {best}: {speed:.0f} img/s = {speed / official:.2f}× official eager "
+            f"({official:.0f} img/s), {100 * share:.0f} % of {peak:.0f} GFLOP/s: "
+            f"{'met' if met else 'NOT met'}")
+
+
 def summarise(result: dict, batches) -> list[str]:
     """A markdown table and the target ratios for one model."""
     rows, flops, peaks = result["rows"], result["flops_per_image"], result["peaks"]
-    baseline = rows["official-style (eager)"]
-    peak = max(peaks.values())
-    lines = ["| backend | max abs diff | " + " | ".join(f"batch {b}" for b in batches) + " |",
-             "|---|---|" + "---|" * len(batches)]
+    baseline, peak = rows[OFFICIAL], fp32_peak(peaks)
+    lines = ["| backend | max abs diff | max level diff | % > 2 levels | "
+             + " | ".join(f"batch {b}" for b in batches) + " |",
+             "|---|---|---|---|" + "---|" * len(batches)]
     for name, row in rows.items():
         cells = " | ".join(f"{row[b]:.0f}" for b in batches)
-        lines.append(f"| {name} | {row['max_abs_diff']:.1e} | {cells} |")
+        lines.append(f"| {name} | {row['max_abs_diff']:.1e} | {row['max_level']} | "
+                     f"{row['over_2_levels_pct']:.2f} | {cells} |")
     lines.append("")
     lines.append("matmul GFLOP/s (best median over the batch rounds): "
                  + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
     for batch in batches:
-        best_name = max((n for n in rows if n != "official-style (eager)"), key=lambda n: rows[n][batch])
+        fp32 = [n for n in rows if n != OFFICIAL and not n.startswith("bf16")]
+        best_name = max(fp32, key=lambda n: rows[n][batch])
         speed = rows[best_name][batch]
-        lines.append(f"- batch {batch}: best = {best_name}, {speed / baseline[batch]:.2f}× the "
+        lines.append(f"- batch {batch}: best fp32 = {best_name}, {speed / baseline[batch]:.2f}× the "
                      f"official-style baseline, {speed * flops / 1e9:.0f} GFLOP/s = "
-                     f"{100 * speed * flops / 1e9 / peak:.0f} % of the matmul peak ({peak:.0f} GFLOP/s)")
+                     f"{100 * speed * flops / 1e9 / peak:.0f} % of the fp32 matmul peak ({peak:.0f} GFLOP/s)")
+        for name in (n for n in rows if n.startswith("bf16")):
+            lines.append(f"  - {name}: {rows[name][batch] / baseline[batch]:.2f}× the baseline, "
+                         f"{rows[name][batch] / rows['torch eager, nn.LSTM'][batch]:.2f}× fp32 torch eager")
+    if result["label"] == "paper":
+        lines.append(target_line(result, batches))
     return lines
 
 
@@ -211,8 +293,11 @@ def summarise(result: dict, batches) -> list[str]:
 @click.option("--repeats", type=int, default=15, show_default=True, help="Most timed rounds.")
 @click.option("--budget", type=float, default=20.0, show_default=True,
               help="Seconds of timed rounds per batch size (fewer rounds for slow calls, never < 3).")
+@click.option("--bf16", "bf16_mode", type=click.Choice(["auto", "on", "off"]), default="auto",
+              show_default=True, help="bf16 rows: auto = where the CPU/GPU has bf16.")
+@click.option("--tiny", is_flag=True, help="A toy paper model, small matmuls: a check that it runs.")
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None)
-def main(device, batches, models, threads, repeats, budget, json_out):
+def main(device, batches, models, threads, repeats, budget, bf16_mode, tiny, json_out):
     """Images/s per backend and batch size, FLOPs per image and the matmul peak, in one run.
 
     \b
@@ -225,20 +310,36 @@ def main(device, batches, models, threads, repeats, budget, json_out):
     on_gpu = device.startswith("cuda")
     batches = tuple(int(b) for b in batches.split(",")) if batches else (
         GPU_BATCHES if on_gpu else CPU_BATCHES)
+    bf16, bf16_note = bf16_choice(bf16_mode, device)
+    start = common.machine_state()
+    warning = common.load_warning(start)
+    if warning:
+        print(warning, file=sys.stderr)
     os.environ.setdefault("FPA_EXPORT_CACHE", tempfile.mkdtemp(prefix="fpa-bench-"))
     with tempfile.TemporaryDirectory() as folder:
-        checkpoints = {"paper": save_checkpoint(Path(folder) / "paper.pt", FPAGenerator(FPAConfig())),
+        checkpoints = {"paper": common.save_paper_checkpoint(Path(folder) / "paper.pt", tiny),
                        "default": default_checkpoint_path()}
-        results = [bench_model(name, checkpoints[name], batches, device, repeats, budget)
+        results = [bench_model(name, checkpoints[name], batches, device, repeats, budget, bf16, tiny)
                    for name in models.split(",")]
-    print(f"threads: {torch.get_num_threads()}, device: {device}, torch {torch.__version__}")
+    end = common.machine_state()
+    if warning:
+        print(warning)
+    print(f"threads: {torch.get_num_threads()}, device: {device}, torch {torch.__version__}; "
+          f"load average at start {start['loadavg'][0]:.2f}, at end {end['loadavg'][0]:.2f}; {bf16_note}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in common.versions().items()))
     for result in results:
         c = result["config"]
         print(f"\n{result['label']}: {c['channels']}×{c['image_size']}², T={c['num_steps']}, "
               f"H={c['hidden_size']}, {result['flops_per_image'] / 1e6:.0f} MFLOP/image; images/s:\n")
         print("\n".join(summarise(result, batches)))
+    for note in dict.fromkeys(NOTES):
+        print(f"note: {note}")
     if json_out:
-        Path(json_out).write_text(json.dumps(results, indent=2))
+        Path(json_out).write_text(json.dumps({"machine_start": start, "machine_end": end,
+                                              "versions": common.versions(),
+                                              "warning": warning, "bf16": bf16_note,
+                                              "notes": list(dict.fromkeys(NOTES)),
+                                              "results": results}, indent=2))
 
 
 if __name__ == "__main__":
