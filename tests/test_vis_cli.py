@@ -86,3 +86,23 @@ def test_source_syntax(files):
     again, _ = load_source("default", seed=4)
     other, _ = load_source("default@5")
     assert image.shape[1] == 3 and (image == again).all() and not (image == other).all()
+
+
+def test_output_format_follows_the_suffix(files, tmp_path):
+    photo, _ = files
+    jpg, movie = tmp_path / "inv.jpg", tmp_path / "inv.png"
+    result = invoke("invert", photo, "--layer", "conv1_1", "-o", jpg, "--gif", movie, "--frames", "2", *TINY)
+    assert result.exit_code == 0, result.output
+    assert jpg.read_bytes().startswith(b"\xff\xd8\xff")                   # JPEG, not PNG data
+    with Image.open(movie) as image:                                     # an animated PNG
+        assert image.format == "PNG" and image.is_animated
+
+
+@pytest.mark.parametrize("args", [["-o", "{tmp}/out.txt"], ["--gif", "{tmp}/out.jpg"], ["-o", "{tmp}/noext"]])
+def test_unknown_output_suffix_is_refused_before_any_work(files, tmp_path, args):
+    photo, _ = files
+    result = invoke("texture", photo, *[a.format(tmp=tmp_path) for a in args], "--steps", "100000",
+                    "--width", "4", "--size", "32")
+    assert result.exit_code == 1 and result.output.startswith("Error: "), result.output
+    assert "format we write" in result.output and len(result.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "photo.png"]
