@@ -364,3 +364,39 @@ def test_a_failing_snippet_names_its_file_and_line():
     block = Block(ROOT / "README.md", 42, "python", "import fpa_export\nfpa_export.no_such_thing()\n", None)
     with pytest.raises(AssertionError, match=r"README.md:42 fails: AttributeError"):
         run_python_block(block)
+
+
+def dotted_names(path: Path, text: Optional[str] = None) -> list[tuple[int, str]]:
+    """(line, name) of every `fpa_export.…` dotted name in the prose and code of a markdown file."""
+    lines = (path.read_text(encoding="utf-8") if text is None else text).splitlines()
+    return [(number, name) for number, line in enumerate(lines, 1)
+            for name in re.findall(r"(?<![\w./-])fpa_export(?:\.[A-Za-z_]\w*)+", line)]
+
+
+def resolve(name: str) -> bool:
+    """Whether a dotted name is a module, or an attribute reached from the longest importable module."""
+    from importlib import import_module
+
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target = import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for attribute in parts[cut:]:
+                target = getattr(target, attribute)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+def test_dotted_names_in_the_docs_resolve():
+    """`fpa_export.convert.DEFAULTS` in a doc must be something a user can import or reach."""
+    missing = [f"{path.relative_to(ROOT).as_posix()}:{number}: {name}" for path in DOC_FILES
+               for number, name in dotted_names(path) if not resolve(name)]
+    assert not missing, "\n".join(missing)
+    assert resolve("fpa_export.painting.writers.write_animation") and not resolve("fpa_export.no_such")
+    assert dotted_names(ROOT / "x.md", "see `fpa_export.fd.frechet` and fpa_export.load_generator()") == [
+        (1, "fpa_export.fd.frechet"), (1, "fpa_export.load_generator")]
