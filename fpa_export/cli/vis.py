@@ -1,18 +1,19 @@
-"""`fpa-vis`: deep visualisation with random-weight VGG-19 networks (invert, texture, style)."""
+"""`fpa-vis`: deep visualisation with random-weight VGG-19 networks (invert, texture, style).
+
+Nothing heavy (torch, numpy, PIL) is imported before a command runs, so `--help` answers at once.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
-from fpa_export.fd.features import LAYER_NAMES
 from ..common.cli import friendly_errors, version_option
-
-SOURCE_HELP = ("an image file, or an FPA sample: 'default' (the embedded model) or a checkpoint .pt, "
-               "optionally with '@SEED' (e.g. default@7)")
 
 
 def _layers(text: str) -> list[str]:
+    from fpa_export.fd.features import LAYER_NAMES
+
     layers = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in layers if name not in LAYER_NAMES]
     if unknown or not layers:
@@ -25,20 +26,23 @@ def common_options(func):
     """Options every command shares: output, sizes, seeds, network width, iterations, GIF."""
     options = [
         click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="PNG to write.  [default: <command>.png]"),
+                     help="Picture to write: .png or .jpg.  [default: invert_<LAYER>.png, texture.png "
+                          "or style.png]"),
         click.option("--gif", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="Also write a GIF of the optimisation here."),
+                     help="Also write an animation of the optimisation: .gif, .png (animated PNG) or "
+                          ".mp4."),
         click.option("--frames", type=click.IntRange(min=2), default=40, show_default=True,
-                     help="About how many GIF frames."),
+                     help="About how many animation frames."),
         click.option("--duration", type=click.IntRange(min=20), default=80, show_default=True,
-                     help="GIF frame duration in milliseconds."),
+                     help="Animation frame duration in milliseconds."),
         click.option("--scale", type=click.IntRange(min=1, max=16), default=1, show_default=True,
-                     help="Nearest-neighbour upscaling of the written PNG and GIF."),
+                     help="Nearest-neighbour upscaling of the written picture and animation."),
         click.option("--size", type=click.IntRange(min=16), default=None,
                      show_default="a sample's own size; 64 for image files",
                      help="Working resolution in pixels."),
         click.option("--seed", type=int, default=0, show_default=True,
-                     help="Latent seed of FPA samples given without '@SEED'."),
+                     help="Seed of FPA samples given without '@SEED': image 0 under this seed, as "
+                          "000000.png of `fpa-sample --seed`."),
         click.option("--net-seed", type=int, default=0, show_default=True,
                      help="Seed of the random network's weights."),
         click.option("--width", type=click.IntRange(min=4), default=64, show_default=True,
@@ -63,7 +67,9 @@ def _output(command: str, out, gif, frames, duration, scale):
 def main():
     """Deep visualisation with UNTRAINED VGG-19 networks (He, Wang & Hopcroft 2016).
 
-    Every image argument is an image file or an FPA sample ('default', 'model.pt', 'default@7').
+    Every image argument is an image file or an FPA sample: 'default' (the embedded model), a
+    checkpoint, an .onnx image graph or an engine, optionally with '@SEED' ('default@7',
+    'model.pt@3'): image 0 under that seed, the same image as `fpa-sample --seed 7` writes first.
 
     \b
     Examples:

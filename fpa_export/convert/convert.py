@@ -23,27 +23,12 @@ import torch
 
 from fpa_export.models import FPAConfig, FPAGenerator, save_checkpoint
 from fpa_export.models.checkpoint import FORMAT
-from .infer import MODEL_TYPES, ConversionError, OfficialTensors, infer_config, listing
+from .infer import ConversionError, OfficialTensors, infer_config, listing
 from .keys import from_official_state_dict, official_name
+from .options import DEFAULTS, MODEL_TYPES, WEIGHTS
 
 __all__ = ["convert_official", "read_official", "ConversionError", "ConversionWarning", "DEFAULTS",
            "MODEL_TYPES", "WEIGHTS"]
-WEIGHTS = ("GE", "G")
-# The paper's recipe (official README flags: --use_softmax --out_tanh --v2_input_sigmoid, --unet_tanh for
-# the U-Net stage); the U-Net widths are hard-coded in the official code.
-DEFAULTS = {
-    "key_softmax": True,   # official --use_softmax
-    "out_tanh": True,      # official --out_tanh (the final tanh, after the U-Net when there is one)
-    "input_tanh": True,    # official --v2_input_sigmoid (which applies tanh); v2 only
-    "unet_tanh": True,     # official --unet_tanh: tanh before the U-Net
-    "value_tanh": False,   # official --val_tanh
-    "lr_sigmoid": True,    # official --no_sigmoid_lr turns it off
-    "unet_groups": 8,      # GroupNorm groups of the official U-Net
-    "unet_heads": 4,       # attention heads of the official U-Net
-    "unet_dim_head": 32,   # channels per head
-    "image_size": None,    # None: inferred (and checked when given)
-    "channels": None,
-}
 UNSUPPORTED = {"learned_init": "a learned initial canvas (official --use_learned_init)"}
 
 

@@ -16,8 +16,8 @@ import torch
 from fpa_export.common.errors import FpaError
 from fpa_export.models import FPAConfig, UNetConfig
 from .keys import is_alias
+from .options import MODEL_TYPES
 
-MODEL_TYPES = ("lstm_delta_split_v2", "lstm_delta", "lstm_delta_split_v2_unet", "lstm_delta_unet")
 DEFAULT_STEPS = 64  # the paper's; used only when the file does not determine T (v1 without step embedding)
 
 

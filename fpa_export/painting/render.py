@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 from fpa_export.common.errors import FpaError
 from .frames import PaintingFrames, paint
 from .layout import MODES, animation, step_grid, to_hwc
-from .writers import write_gif, write_mp4, write_png
+from .writers import animation_format, picture_format, write_animation, write_mp4, write_picture
 
 
 @dataclass
@@ -56,10 +56,22 @@ def open_painter(model=None, backend: str = "auto", device: str = "cpu"):
     return make_sampler(model, backend=backend, device=device)
 
 
+def _check_suffixes(animation: Optional[Path], grid: Optional[Path], mp4: Optional[Path]) -> None:
+    """Refuse a file name whose suffix is not its format's before anything is painted or written."""
+    if animation is not None:
+        animation_format(animation)
+    if grid is not None:
+        picture_format(grid)
+    if mp4 is not None and animation_format(mp4) != "mp4":
+        raise FpaError(f"{mp4}: --mp4 needs a .mp4 name")
+
+
 def render_painting(sampler, job: PaintingJob, gif: Optional[Path] = None, grid: Optional[Path] = None,
                     mp4: Optional[Path] = None) -> PaintingOutputs:
-    """Paint `job.seeds` with `sampler` and write whichever of gif / grid / mp4 is given."""
+    """Paint `job.seeds` with `sampler` and write whichever of gif / grid / mp4 is given; `gif` is any
+    animation (.gif, .png as animated PNG, .mp4) and `grid` a .png or .jpg, by their suffixes."""
     job.check()
+    _check_suffixes(gif, grid, mp4)
     frames = paint(sampler, job.seeds, job.index, job.truncation)
     scale = job.scale or auto_scale(sampler.config.image_size)
     outputs = PaintingOutputs(frames)
@@ -69,7 +81,7 @@ def render_painting(sampler, job: PaintingJob, gif: Optional[Path] = None, grid:
         if mp4 is not None:  # first: a missing video extra fails before anything is written
             outputs.written["mp4"] = write_mp4(mp4, movie, job.fps, job.hold_last_ms)
         if gif is not None:
-            outputs.written["gif"] = write_gif(gif, movie, job.fps, job.hold_last_ms)
+            outputs.written["gif"] = write_animation(gif, movie, job.fps, job.hold_last_ms)
     if grid is not None:
-        outputs.written["grid"] = write_png(grid, to_hwc(step_grid(frames, scale)))
+        outputs.written["grid"] = write_picture(grid, to_hwc(step_grid(frames, scale)))
     return outputs

@@ -1,4 +1,8 @@
-"""Writing pictures and animations: PNG, GIF (imageio v3 + Pillow) and MP4 (the [video] extra).
+"""Writing pictures and animations: PNG/JPEG, GIF and APNG (imageio v3 + Pillow), MP4 (the [video] extra).
+
+The file's suffix decides its format, or the write is refused before anything is computed or written
+(`picture_format`, `animation_format`): a `.png` never receives GIF data. Animations: `.gif`, `.png` /
+`.apng` (animated PNG: exact colours, millisecond delays) and `.mp4`; pictures: `.png`, `.jpg`/`.jpeg`.
 
 GIF frame delays are stored in units of 10 ms, and browsers show delays under 20 ms as 100 ms, so a
 frame lasts round(1000 / fps) ms rounded to 10 ms and at least 20 ms (at most 50 fps). The last frame
@@ -20,6 +24,27 @@ from fpa_export.common.errors import FpaError, MissingExtra
 from fpa_export.common.atomic import atomic_write
 
 MIN_GIF_DELAY_MS = 20
+PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+ANIMATION_FORMATS = {".gif": "gif", ".png": "apng", ".apng": "apng", ".mp4": "mp4"}
+JPEG_QUALITY = 95
+
+
+def _format(path: str | Path, formats: dict, what: str, names: str) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in formats:
+        shown = f"'{suffix}'" if suffix else "no suffix"
+        raise FpaError(f"{path}: {shown} is no {what} format we write; name it {names}")
+    return formats[suffix]
+
+
+def picture_format(path: str | Path) -> str:
+    """Pillow's format name for a picture path (PNG or JPEG), or a one-line FpaError."""
+    return _format(path, PICTURE_FORMATS, "picture", ".png or .jpg")
+
+
+def animation_format(path: str | Path) -> str:
+    """'gif', 'apng' or 'mp4' for an animation path, or a one-line FpaError."""
+    return _format(path, ANIMATION_FORMATS, "animation", ".gif, .png (animated PNG) or .mp4")
 
 
 def frame_delay_ms(fps: float) -> int:
@@ -29,13 +54,28 @@ def frame_delay_ms(fps: float) -> int:
     return max(MIN_GIF_DELAY_MS, int(round(100.0 / fps)) * 10)
 
 
-def write_png(path: str | Path, picture: np.ndarray) -> Path:
-    """uint8 (H, W) or (H, W, 3) → PNG, atomically."""
+def write_picture(path: str | Path, picture: np.ndarray) -> Path:
+    """uint8 (H, W) or (H, W, 3) → PNG or JPEG (quality 95) by the suffix, atomically."""
     from PIL import Image
 
+    image_format = picture_format(path)
     buffer = io.BytesIO()
-    Image.fromarray(picture).save(buffer, format="PNG")
+    options = {"quality": JPEG_QUALITY} if image_format == "JPEG" else {}
+    Image.fromarray(picture).save(buffer, format=image_format, **options)
     return atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
+
+
+def write_png(path: str | Path, picture: np.ndarray) -> Path:
+    """uint8 (H, W) or (H, W, 3) → PNG, atomically; a path not ending in .png is refused."""
+    if picture_format(path) != "PNG":
+        raise FpaError(f"{path}: a PNG must be named .png")
+    return write_picture(path, picture)
+
+
+def write_animation(path: str | Path, frames: np.ndarray, fps: float, hold_last_ms: int) -> Path:
+    """uint8 frames (F, H, W[, 3]) → GIF, animated PNG or MP4, chosen by the suffix of `path`."""
+    writer = {"gif": write_gif, "apng": write_apng, "mp4": write_mp4}[animation_format(path)]
+    return writer(path, frames, fps, hold_last_ms)
 
 
 def gif_bytes(frames: np.ndarray, fps: float, hold_last_ms: int) -> bytes:
@@ -49,7 +89,34 @@ def gif_bytes(frames: np.ndarray, fps: float, hold_last_ms: int) -> bytes:
 
 
 def write_gif(path: str | Path, frames: np.ndarray, fps: float, hold_last_ms: int) -> Path:
+    """A looping GIF, atomically; a path not ending in .gif is refused."""
+    if animation_format(path) != "gif":
+        raise FpaError(f"{path}: a GIF must be named .gif")
     data = gif_bytes(frames, fps, hold_last_ms)
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def apng_bytes(frames: np.ndarray, fps: float, hold_last_ms: int) -> bytes:
+    """uint8 frames (F, H, W) or (F, H, W, 3) → an endlessly looping animated PNG. Delays are whole
+    milliseconds (no 10-ms units as in GIF); colours are exact (no palette)."""
+    from PIL import Image
+
+    if fps <= 0:
+        raise FpaError(f"--fps must be positive, got {fps}")
+    delay = int(round(1000.0 / fps))
+    durations = [delay] * (len(frames) - 1) + [max(delay, int(hold_last_ms))]
+    images = [Image.fromarray(frame) for frame in frames]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="PNG", save_all=True, append_images=images[1:], duration=durations,
+                   loop=0)
+    return buffer.getvalue()
+
+
+def write_apng(path: str | Path, frames: np.ndarray, fps: float, hold_last_ms: int) -> Path:
+    """An animated PNG, atomically; a path not ending in .png or .apng is refused."""
+    if animation_format(path) != "apng":
+        raise FpaError(f"{path}: an animated PNG must be named .png or .apng")
+    data = apng_bytes(frames, fps, hold_last_ms)
     return atomic_write(path, lambda handle: handle.write(data))
 
 
@@ -59,7 +126,11 @@ def mp4_available() -> bool:
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float, hold_last_ms: int) -> Path:
     """H.264 MP4 through imageio-ffmpeg; the last frame repeated to last `hold_last_ms`. Frames are
-    made RGB and padded with grey to even sides (yuv420p needs them)."""
+    made RGB and padded with grey to even sides (yuv420p needs them). The pixel format is given once,
+    as imageio's `pixelformat` (also passing `-pix_fmt` in output_params made ffmpeg warn about
+    multiple -pix_fmt options)."""
+    if animation_format(path) != "mp4":
+        raise FpaError(f"{path}: an MP4 must be named .mp4")
     if not mp4_available():
         raise MissingExtra("imageio-ffmpeg", "video", "for MP4 output")
     import imageio.v3 as iio
@@ -74,7 +145,7 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float, hold_last_ms: in
     temp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # ffmpeg writes a file, not a buffer
     try:
         iio.imwrite(temp, frames, plugin="FFMPEG", fps=fps, codec="libx264", macro_block_size=1,
-                    output_params=["-pix_fmt", "yuv420p"])
+                    pixelformat="yuv420p")
         temp.replace(path)
     finally:
         temp.unlink(missing_ok=True)

@@ -1,5 +1,6 @@
 """Deep visualisation with random-weight VGG-19 networks (He, Wang & Hopcroft, NIPS 2016).
 
+    from fpa_export.fd.features import RandomVGG19
     from fpa_export.vis import invert, synthesize_texture, transfer_style, load_source
     image, _ = load_source("default@3", size=64)            # an FPA sample, or an image file
     result = invert(image, "conv3_1", RandomVGG19(seed=0))  # result.image, result.losses, result.frames

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 from fpa_export.fd.features import RandomVGG19
 from .invert import invert, psnr, stacked_network
 from .optimize import Optimisation
-from .output import write_gif, write_png
+from .output import write_animation, write_picture
 from .sources import load_source
 from .style import transfer_style
 from .texture import synthesize_texture
@@ -19,20 +19,28 @@ from .texture import synthesize_texture
 
 @dataclass
 class Output:
-    """Where and how to write: PNG path, optional GIF path, frames, upscaling."""
+    """Where and how to write: picture path (.png/.jpg), optional animation path (.gif/.png/.mp4),
+    frames, upscaling. Names whose suffix is no format we write are refused here, before any work."""
     png: Path
     gif: Optional[Path] = None
-    frames: int = 40              # about this many GIF frames over the optimisation
+    frames: int = 40              # about this many animation frames over the optimisation
     duration_ms: int = 80
     scale: int = 1
+
+    def __post_init__(self):
+        from ..painting.writers import animation_format, picture_format
+
+        picture_format(self.png)
+        if self.gif is not None:
+            animation_format(self.gif)
 
     def frame_every(self, steps: int) -> int:
         return max(1, steps // self.frames) if self.gif else 0
 
     def write(self, result: Optimisation) -> str:
-        write_png(self.png, result.image, self.scale)
+        write_picture(self.png, result.image, self.scale)
         if self.gif:
-            write_gif(self.gif, result.frames + [result.image], self.duration_ms, self.scale)
+            write_animation(self.gif, result.frames + [result.image], self.duration_ms, self.scale)
             return f"{self.png} and {self.gif}"
         return str(self.png)
 

@@ -70,6 +70,7 @@ def lbfgs(start: torch.Tensor, loss_fn: Callable[[torch.Tensor], tuple[torch.Ten
     losses: list[float] = []
     values: dict[str, list[float]] = {}
     frames = [reflect(free.detach())] if frame_every else []
+    # disable=None: a bar only on a terminal; piped logs get no carriage-return frames
     with tqdm(range(steps), desc=label, unit="it", disable=None if progress else True,
               leave=False) as bar:
         for step in bar:

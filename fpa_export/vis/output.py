@@ -1,5 +1,6 @@
-"""Writing the visualisations: a PNG of the result and, optionally, a GIF of the optimisation, through
-the project's picture writers (`fpa_export.painting.writers`: atomic, imageio v3, looping GIFs)."""
+"""Writing the visualisations: a picture of the result (.png or .jpg) and, optionally, an animation of
+the optimisation (.gif, .png as animated PNG, or .mp4), through the project's writers
+(`fpa_export.painting.writers`: atomic, the format follows the suffix or the name is refused)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,17 +20,18 @@ def as_array(image: torch.Tensor, scale: int = 1) -> np.ndarray:
     return array.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else array
 
 
-def write_png(path: str | Path, image: torch.Tensor, scale: int = 1) -> Path:
-    from ..painting.writers import write_png as write
+def write_picture(path: str | Path, image: torch.Tensor, scale: int = 1) -> Path:
+    """The image as PNG or JPEG, by the suffix of `path`."""
+    from ..painting.writers import write_picture as write
 
     return write(path, as_array(image, scale))
 
 
-def write_gif(path: str | Path, frames: Sequence[torch.Tensor], duration_ms: int = 80,
-              scale: int = 1, hold_last_ms: int = 1000) -> Path:
-    """An endlessly looping GIF, `duration_ms` per frame (GIFs store multiples of 10 ms, ≥ 20 ms), the
-    last frame held for `hold_last_ms`."""
-    from ..painting.writers import write_gif as write
+def write_animation(path: str | Path, frames: Sequence[torch.Tensor], duration_ms: int = 80,
+                    scale: int = 1, hold_last_ms: int = 1000) -> Path:
+    """An endlessly looping animation (GIF, animated PNG or MP4 by the suffix), `duration_ms` per frame
+    (GIFs store multiples of 10 ms, ≥ 20 ms), the last frame held for `hold_last_ms`."""
+    from ..painting.writers import write_animation as write
 
     if not frames:
         raise FpaError("no frames to write (the optimisation recorded none)")

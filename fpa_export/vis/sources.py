@@ -1,11 +1,14 @@
 """What the visualisation commands accept as an image: a file, or one sample of an FPA model.
 
     photo.png              an image file (shorter side resized to `size`, then centre-cropped)
-    default, default@7     the embedded model's sample for latent seed 0 (or 7)
-    model.pt, model.pt@7   a checkpoint's sample (also .onnx / TensorRT engines, via fpa_export.runtime)
+    default, default@7     the embedded model's sample under seed 0 (or 7)
+    model.pt, model.pt@7   a checkpoint's sample; also an exported image graph (.onnx) or a TensorRT
+                           engine, each run by its own runtime (the choice `fpa-gif` makes)
 
-A sample's latent is z = torch.randn(1, latent_size, generator=torch.Generator().manual_seed(SEED));
-the image is clamped to [0, 1] and quantised to uint8 like a saved PNG; greyscale is repeated to RGB.
+The seed rule is the project's one (`fpa_export.sampling.latents_for`): `X@S` is image index 0 under
+seed S, the same image as 000000.png of `fpa-sample X --seed S` and the painting of `fpa-gif X --seeds S`.
+Without '@' the seed is `--seed` (default 0). The image is clamped to [0, 1] and quantised to uint8 like
+a saved PNG; greyscale is repeated to RGB.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from fpa_export.common.errors import FpaError
 from fpa_export.common.images import IMAGE_SUFFIXES, load_image, resize_center_crop, to_hwc_array, to_uint8
 
 
@@ -34,19 +38,30 @@ def parse_source(spec: str, default_seed: int = 0) -> tuple[str, Optional[Path],
     return kind, path, seed
 
 
-def load_source(spec: str, size: Optional[int] = None, seed: int = 0,
-                backend: str = "torch") -> tuple[torch.Tensor, str]:
+def model_sample(path: Optional[Path], seed: int) -> torch.Tensor:
+    """uint8 (C, S, S): image index 0 under `seed` of a checkpoint, .onnx image graph or engine (None:
+    the embedded model), each on the runtime its file type calls for."""
+    from fpa_export.painting.render import open_painter
+    from fpa_export.sampling.latents import latents_for
+
+    sampler = open_painter(path)          # torch for checkpoints, onnxruntime / TensorRT for exports
+    z = latents_for([0], seed=seed, latent_size=sampler.latent_size)
+    try:
+        with torch.inference_mode():
+            return to_uint8(sampler(z))[0]
+    except NotImplementedError:
+        raise FpaError(f"{path}: fpa-vis needs an image graph; export one with `fpa-export onnx "
+                       f"--graph image`, or give the checkpoint") from None
+
+
+def load_source(spec: str, size: Optional[int] = None, seed: int = 0) -> tuple[torch.Tensor, str]:
     """(image (1, 3, S, S) in [0, 1], a description). `size` None keeps a sample's own size and
     loads files at 64 px."""
     kind, path, seed = parse_source(spec, seed)
     if kind == "image":
         size = size or 64
         return load_image(path, size, 3)[None], f"{path.name} at {size} px"
-    from ..runtime import make_sampler
-
-    sampler = make_sampler(path, backend=backend)
-    z = torch.randn(1, sampler.latent_size, generator=torch.Generator().manual_seed(seed))
-    sample = to_uint8(sampler(z))[0]                                   # (C, S, S) uint8
+    sample = model_sample(path, seed)                                  # (C, S, S) uint8
     if size and size != sample.shape[-1]:
         from PIL import Image
 
