@@ -37,8 +37,6 @@ PENDING = {
     ("docs/EXPORT.md", "sampler = make_sampler(model=None |"): ("skip", "a signature summary, not code"),
     ("docs/SAMPLING.md", "report = sample_folder(SampleRun(\"out/fid\", n=50000"):
         ("skip", "50,000 samples (and the block lacks `from pathlib import Path`)"),
-    ("docs/RANDOM_WEIGHTS_TOOLS.md", "from fpa_export.fd import compute_stats, save_stats, load_stats"):
-        ("xfail", "fpa_export.fd has no __init__.py exporting these names"),
 }
 
 
