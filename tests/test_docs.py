@@ -367,8 +367,13 @@ def test_a_failing_snippet_names_its_file_and_line():
 def dotted_names(path: Path, text: Optional[str] = None) -> list[tuple[int, str]]:
     """(line, name) of every `fpa_export.…` dotted name in the prose and code of a markdown file."""
     lines = (path.read_text(encoding="utf-8") if text is None else text).splitlines()
-    return [(number, name) for number, line in enumerate(lines, 1)
-            for name in re.findall(r"(?<![\w./-])fpa_export(?:\.[A-Za-z_]\w*)+", line)]
+    found, in_key_table = [], False
+    for number, line in enumerate(lines, 1):
+        # A table of ONNX metadata keys (`fpa_export.record`, …) names keys of a file, not Python names.
+        in_key_table = line.startswith("|") and (in_key_table or "metadata_props" in line)
+        if not in_key_table:
+            found += [(number, name) for name in re.findall(r"(?<![\w./-])fpa_export(?:\.[A-Za-z_]\w*)+", line)]
+    return found
 
 
 def resolve(name: str) -> bool:
@@ -398,3 +403,9 @@ def test_dotted_names_in_the_docs_resolve():
     assert resolve("fpa_export.painting.writers.write_animation") and not resolve("fpa_export.no_such")
     assert dotted_names(ROOT / "x.md", "see `fpa_export.fd.frechet` and fpa_export.load_generator()") == [
         (1, "fpa_export.fd.frechet"), (1, "fpa_export.load_generator")]
+
+
+def test_metadata_key_tables_are_not_python_names():
+    text = ("| `metadata_props` key | value |\n|---|---|\n| `fpa_export.record` | JSON |\n\n"
+            "Use `fpa_export.load_generator` here.\n")
+    assert dotted_names(Path("x.md"), text) == [(5, "fpa_export.load_generator")]
