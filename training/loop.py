@@ -25,9 +25,9 @@ from typing import Optional
 import torch
 
 from fpa_export.common.errors import FpaError
-from fpa_export.common.atomic import atomic_write
+from fpa_export.common.atomic import atomic_write, atomic_write_json
 from fpa_export.models import FPAConfig, read_checkpoint, save_checkpoint
-from fpa_export.common.images import to_hwc_array, to_uint8
+from fpa_export.common.images import arrange, grid, to_hwc, to_uint8
 from . import data as datasets
 from . import quality
 from .ema import ema_notice, ema_record
@@ -56,13 +56,7 @@ def _save_grid(path: Path, images: torch.Tensor, nrow: int = 8) -> None:
     """(N, C, S, S) in [-1, 1] → a PNG grid (clamped to [0, 1], 2-px grey padding)."""
     from PIL import Image
 
-    n, c, s, _ = images.shape
-    rows = math.ceil(n / nrow)
-    grid = torch.full((c, rows * (s + 2) + 2, nrow * (s + 2) + 2), 0.5)
-    for i, image in enumerate(images):
-        top, left = 2 + (i // nrow) * (s + 2), 2 + (i % nrow) * (s + 2)
-        grid[:, top:top + s, left:left + s] = image.clamp(0, 1)
-    array = to_hwc_array(to_uint8(grid))
+    array = to_hwc(grid(arrange(to_uint8(images).cpu().numpy(), nrow)))
 
     def write(handle):
         buffer = io.BytesIO()
@@ -72,7 +66,7 @@ def _save_grid(path: Path, images: torch.Tensor, nrow: int = 8) -> None:
 
 
 def _write_json(path: Path, obj) -> None:
-    atomic_write(path, lambda h: h.write(json.dumps(obj, indent=2).encode()))
+    atomic_write_json(path, obj, sort_keys=False)
 
 
 class Run:

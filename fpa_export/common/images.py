@@ -37,10 +37,42 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return torch.floor(images.float().clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
 
 
+def to_hwc(pictures: np.ndarray) -> np.ndarray:
+    """uint8 (…, C, H, W) → (…, H, W) for greyscale or (…, H, W, 3), contiguous, as Pillow, imageio
+    and the PNG/JPEG encoders expect. The one CHW → HWC conversion of the project."""
+    if pictures.shape[-3] == 1:
+        return np.ascontiguousarray(pictures[..., 0, :, :])
+    return np.ascontiguousarray(np.moveaxis(pictures, -3, -1))
+
+
 def to_hwc_array(image: torch.Tensor) -> np.ndarray:
     """One uint8 (C, H, W) tensor → a (H, W) or (H, W, 3) numpy array for Pillow/imageio."""
-    array = image.detach().cpu().numpy()
-    return array[0] if array.shape[0] == 1 else np.ascontiguousarray(array.transpose(1, 2, 0))
+    return to_hwc(image.detach().cpu().numpy())
+
+
+# -- grids: tiles separated and framed by 2-px padding of grey 0.5, as torchvision's make_grid draws
+# the paper's figures; R×K tiles of side S give (R·(S+2)+2) × (K·(S+2)+2) pixels.
+GRID_PADDING = 2
+GRID_PAD_VALUE = 128  # to_uint8(0.5): grey 0.5, rounded half up
+
+
+def grid(tiles: np.ndarray, padding: int = GRID_PADDING, pad_value: int = GRID_PAD_VALUE) -> np.ndarray:
+    """uint8 tiles (R, K, C, S, S) → one picture (C, R·(S+p)+p, K·(S+p)+p)."""
+    rows, cols, channels, height, width = tiles.shape
+    out = np.full((channels, rows * (height + padding) + padding, cols * (width + padding) + padding),
+                  pad_value, dtype=np.uint8)
+    for r in range(rows):
+        for k in range(cols):
+            top, left = padding + r * (height + padding), padding + k * (width + padding)
+            out[:, top:top + height, left:left + width] = tiles[r, k]
+    return out
+
+
+def arrange(tiles: np.ndarray, columns: int) -> np.ndarray:
+    """uint8 (N, C, S, S) → (rows, columns, C, S, S), the last row filled up with grey tiles."""
+    rows = -(-len(tiles) // columns)
+    filler = [np.full_like(tiles[0], GRID_PAD_VALUE)] * (rows * columns - len(tiles))
+    return np.stack(list(tiles) + filler).reshape(rows, columns, *tiles.shape[1:])
 
 
 def resized_size(width: int, height: int, size: int) -> tuple[int, int]:

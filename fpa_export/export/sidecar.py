@@ -24,7 +24,7 @@ import tempfile
 from typing import Optional
 
 from fpa_export.common.errors import FpaError
-from fpa_export.common.atomic import atomic_write
+from fpa_export.common.atomic import atomic_write_json
 from fpa_export.models import FPAConfig, PACKAGE_VERSION
 
 SIDECAR_SUFFIX = ".json"
@@ -112,8 +112,7 @@ def spec_from_record(path: str | os.PathLike):
 
 
 def write_sidecar(artefact: str | os.PathLike, data: dict) -> Path:
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    return atomic_write(sidecar_path(artefact), lambda handle: handle.write(text.encode("utf-8")))
+    return atomic_write_json(sidecar_path(artefact), data)
 
 
 def reusable(artefact: str | os.PathLike, inputs: dict) -> Optional[dict]:

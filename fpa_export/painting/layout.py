@@ -6,41 +6,14 @@ grid of 64-px images is 134 × 1058. Everything here works on uint8 (values from
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
-import torch
 
 from fpa_export.common.errors import FpaError
-from fpa_export.common.images import to_uint8
+from fpa_export.common.images import GRID_PAD_VALUE as PAD_VALUE, arrange, grid, to_hwc, to_uint8  # noqa: F401
 from .frames import PaintingFrames
 
-PADDING = 2
-PAD_VALUE = int(to_uint8(torch.tensor(0.5)))  # grey 0.5 → 128
 MODES = ("partial", "updates", "both")
-
-
-def grid(tiles: np.ndarray, padding: int = PADDING, pad_value: int = PAD_VALUE) -> np.ndarray:
-    """uint8 tiles (R, K, C, S, S) → one picture (C, R·(S+p)+p, K·(S+p)+p)."""
-    rows, cols, channels, height, width = tiles.shape
-    out = np.full((channels, rows * (height + padding) + padding, cols * (width + padding) + padding),
-                  pad_value, dtype=np.uint8)
-    for r in range(rows):
-        for k in range(cols):
-            top, left = padding + r * (height + padding), padding + k * (width + padding)
-            out[:, top:top + height, left:left + width] = tiles[r, k]
-    return out
-
-
-def blank_like(tile: np.ndarray) -> np.ndarray:
-    return np.full_like(tile, PAD_VALUE)
-
-
-def arrange(tiles: np.ndarray, columns: int) -> np.ndarray:
-    """uint8 (N, C, S, S) → (rows, columns, C, S, S), the last row filled up with grey tiles."""
-    rows = math.ceil(len(tiles) / columns)
-    filler = [blank_like(tiles[0])] * (rows * columns - len(tiles))
-    return np.stack(list(tiles) + filler).reshape(rows, columns, *tiles.shape[1:])
 
 
 def sample_grid(images: np.ndarray, columns: int = 8, scale: int = 1) -> np.ndarray:
@@ -95,9 +68,3 @@ def upscale(pictures: np.ndarray, scale: int) -> np.ndarray:
         return pictures
     return pictures.repeat(scale, axis=-2).repeat(scale, axis=-1)
 
-
-def to_hwc(pictures: np.ndarray) -> np.ndarray:
-    """(…, C, H, W) → (…, H, W) for greyscale or (…, H, W, 3), as image writers expect."""
-    if pictures.shape[-3] == 1:
-        return np.ascontiguousarray(pictures[..., 0, :, :])
-    return np.ascontiguousarray(np.moveaxis(pictures, -3, -1))
