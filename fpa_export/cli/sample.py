@@ -88,16 +88,19 @@ class _SampleWithStats(click.Command):
                    "I/N from $RANK/$WORLD_SIZE (torchrun), and --device cuda means cuda:$LOCAL_RANK.")
 @click.option("--overwrite", is_flag=True,
               help="Replace a folder made with another model, seed or format (this shard's files).")
+@click.option("--verify", is_flag=True,
+              help="On resume, also repaint a spread of up to 32 existing files and compare them (by "
+                   "default files are only checked to decode at the right size).")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
               help="Encoding/writing threads (0 = 4 per CPU core, at most 8).")
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
-              help="CPU painting threads of torch/onnxruntime (0 = half the cores).")
+              help="CPU painting threads of torch/onnxruntime (0 = half the cores; capped to the cores).")
 @click.option("--reference-stats", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Print the Fréchet distance to these real statistics (from `fpa-sample stats`).")
 @click.option("--no-save", is_flag=True, help="With --reference-stats: score without writing images.")
 @friendly_errors
 def main(model, n, outdir, batch_size, seed, backend, device, precision, image_format, jpeg_quality,
-         truncation, shard, overwrite, workers, threads, reference_stats, no_save):
+         truncation, shard, overwrite, verify, workers, threads, reference_stats, no_save):
     """Sample N images of MODEL into a folder for FID (`python -m pytorch_fid REAL_DIR OUTDIR`).
 
     MODEL is a checkpoint, an exported .onnx or a TensorRT .plan; omitted, the embedded default model.
@@ -127,7 +130,7 @@ def main(model, n, outdir, batch_size, seed, backend, device, precision, image_f
     run = SampleRun(outdir or Path("."), n=n, seed=seed, batch_size=batch_size,
                     image_format=image_format, jpeg_quality=jpeg_quality, truncation=truncation,
                     shard=parse_shard(shard), overwrite=overwrite, workers=workers, threads=threads,
-                    precision=precision)
+                    precision=precision, verify=verify)
     if reference_stats is not None and run.shard[1] > 1:
         raise UserError("--reference-stats needs every image: run it without --shard")
     model = open_model(model)  # what the file is, decided and loaded once for the whole run

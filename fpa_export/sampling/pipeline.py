@@ -45,6 +45,7 @@ class SampleRun:
     workers: int = 0            # encoding/writing threads; 0 = 4 per CPU core, at most 8
     threads: int = 0            # CPU painting threads (torch, onnxruntime); 0 = half the cores
     precision: Optional[str] = None  # fp32 | bf16 | fp16; None: fp32 (an exported graph: its own)
+    verify: bool = False        # on resume, repaint a spread of existing files and compare (verify.py)
 
     def thread_counts(self) -> tuple[int, int]:
         """(painting threads, writing threads). Writing is mostly waiting on the file system, so it
@@ -140,7 +141,10 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
             record = manifest.merge(manifest.read(outdir), wanted, run.overwrite, has_files)
             _remove_leftovers(outdir, run)
             owned = shard_indices(run.n, run.shard)
-            todo, count, broken = _plan(outdir, owned, run.image_format, source.config, pool, workers)
+            todo, count, broken, have = _plan(outdir, owned, run.image_format, source.config, pool,
+                                              workers)
+            if run.verify:
+                _verify(outdir, have, run, sampler)
             batches = _first_batch_then(iter_samples(sampler, todo, run.seed, run.batch_size,
                                                      run.truncation),
                                         lambda: _begin(outdir, record, choice, on_start))
@@ -160,6 +164,17 @@ def open_sampler(model, backend: str, device: str, threads: int, precision: Opti
 
     return make_sampler(model, backend=backend, device=device, precision=precision, purpose="images",
                         threads=threads)
+
+
+def _verify(outdir: Path, have: set[int], run: SampleRun, sampler) -> None:
+    """--verify: repaint a spread of the valid files present and compare them (sampling.verify)."""
+    from .verify import verify_existing
+
+    def paint(indices):
+        return np.concatenate([images for _, images in iter_samples(sampler, indices, run.seed,
+                                                                    run.batch_size, run.truncation)])
+
+    verify_existing(outdir, sorted(have), paint, run.image_format, run.jpeg_quality)
 
 
 def _begin(outdir: Path, record: dict, choice: dict, on_start) -> None:
@@ -216,8 +231,9 @@ def _remove_leftovers(outdir: Path, run: SampleRun) -> None:
 
 
 def _plan(outdir: Path, owned: range, fmt: str, config, pool: ThreadPoolExecutor,
-          workers: int) -> tuple[Iterator[int], int, int]:
-    """(indices to paint, lazily; how many; how many had a broken file). Decodes every existing file
+          workers: int) -> tuple[Iterator[int], int, int, set[int]]:
+    """(indices to paint, lazily; how many; how many had a broken file; the valid indices present).
+    Decodes every existing file
     of this shard; the plan is a generator over `owned`, so its size does not depend on --n."""
     present = existing_files(outdir)
     candidates = sorted(i for i, names in present.items() if i in owned and file_name(i, fmt) in names)
@@ -229,7 +245,7 @@ def _plan(outdir: Path, owned: range, fmt: str, config, pool: ThreadPoolExecutor
 
     broken = {i for bad in pool.map(check, chunks) for i in bad}
     have = set(candidates) - broken
-    return (i for i in owned if i not in have), len(owned) - len(have), len(broken)
+    return (i for i in owned if i not in have), len(owned) - len(have), len(broken), have
 
 
 def _write_chunk(outdir: Path, indices: Sequence[int], images: np.ndarray, fmt: str,
