@@ -155,3 +155,14 @@ def test_threads_are_capped_to_the_cores():
     cores = os.cpu_count() or 1
     painting, writing = SampleRun("x", n=1, threads=1000, workers=10**6).thread_counts()
     assert painting == cores and writing == 8 * cores
+
+
+def test_one_sampling_run_loads_the_checkpoint_once(model, tmp_path, monkeypatch):
+    import fpa_export.models as models
+
+    loads, real = [], models.load_checkpoint
+    monkeypatch.setattr(models, "load_checkpoint", lambda *a, **k: loads.append(a) or real(*a, **k))
+    result = CliRunner().invoke(sample_main, [str(model), "--n", "3", "--outdir", str(tmp_path / "o"),
+                                              "--backend", "torch"])
+    assert result.exit_code == 0, result.output
+    assert len(loads) == 1

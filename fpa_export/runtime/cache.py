@@ -123,11 +123,10 @@ def cached_graph(checkpoint: Path, sha256: str, graph: str = "image", lstm: str 
 
 def _valid_entry(out: Path, sha256: str) -> bool:
     """The graph exists, its record names this checkpoint, and its digest is the recorded one."""
-    from fpa_export.export.sidecar import read_sidecar
-
     from .digest import sha256_of
+    from .modelfile import export_record
 
-    record = read_sidecar(out)
+    record = export_record(out)
     if not out.is_file() or not isinstance(record, dict):
         return False
     inputs = record.get("inputs") if isinstance(record.get("inputs"), dict) else {}

@@ -137,7 +137,7 @@ def open_model(model: ModelLike = None) -> ModelFile:
     return ModelFile(kind, path, str(model))
 
 
-def _export_record(path: Path) -> Optional[dict]:
+def export_record(path: Path) -> Optional[dict]:
     """The export record of a graph or engine: its sidecar. (The one call site to switch to
     `fpa_export.export.sidecar.read_export_record`, which also reads ONNX metadata, once it exists.)"""
     from fpa_export.export.sidecar import read_sidecar
@@ -150,7 +150,7 @@ def _checked_record(path: Path, kind: str) -> dict:
 
     from .digest import sha256_of
 
-    record = _export_record(path)
+    record = export_record(path)
     if not isinstance(record, dict) or not isinstance(record.get("inputs"), dict) \
             or not isinstance(record["inputs"].get("spec"), dict) or not isinstance(record.get("config"), dict):
         tool = "fpa-export trt" if kind == "tensorrt" else "fpa-export onnx"
@@ -172,7 +172,7 @@ def _source_digest(record: dict) -> Optional[str]:
     if inputs.get("checkpoint_sha256"):
         return inputs["checkpoint_sha256"]
     if record.get("onnx"):
-        graph = _export_record(Path(record["onnx"])) or {}
+        graph = export_record(Path(record["onnx"])) or {}
         return (graph.get("inputs") or {}).get("checkpoint_sha256")
     return None
 

@@ -16,9 +16,10 @@ import torch
 from fpa_export.common.errors import FpaError, MissingExtra
 from fpa_export.common.optional import require
 from fpa_export.models import FPAConfig
-from fpa_export.export.sidecar import ExportError, read_sidecar, sidecar_path
+from fpa_export.export.sidecar import ExportError, sidecar_path
 from fpa_export.export.spec import ExportSpec
 from .base import Sampler
+from .modelfile import export_record
 
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
 
@@ -162,7 +163,7 @@ def check_shapes(path: Path, spec: ExportSpec, session) -> None:
 
 def spec_from_sidecar(path: Path) -> ExportSpec:
     """The ExportSpec recorded by `fpa-export onnx` beside `path`."""
-    sidecar = read_sidecar(path)
+    sidecar = export_record(path)
     if sidecar is None or "spec" not in sidecar.get("inputs", {}):
         raise ExportError(f"{path}: no readable sidecar {sidecar_path(path).name}; export the graph "
                           "with `fpa-export onnx` (the sidecar holds the model config)")
