@@ -200,3 +200,21 @@ def test_agreement_figures():
     assert figures["max_levels"] == 3 and figures["within_2_levels"] == pytest.approx(31 / 32)
     assert figures["mean_levels"] == pytest.approx(3 / 32, abs=1e-4)
     assert np.isclose(P.agreement(reference, reference)["mean_levels"], 0)
+
+
+def test_gif_and_fd_take_the_precision(model, tmp_path, bf16_cpu):
+    from fpa_export.cli.fd import main as fd_main
+    from fpa_export.cli.gif import MODES, main as gif_main
+    from fpa_export.painting.layout import MODES as LAYOUT_MODES
+
+    assert MODES == LAYOUT_MODES  # fpa-gif spells them out so that --help stays light
+    path, _ = model
+    out = tmp_path / "p.gif"
+    result = CliRunner().invoke(gif_main, [str(path), "-o", str(out), "--precision", "bf16"])
+    assert result.exit_code == 0 and out.exists(), result.output
+    for command, args in ((gif_main, [str(path), "-o", str(tmp_path / "q.gif")]),
+                          (fd_main, [str(path), "default", "--n", "4"])):
+        result = CliRunner().invoke(command, args + ["--precision", "fp16"])
+        assert result.exit_code == 1 and "fp16 needs a CUDA device" in result.output, result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "q.gif").exists()
