@@ -166,3 +166,11 @@ def test_one_sampling_run_loads_the_checkpoint_once(model, tmp_path, monkeypatch
                                               "--backend", "torch"])
     assert result.exit_code == 0, result.output
     assert len(loads) == 1
+
+
+def test_samples_json_names_onnxruntime_when_it_ran(model, tmp_path):
+    pytest.importorskip("onnxruntime")
+    folder = tmp_path / "ort"
+    report = sample_folder(_run(folder), model=model, backend="onnx", progress=False)
+    versions = json.loads((folder / "samples.json").read_text())["versions"]
+    assert report.backend == "onnxruntime-cpu" and versions.get("onnxruntime")
