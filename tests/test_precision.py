@@ -218,3 +218,17 @@ def test_gif_and_fd_take_the_precision(model, tmp_path, bf16_cpu):
         assert result.exit_code == 1 and "fp16 needs a CUDA device" in result.output, result.output
         assert "Traceback" not in result.output
     assert not (tmp_path / "q.gif").exists()
+
+
+def test_fp16_and_fp32_graphs_of_one_model_never_share_a_folder(model, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from fpa_export.export import export_onnx
+
+    path, _ = model
+    fp32 = export_onnx(path, tmp_path / "i.onnx", exporter="torchscript").path
+    fp16 = export_onnx(path, tmp_path / "i16.onnx", fp16=True, exporter="torchscript").path
+    folder = tmp_path / "s1000"
+    sample_folder(SampleRun(folder, n=4, workers=1), model=fp32, progress=False)
+    result = CliRunner().invoke(sample_main, [str(fp16), "--n", "6", "--outdir", str(folder)])
+    assert result.exit_code == 1 and "a different precision (fp32 vs fp16)" in result.output
+    assert len(list(folder.glob("*.png"))) == 4
