@@ -85,7 +85,7 @@ def main(outdir: Path, n: int, exporter: str):
     \b
     Examples:
       python -m fpa_export.demo --outdir out/demo
-      python -m fpa_export.demo --outdir /tmp/demo --n 100
+      python -m fpa_export.demo --outdir out/demo --n 100
     """
     from fpa_export.painting import PaintingJob, open_painter, render_painting
     from fpa_export.sampling import SampleRun, sample_folder

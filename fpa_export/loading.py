@@ -14,13 +14,22 @@ def resolve_checkpoint(path: Optional[str | os.PathLike] = None):
     return default_checkpoint_path() if path is None else path
 
 
-def load_generator(path: Optional[str | os.PathLike] = None,
-                   device: str | torch.device = "cpu") -> FPAGenerator:
+def load_generator(path: Optional[str | os.PathLike] = None, device: str | torch.device = "cpu",
+                   precision: str = "fp32", requires_grad: bool = False) -> FPAGenerator:
     """An eval-mode generator with `.config` (FPAConfig; `.config.unet` holds the U-Net config when
-    present), `.latent_size` and `forward(z)`: (B, latent_size) → images (B, C, S, S) in [-1, 1].
+    present), `.latent_size` and `forward(z)`: (B, latent_size) float32 → images (B, C, S, S) float32
+    in [-1, 1].
 
-    `path=None` loads the embedded default model. Raises `models.CheckpointError` with a one-line
-    message for anything that is not a valid checkpoint.
+    `path=None` loads the embedded default model. `precision` "bf16"/"fp16" casts the weights (the
+    LSTM and projections then run in that precision; the delta rule and final tanh stay fp32); a
+    device that cannot run it is refused with one line (`runtime.precision.check_precision`). Unlike
+    the samplers, this generator is not probed against fp32. The parameters do not require grad unless
+    `requires_grad=True`, so `gen(z).clamp(0, 1).numpy()` works as it is. Raises
+    `models.CheckpointError` with a one-line message for anything that is not a valid checkpoint.
     """
+    from fpa_export.runtime.precision import check_precision, torch_dtype
+
+    precision = check_precision(precision, str(device))
     generator, _ = load_checkpoint(resolve_checkpoint(path), device=device)
-    return generator
+    generator.requires_grad_(requires_grad)
+    return generator.to(dtype=torch_dtype(precision)) if precision != "fp32" else generator

@@ -3,6 +3,10 @@
 An LSTM emits, per painting step, a key, a value and a learning rate for each channel; the delta rule
 (`models.delta_rule`) turns them into one rank-1 update of the channel's S×S canvas per step. The image is
 tanh(W_T), or with a U-Net refinement tanh(U(tanh(W_T))) (not residual: U's output replaces the image).
+
+Precision: the LSTM and the projections (and the U-Net) run in the dtype of the weights, so a copy cast
+with `.to(torch.bfloat16)` paints in bf16; the key/value/lr activations, the delta rule and the final
+tanh then run in fp32 (no cast happens for fp32 or fp64 weights, leaving those paths unchanged).
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from torch import nn
 from .config import FPAConfig
 from .delta_rule import canvas_from_writes, delta_rule_writes, partial_sums, rank_one_updates
 from .lstm import unrolled_lstm
+
+LOW_PRECISION = (torch.bfloat16, torch.float16)  # weight dtypes whose painting is done in fp32
 
 
 @dataclass
@@ -96,6 +102,9 @@ class FPAGenerator(nn.Module):
         `unrolled=True` runs the LSTM as straight-line gate arithmetic (same weights, same result):
         the form exported graphs, CUDA graphs and torch.compile want."""
         c = self.config
+        low = self.kvb.weight.dtype
+        if low in LOW_PRECISION and z.dtype != low:
+            z = z.to(low)  # low-precision weights: the LSTM and projections run in their dtype
         x, state = self._lstm_inputs(z), self._initial_state(z)
         if unrolled:
             hidden = unrolled_lstm(self.lstm, x, state)  # (B, T, H)
@@ -104,6 +113,8 @@ class FPAGenerator(nn.Module):
         if c.wide_out_dim:
             hidden = self.wide(hidden)  # (B, T, D')
         raw = self.kvb(hidden)  # (B, T, C·(2S + r)): keys | values | lrs, channel-major blocks
+        if raw.dtype in LOW_PRECISION:
+            raw = raw.float()  # activations and the delta rule stay fp32 with bf16/fp16 weights
         size, channels = c.image_size, c.channels
         raw_keys, raw_values, raw_lrs = raw.split(
             [channels * size, channels * size, channels * c.lr_size], dim=2)
@@ -130,7 +141,12 @@ class FPAGenerator(nn.Module):
         c = self.config
         image = canvas
         if c.unet is not None:
-            image = self.unet(torch.tanh(image) if c.unet.pre_tanh else image)
+            image = torch.tanh(image) if c.unet.pre_tanh else image
+            low = next(self.unet.parameters()).dtype
+            if low in LOW_PRECISION:
+                image = self.unet(image.to(low)).float()  # the final tanh stays fp32
+            else:
+                image = self.unet(image)
         return torch.tanh(image) if c.out_tanh else image
 
     def paint(self, z: torch.Tensor, unrolled: bool = False) -> Painting:

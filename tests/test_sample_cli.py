@@ -130,3 +130,11 @@ def test_real_process_errors_and_kill_9(checkpoint, tmp_path):
     assert len(files) >= 40
     assert all(decode(path).shape == (8, 8) for path in files)  # whole files only
     assert len(list(folder.glob(".*.tmp"))) <= 16  # at most the batch in flight
+
+
+def test_prints_what_it_chose_in_one_line(checkpoint, tmp_path):
+    result = CliRunner().invoke(main, [checkpoint, "--n", "3", "--outdir", str(tmp_path / "c"),
+                                       "--backend", "torch", "--threads", "1", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    chosen = [line for line in result.output.splitlines() if line.startswith("Using ")]
+    assert chosen == ["Using torch-cpu, fp32, 1 painting + 2 writing threads, PNG compress level 1"]

@@ -30,9 +30,14 @@ from fpa_export.common.devices import device_option
 @click.option("--backend", type=click.Choice(["torch", "onnx", "trt", "auto"]), default=None,
               show_default="torch for checkpoints, the file's own for .onnx / engines",
               help="Runtime that samples model sources.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
+              show_default="fp32; an exported graph: its own",
+              help="Precision that samples model sources (bf16: CUDA or a CPU with bf16 instructions; "
+                   "fp16: CUDA).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @friendly_errors
-def main(a, b, seeds, n, resolution, sample_seed, save_stats, batch_size, device, backend, as_json):
+def main(a, b, seeds, n, resolution, sample_seed, save_stats, batch_size, device, backend, precision,
+         as_json):
     """Fréchet distance between A and B on random-network features (no download needed).
 
     A and B are each an image folder, an .npz of statistics written by --save-stats, or a model:
@@ -51,7 +56,7 @@ def main(a, b, seeds, n, resolution, sample_seed, save_stats, batch_size, device
 
     seed_list = fd.parse_seeds(seeds) if seeds is not None else None
     options = dict(seeds=seed_list, resolution=resolution, n=n, sample_seed=sample_seed,
-                   batch_size=batch_size, device=device, backend=backend)
+                   batch_size=batch_size, device=device, backend=backend, precision=precision)
     if b is None:
         if save_stats is None:
             raise click.UsageError("give B to compare with, or --save-stats to save A's statistics")

@@ -7,7 +7,9 @@ import click
 
 from fpa_export.common.cli import UserError, friendly_errors, version_option
 from fpa_export.common.devices import device_option
-from fpa_export.painting.layout import MODES
+from fpa_export.runtime.names import PRECISIONS
+
+MODES = ("partial", "updates", "both")  # = painting.layout.MODES (a test checks); not imported: fast --help
 
 DEFAULT_GIF = Path("painting.gif")
 
@@ -44,9 +46,12 @@ DEFAULT_GIF = Path("painting.gif")
               show_default=True, help="auto: torch for checkpoints, the matching runtime for a "
                                       "steps .onnx graph or engine.")
 @click.option("--device", default="cpu", show_default=True, callback=device_option, help="cpu, cuda, cuda:N or mps.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              show_default="fp32; an exported graph: its own",
+              help="bf16: CUDA or a CPU with bf16 instructions; fp16: CUDA (probed against fp32 first).")
 @friendly_errors
 def main(model, seed, seeds, index, out, mode, fps, scale, hold_last_ms, columns, grid, mp4,
-         truncation, backend, device):
+         truncation, backend, device, precision):
     """Animate the painting of MODEL: frame t shows the image after t rank-1 updates.
 
     MODEL is a checkpoint or a `steps` graph from `fpa-export onnx --graph steps`; omitted, the
@@ -72,7 +77,8 @@ def main(model, seed, seeds, index, out, mode, fps, scale, hold_last_ms, columns
                       hold_last_ms=hold_last_ms, columns=columns, truncation=truncation)
     job.check()
     try:
-        result = render_painting(open_painter(model, backend, device), job, gif=out, grid=grid, mp4=mp4)
+        painter = open_painter(model, backend, device, precision)
+        result = render_painting(painter, job, gif=out, grid=grid, mp4=mp4)
     except ImportError as err:
         raise UserError(str(err)) from None
     except NotImplementedError as err:

@@ -8,7 +8,7 @@ import click
 
 from fpa_export.common.cli import UserError, friendly_errors, version_option
 from fpa_export.common.devices import device_option
-from fpa_export.runtime import BACKENDS
+from fpa_export.runtime.names import BACKENDS, PRECISIONS
 
 FORMATS = ("png", "jpg")
 
@@ -75,6 +75,10 @@ class _SampleWithStats(click.Command):
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: onnxruntime on a CPU when installed, torch (CUDA graphs) on a GPU.")
 @click.option("--device", default="cpu", show_default=True, callback=device_option, help="cpu, cuda, cuda:N or mps.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              show_default="fp32; an exported graph: its own",
+              help="bf16: CUDA or a CPU with bf16 instructions; fp16: CUDA. Verified against fp32 on a "
+                   "probe batch before anything is written.")
 @click.option("--format", "image_format", type=click.Choice(FORMATS), default="png", show_default=True)
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True)
 @click.option("--truncation", type=float, default=1.0, show_default=True,
@@ -84,16 +88,19 @@ class _SampleWithStats(click.Command):
                    "I/N from $RANK/$WORLD_SIZE (torchrun), and --device cuda means cuda:$LOCAL_RANK.")
 @click.option("--overwrite", is_flag=True,
               help="Replace a folder made with another model, seed or format (this shard's files).")
+@click.option("--verify", is_flag=True,
+              help="On resume, also repaint a spread of up to 32 existing files and compare them (by "
+                   "default files are only checked to decode at the right size).")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
               help="Encoding/writing threads (0 = 4 per CPU core, at most 8).")
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
-              help="CPU painting threads of torch/onnxruntime (0 = half the cores).")
+              help="CPU painting threads of torch/onnxruntime (0 = half the cores; capped to the cores).")
 @click.option("--reference-stats", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Print the Fréchet distance to these real statistics (from `fpa-sample stats`).")
 @click.option("--no-save", is_flag=True, help="With --reference-stats: score without writing images.")
 @friendly_errors
-def main(model, n, outdir, batch_size, seed, backend, device, image_format, jpeg_quality, truncation,
-         shard, overwrite, workers, threads, reference_stats, no_save):
+def main(model, n, outdir, batch_size, seed, backend, device, precision, image_format, jpeg_quality,
+         truncation, shard, overwrite, verify, workers, threads, reference_stats, no_save):
     """Sample N images of MODEL into a folder for FID (`python -m pytorch_fid REAL_DIR OUTDIR`).
 
     MODEL is a checkpoint, an exported .onnx or a TensorRT .plan; omitted, the embedded default model.
@@ -104,12 +111,14 @@ def main(model, n, outdir, batch_size, seed, backend, device, image_format, jpeg
     Examples:
       fpa-sample --n 1000 --outdir out/samples
       fpa-sample model.pt --n 50000 --outdir out/fid --format jpg
+      fpa-sample model.pt --n 50000 --outdir out/fid-bf16 --precision bf16
       fpa-sample model.pt --n 50000 --outdir out/fid --shard 0/4    # one of 4 processes
       torchrun --nproc-per-node 4 --no-python fpa-sample model.pt --n 50000 \\
           --outdir out/fid --shard env --device cuda
       fpa-sample model.pt --n 10000 --no-save --reference-stats faces.npz
       fpa-sample stats data/faces -o faces.npz --model model.pt
     """
+    from fpa_export.runtime.modelfile import open_model
     from fpa_export.sampling import SampleRun, parse_shard, sample_folder
 
     if shard == "env" and device == "cuda" and "LOCAL_RANK" in os.environ:
@@ -120,14 +129,16 @@ def main(model, n, outdir, batch_size, seed, backend, device, image_format, jpeg
         raise UserError("give --outdir (or --no-save with --reference-stats)")
     run = SampleRun(outdir or Path("."), n=n, seed=seed, batch_size=batch_size,
                     image_format=image_format, jpeg_quality=jpeg_quality, truncation=truncation,
-                    shard=parse_shard(shard), overwrite=overwrite, workers=workers, threads=threads)
+                    shard=parse_shard(shard), overwrite=overwrite, workers=workers, threads=threads,
+                    precision=precision, verify=verify)
     if reference_stats is not None and run.shard[1] > 1:
         raise UserError("--reference-stats needs every image: run it without --shard")
+    model = open_model(model)  # what the file is, decided and loaded once for the whole run
     if no_save:
         run.check()
         _score_only(model, run, backend, device, reference_stats)
         return
-    report = sample_folder(run, model=model, backend=backend, device=device)
+    report = sample_folder(run, model=model, backend=backend, device=device, on_start=_announce)
     click.echo(f"Wrote {report.written} images ({report.skipped} already there"
                + (f", {report.regenerated} broken ones redone" if report.regenerated else "")
                + f") to {report.outdir} in {report.seconds:.1f} s "
@@ -136,16 +147,22 @@ def main(model, n, outdir, batch_size, seed, backend, device, image_format, jpeg
         _score_folder(model, run, device, reference_stats)
 
 
+def _announce(choice: dict) -> None:
+    """One line: what the run chose (backend, precision, threads, PNG level)."""
+    click.echo(f"Using {choice['backend']}, {choice['precision']}, {choice['painting_threads']} "
+               f"painting + {choice['writing_threads']} writing threads, PNG compress level "
+               f"{choice['png_compress_level']}", err=True)
+
+
 def _score_only(model, run, backend, device, reference_stats):
     from fpa_export.fd.metric import result_text
     from fpa_export.fd.realstats import load_reference, score_samples
     from fpa_export.sampling import iter_samples
-    from fpa_export.sampling.model_id import model_config
     from fpa_export.sampling.pipeline import open_sampler
 
-    config = model_config(model)
+    config = model.config
     load_reference(reference_stats, config, run.image_format, run.jpeg_quality)  # refuse early
-    sampler = open_sampler(model, backend, device, run.thread_counts()[0])
+    sampler = open_sampler(model, backend, device, run.thread_counts()[0], run.precision)
     batches = (images for _, images in iter_samples(sampler, range(run.n), run.seed, run.batch_size,
                                                    run.truncation))
     result = score_samples(batches, reference_stats, config, run.image_format, run.jpeg_quality, device)
@@ -156,10 +173,9 @@ def _score_folder(model, run, device, reference_stats):
     from fpa_export.fd.metric import result_text
     from fpa_export.fd.realstats import read_files, score_samples
     from fpa_export.sampling.imagefiles import file_name
-    from fpa_export.sampling.model_id import model_config
 
     paths = [run.outdir / file_name(i, run.image_format) for i in range(run.n)]
-    result = score_samples(read_files(paths), reference_stats, model_config(model), run.image_format,
+    result = score_samples(read_files(paths), reference_stats, model.config, run.image_format,
                            run.jpeg_quality, device, decoded=True)
     click.echo(result_text(result))
 

@@ -103,17 +103,19 @@ def folder_batches(folder: Path, resolution: int, batch_size: int = 100) -> Iter
                 yield batch
 
 
-def open_sampler(source: Source, backend: Optional[str] = None, device: str = "cpu"):
-    """The source's `fpa_export.runtime` Sampler, created once. Backend None: torch for checkpoints
-    (reproducible, nothing cached), the file's own runtime for exported graphs and engines."""
+def open_sampler(source: Source, backend: Optional[str] = None, device: str = "cpu",
+                 precision: Optional[str] = None):
+    """The source's `fpa_export.runtime` Sampler, created once through the one factory. Backend None:
+    torch for checkpoints (reproducible, nothing cached), the file's own runtime for exported graphs
+    and engines; a steps-only graph is refused before any work."""
     if source.sampler is None:
-        from ..runtime import make_sampler
+        from ..runtime.factory import make_sampler
 
         if backend is None:
             exported = source.path is not None and source.path.suffix.lower() in EXPORTED_SUFFIXES
             backend = "auto" if exported else "torch"
-
-        source.sampler = make_sampler(source.path, backend=backend, device=device)
+        source.sampler = make_sampler(source.path, backend=backend, device=device, precision=precision,
+                                      purpose="images")
     return source.sampler
 
 
@@ -198,12 +200,13 @@ def choose_settings(sources: Sequence[Source], seeds: Optional[Sequence[int]],
 def fd_between(a: str, b: str, seeds: Optional[Sequence[int]] = None,
                resolution: Optional[int] = None, n: int = 2000, sample_seed: int = 0,
                batch_size: int = 100, device: str = "cpu", backend: Optional[str] = None,
-               save_a: Optional[str | Path] = None) -> FDResult:
-    """The Fréchet distance between two sources (see the module docstring), per seed."""
+               save_a: Optional[str | Path] = None, precision: Optional[str] = None) -> FDResult:
+    """The Fréchet distance between two sources (see the module docstring), per seed. `precision`:
+    that of model sources (None: fp32, an exported graph's own)."""
     sources = [classify(a), classify(b)]
     for source in sources:
         if source.kind == "model":
-            open_sampler(source, backend, device)
+            open_sampler(source, backend, device, precision)
     seeds, resolution = choose_settings(sources, seeds, resolution)
     options = dict(n=n, sample_seed=sample_seed, batch_size=batch_size, device=device, backend=backend)
     stats_a = stats_of(sources[0], seeds, resolution, **options)
@@ -215,13 +218,14 @@ def fd_between(a: str, b: str, seeds: Optional[Sequence[int]] = None,
 
 def stats_only(a: str, out: str | Path, seeds: Optional[Sequence[int]] = None,
                resolution: Optional[int] = None, n: int = 2000, sample_seed: int = 0,
-               batch_size: int = 100, device: str = "cpu", backend: Optional[str] = None) -> StatsSet:
+               batch_size: int = 100, device: str = "cpu", backend: Optional[str] = None,
+               precision: Optional[str] = None) -> StatsSet:
     """Compute the statistics of one source and save them to `out`."""
     source = classify(a)
     if source.kind == "stats":
         raise FpaError(f"{a} already holds statistics")
     if source.kind == "model":
-        open_sampler(source, backend, device)
+        open_sampler(source, backend, device, precision)
     seeds, resolution = choose_settings([source], seeds, resolution)
     stats = stats_of(source, seeds, resolution, n=n, sample_seed=sample_seed,
                      batch_size=batch_size, device=device, backend=backend)

@@ -46,14 +46,13 @@ def auto_scale(image_size: int, tile: int = 64) -> int:
     return max(1, -(-tile // image_size))
 
 
-def open_painter(model=None, backend: str = "auto", device: str = "cpu"):
-    """A Sampler with painting steps: torch for checkpoints, the graph's runtime for exported files."""
-    from fpa_export.runtime import make_sampler
-    from fpa_export.sampling.model_id import model_kind
+def open_painter(model=None, backend: str = "auto", device: str = "cpu", precision=None):
+    """A Sampler with painting steps, from the one factory (`fpa_export.runtime.make_sampler`): torch
+    for checkpoints, the graph's runtime for exported steps graphs; a graph without steps is refused
+    before anything is painted."""
+    from fpa_export.runtime.factory import make_sampler
 
-    if backend == "auto":
-        backend = {"checkpoint": "torch", "onnx": "onnx", "tensorrt": "trt"}[model_kind(model)]
-    return make_sampler(model, backend=backend, device=device)
+    return make_sampler(model, backend=backend, device=device, precision=precision, purpose="steps")
 
 
 def _check_suffixes(animation: Optional[Path], grid: Optional[Path], mp4: Optional[Path]) -> None:

@@ -8,6 +8,7 @@ backend has no steps graph.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Optional
 
 import numpy as np
 import torch
@@ -21,6 +22,8 @@ class Sampler(ABC):
 
     name: str = "sampler"    # backend name, e.g. "torch-cpu", "onnxruntime-cpu"
     config: FPAConfig        # the generator's configuration
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (runtime.precision)
+    precision_record: Optional[dict] = None  # set by make_sampler: the precision and its probe figures
 
     @property
     def latent_size(self) -> int:

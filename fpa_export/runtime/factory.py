@@ -1,64 +1,115 @@
-"""`make_sampler`: one entry point from a model file (or the embedded default) to a runtime.
+"""`make_sampler`: the one factory from a model (file, embedded default or generator) to a runtime.
 
     model: None (embedded default model) | checkpoint .pt | exported .onnx | TensorRT .plan/.engine
-           | an FPAGenerator instance
+           | an FPAGenerator | a `ModelFile` (`runtime.modelfile.open_model`, loaded once per run)
     backend: "auto" | "torch" | "onnx" | "trt"
+    precision: None (fp32 for weights, an exported graph's own) | "fp32" | "bf16" | "fp16"
+    purpose: None (any) | "images" (sampling, metrics) | "steps" (painting frames for GIFs); a graph
+             that cannot serve the purpose is refused at once, before any work
 
-"auto" picks by what the file is (.onnx → onnxruntime, .plan → TensorRT); for a checkpoint it picks
-onnxruntime on the CPU when installed (the fastest CPU backend measured in docs/BENCHMARKS.md) and
-torch with CUDA graphs on a GPU. A checkpoint given to the onnx backend is exported once into a cache
-folder keyed by the checkpoint's hash ($FPA_EXPORT_CACHE, default ~/.cache/fpa-export).
+`choose_backend` answers "which runtime for this model kind, purpose, device and precision", for every
+command and the API: an exported file runs in its own runtime; a checkpoint runs in onnxruntime on the
+CPU in fp32 when it is installed (the fastest CPU fp32 backend measured, docs/BENCHMARKS.md), and in
+torch otherwise — torch with CUDA graphs on a GPU, torch with low-precision weights for bf16/fp16 (the
+fastest measured for those, docs/SAMPLING.md), and torch for painting steps. A checkpoint given to
+onnxruntime is exported once into the content-keyed cache (`runtime.cache`).
+
+A low-precision torch sampler is verified before it is returned: the probe batch is painted in fp32
+and in the low precision (`runtime.precision.probe`); beyond the tolerance, PrecisionError.
 """
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
-from typing import Optional, Union
-
-import torch
+from typing import Optional
 
 from fpa_export.common.errors import FpaError
-from fpa_export.models import FPAGenerator
-from fpa_export.loading import load_generator, resolve_checkpoint
 from .base import Sampler
+from .cache import cache_dir  # noqa: F401  (re-exported: `fpa_export.runtime.cache_dir`)
+from .modelfile import ModelLike, kind_of, open_model
+from .names import BACKENDS, PURPOSES
+from .precision import PrecisionError, check_name, check_precision, probe, record
 
-BACKENDS = ("auto", "torch", "onnx", "trt")
-ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
 CPU_ONNX_LSTM = "op"  # on the CPU, onnxruntime runs its fused LSTM op faster than the unrolled cell
-
-ModelLike = Union[None, str, os.PathLike, FPAGenerator]
 
 
 def make_sampler(model: ModelLike = None, backend: str = "auto", device: str = "cpu",
+                 precision: Optional[str] = None, purpose: Optional[str] = None,
                  **options) -> Sampler:
-    """A `Sampler` for `model` on `device` ("cpu", "cuda", "cuda:1").
+    """A `Sampler` for `model` on `device` ("cpu", "cuda", "cuda:1") in `precision`.
 
     Options: torch — cuda_graphs (default: on for CUDA), compile; onnx — cuda_graph, threads, lstm
-    ("unrolled" | "op", for checkpoints), exporter.
+    ("unrolled" | "op", for checkpoints), exporter. `threads` is ignored by the other backends.
     """
+    import torch
+
     if backend not in BACKENDS:
         raise FpaError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    kind = _model_kind(model)
+    if purpose is not None and purpose not in PURPOSES:
+        raise FpaError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
+    kind = kind_of(model)
+    wanted = {"onnx": "onnx", "tensorrt": "trt"}.get(kind)
+    if wanted and backend not in ("auto", wanted):
+        raise FpaError(f"{model}: a .{Path(str(model)).suffix.lstrip('.')} file runs only with "
+                       f"backend={wanted!r}")
+    source = open_model(model)
+    if purpose is not None and wanted:
+        _check_graph_purpose(source, purpose)
+    native = source.native_precision
+    precision = check_name(precision or native)
+    if source.kind in ("onnx", "tensorrt") and precision != native:
+        raise PrecisionError(f"{source.label} was exported in {native} and runs only in {native}; for "
+                             f"--precision {precision} pass the checkpoint it came from (or re-export)")
     if backend == "auto":
-        backend = _auto_backend(kind, torch.device(device))
-    if kind == "onnx" and backend != "onnx" or kind == "trt" and backend != "trt":
-        raise FpaError(f"{model}: a .{kind} file runs only with backend={kind!r}")
+        backend = choose_backend(source.kind, purpose, torch.device(device), precision)
     if backend == "torch":
-        return _torch_sampler(model, device, **options)
-    if backend == "onnx":
-        return _onnx_sampler(model, kind, device, **options)
-    if kind != "trt":
+        options.pop("threads", None)
+        sampler = _torch_sampler(source, device, precision, **options)
+    elif backend == "onnx":
+        sampler = _onnx_sampler(source, device, precision, **options)
+    elif source.kind != "tensorrt":
         raise FpaError("backend='trt' needs an engine file: build one with `fpa-export trt`")
-    from .trt_backend import TrtSampler
+    else:
+        from .trt_backend import TrtSampler
 
-    return TrtSampler(model, device=device if device != "cpu" else "cuda")
+        sampler = TrtSampler(source.path, device=device if device != "cpu" else "cuda")
+    sampler.precision = precision
+    if sampler.precision_record is None:
+        verified = "at export (fpa-export verifies every graph)" if precision != "fp32" else ""
+        sampler.precision_record = record(precision, verified=verified)
+    return sampler
+
+
+def _check_graph_purpose(source, purpose: str) -> None:
+    graph = source.spec.graph
+    if purpose == "images" and graph != "image":
+        raise FpaError(f"{source.label} is a {graph} graph (painting frames, for fpa-gif); sampling "
+                       "images needs an image graph: `fpa-export onnx --graph image`, or the checkpoint")
+    if purpose == "steps" and graph != "steps":
+        raise FpaError(f"{source.label} is an {graph} graph; painting frames need a steps graph: "
+                       "`fpa-export onnx --graph steps`, or the checkpoint")
+
+
+def choose_backend(kind: str, purpose: Optional[str], device, precision: str) -> str:
+    """The runtime that runs this model kind for this purpose, device and precision fastest."""
+    import torch
+
+    device = torch.device(device)
+    if kind == "onnx":
+        return "onnx"
+    if kind == "tensorrt":
+        return "trt"
+    if (kind == "checkpoint" and purpose != "steps" and precision == "fp32" and device.type == "cpu"
+            and "onnx" in available_backends("cpu") and _importable("onnx")):  # onnx: to export
+        return "onnx"
+    return "torch"
 
 
 def available_backends(device: str = "cpu") -> list[str]:
     """Backends that can run on `device` here (onnx needs onnxruntime; trt needs TensorRT and CUDA)."""
+    import torch
+
     found = ["torch"]
-    if _importable("onnxruntime") and _importable("onnx"):
+    if _importable("onnxruntime"):
         from .onnx_backend import cuda_provider_available
 
         if torch.device(device).type == "cpu" or cuda_provider_available():
@@ -68,67 +119,48 @@ def available_backends(device: str = "cpu") -> list[str]:
     return found
 
 
-def _model_kind(model: ModelLike) -> str:
-    if isinstance(model, FPAGenerator):
-        return "generator"
-    if model is None:
-        return "checkpoint"
-    suffix = Path(model).suffix.lower()
-    return "onnx" if suffix == ".onnx" else "trt" if suffix in ENGINE_SUFFIXES else "checkpoint"
-
-
-def _auto_backend(kind: str, device: torch.device) -> str:
-    if kind in ("onnx", "trt"):
-        return kind
-    if device.type == "cpu" and kind == "checkpoint" and "onnx" in available_backends("cpu"):
-        return "onnx"
-    return "torch"
-
-
-def _torch_sampler(model: ModelLike, device: str, cuda_graphs: Optional[bool] = None,
+def _torch_sampler(source, device: str, precision: str, cuda_graphs: Optional[bool] = None,
                    compile: bool = False) -> Sampler:
+    import torch
+
     from .torch_backend import TorchSampler
 
-    generator = model if isinstance(model, FPAGenerator) else load_generator(model)
+    check_precision(precision, device)
     if cuda_graphs is None:
         cuda_graphs = torch.device(device).type == "cuda" and not compile
-    return TorchSampler(generator, device, cuda_graphs=cuda_graphs, compile=compile)
+    sampler = TorchSampler(source.generator, device, cuda_graphs=cuda_graphs, compile=compile,
+                           precision=precision)
+    if precision != "fp32":
+        reference = TorchSampler(source.generator, device)
+        sampler.precision_record = record(precision, probe(sampler, reference, precision))
+    return sampler
 
 
-def _onnx_sampler(model: ModelLike, kind: str, device: str, cuda_graph: bool = False,
-                  threads: int = 0, lstm: Optional[str] = None, exporter: str = "torchscript") -> Sampler:
-    from .onnx_backend import OnnxSampler, spec_from_sidecar
+def _onnx_sampler(source, device: str, precision: str, cuda_graph: bool = False, threads: int = 0,
+                  lstm: Optional[str] = None, exporter: str = "torchscript") -> Sampler:
+    import torch
 
-    if kind == "generator":
+    from .cache import cached_graph
+    from .onnx_backend import OnnxSampler
+
+    if source.kind == "generator":
         raise FpaError("the onnx backend needs a checkpoint or .onnx file, not a generator object")
-    if kind == "onnx":
-        spec = spec_from_sidecar(Path(model))
-        graphs = {spec.graph + "_graph": Path(model)}
-        return OnnxSampler(spec.config, device=device, cuda_graph=cuda_graph, threads=threads, **graphs)
-    from fpa_export.export import export_onnx
-    from fpa_export.models import FPAConfig, read_checkpoint
-
-    checkpoint = Path(resolve_checkpoint(model))
-    key = hashlib.sha1(str(checkpoint.resolve()).encode()).hexdigest()[:10]  # the sidecar checks content
-    config = FPAConfig.from_dict(read_checkpoint(checkpoint)["config"])
+    if source.kind == "onnx":
+        graphs = {source.spec.graph + "_graph": source.path}
+        return OnnxSampler(source.config, device=device, cuda_graph=cuda_graph, threads=threads,
+                           **graphs)
+    if precision == "bf16":
+        raise PrecisionError("onnxruntime runs no bf16 graphs here; use --backend torch (or auto) for "
+                             "--precision bf16")
+    check_precision(precision, device)
     lstm = lstm or (CPU_ONNX_LSTM if torch.device(device).type == "cpu" else "unrolled")
+    checkpoint, sha256 = source.checkpoint_path, source.sha256()
 
     def exported(graph: str):
-        def export() -> Path:
-            out = cache_dir() / f"{checkpoint.stem}-{key}-{graph}-{lstm}-{exporter}.onnx"
-            return export_onnx(checkpoint, out, graph=graph, lstm=lstm, exporter=exporter).path
-        return export
+        return lambda: cached_graph(checkpoint, sha256, graph, lstm, exporter, precision == "fp16")
 
-    return OnnxSampler(config, image_graph=exported("image"), steps_graph=exported("steps"),
+    return OnnxSampler(source.config, image_graph=exported("image"), steps_graph=exported("steps"),
                        device=device, cuda_graph=cuda_graph, threads=threads)
-
-
-def cache_dir() -> Path:
-    """Where graphs exported on demand live ($FPA_EXPORT_CACHE, else ~/.cache/fpa-export)."""
-    base = os.environ.get("FPA_EXPORT_CACHE")
-    if base:
-        return Path(base)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fpa-export"
 
 
 def _importable(name: str) -> bool:

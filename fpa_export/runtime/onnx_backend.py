@@ -114,6 +114,7 @@ class _Graph:
             except Exception as err:  # onnxruntime raises its own (non-OSError) classes for bad files
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 raise ExportError(f"{self.path}: onnxruntime cannot load it: {first}") from None
+            check_shapes(self.path, self.spec, session)
             self._sessions[key] = session
         return self._sessions[key]
 
@@ -144,6 +145,22 @@ class _Graph:
             bind(t.name, "cuda", index, NUMPY_DTYPES[t.dtype], tuple(tensor.shape), tensor.data_ptr())
         session.run_with_iobinding(binding)
         return [buffers[name].cpu() for name in self.spec.output_names]
+
+
+def check_shapes(path: Path, spec: ExportSpec, session) -> None:
+    """The graph's own input/output names and fixed dimensions must be those its record claims (a
+    record claiming 3 channels or another size is refused, not believed)."""
+    claimed = {t.name: t.concrete_shape(1)[1:] for t in spec.inputs + spec.outputs}
+    found = {arg.name: arg.shape[1:] for arg in (*session.get_inputs(), *session.get_outputs())}
+    if set(found) != set(claimed):
+        raise ExportError(f"{path}: the graph has tensors {sorted(found)}, its record claims "
+                          f"{sorted(claimed)}; export it again")
+    for name, dims in found.items():
+        want = tuple(claimed[name])
+        if len(dims) != len(want) or any(isinstance(d, int) and d != w for d, w in zip(dims, want)):
+            raise ExportError(f"{path}: tensor {name!r} has shape (batch, {', '.join(map(str, dims))}) "
+                              f"but its record claims (batch, {', '.join(map(str, want))}); export it "
+                              "again")
 
 
 def spec_from_sidecar(path: Path) -> ExportSpec:

@@ -15,19 +15,23 @@ import torch
 from fpa_export.common.errors import FpaError
 from fpa_export.models import FPAGenerator
 from .base import Sampler
+from .precision import torch_dtype
 
 
 class TorchSampler(Sampler):
     """Eager PyTorch on `device`; with `cuda_graphs=True` (CUDA only) each batch size is captured."""
 
     def __init__(self, generator: FPAGenerator, device: str | torch.device = "cpu",
-                 cuda_graphs: bool = False, compile: bool = False, max_graphs: int = 4):
+                 cuda_graphs: bool = False, compile: bool = False, max_graphs: int = 4,
+                 precision: str = "fp32"):
         device = torch.device(device)
         if cuda_graphs and device.type != "cuda":
             raise FpaError("CUDA graphs need device='cuda'")
         self.config = generator.config
         self.device = device
-        self.generator = copy.deepcopy(generator).to(device).eval()
+        self.precision = precision
+        # low precision: the weights are cast; FPAGenerator keeps activations, delta rule, tanh in fp32
+        self.generator = copy.deepcopy(generator).to(device=device, dtype=torch_dtype(precision)).eval()
         unrolled = cuda_graphs or compile  # straight-line kernels capture and compile best
         forward = functools.partial(self.generator, unrolled=unrolled)
         self._forward = torch.compile(forward, dynamic=False) if compile else forward
@@ -36,6 +40,8 @@ class TorchSampler(Sampler):
         self.cuda_graphs = cuda_graphs
         kind = "cuda-graph" if cuda_graphs else device.type
         self.name = f"torch-compile-{kind}" if compile else f"torch-{kind}"
+        if precision != "fp32":
+            self.name += f"-{precision}"
 
     @torch.inference_mode()
     def _images(self, z: torch.Tensor) -> torch.Tensor:

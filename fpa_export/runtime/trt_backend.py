@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 
 from fpa_export.models import FPAConfig
-from fpa_export.export.sidecar import ExportError, read_sidecar
+from fpa_export.export.sidecar import ExportError
 from fpa_export.export.spec import ExportSpec
 from fpa_export.export.trt_build import import_tensorrt
 from .base import Sampler
+from .modelfile import export_record
 
 
 class TrtSampler(Sampler):
@@ -22,7 +23,7 @@ class TrtSampler(Sampler):
     def __init__(self, path: str | Path, device: str = "cuda"):
         trt = import_tensorrt()
         self.path, self.device = Path(path), torch.device(device)
-        sidecar = read_sidecar(self.path)
+        sidecar = export_record(self.path)
         if sidecar is None or "spec" not in sidecar.get("inputs", {}):
             raise ExportError(f"{self.path}: no sidecar from `fpa-export trt`; rebuild the engine")
         built_with = sidecar["inputs"].get("tensorrt")

@@ -3,11 +3,13 @@
     {"format": "fpa-samples", "format_version": 1,
      "model": {"sha256", "kind", "path", "precision"}, "config": {...},
      "seed": 0, "n": 1000, "image_format": "png", "jpeg_quality": null, "truncation": 1.0,
-     "files": "{i:06d}.png", "latents": LATENT_RULE, "uint8": ..., "backends": [...], "versions": {...}}
+     "files": "{i:06d}.png", "latents": LATENT_RULE, "uint8": ..., "backends": [...], "versions": {...},
+     "precision": {"name": "bf16", "probe": {"images", "within_2_levels", "mean_levels", "max_levels",
+                                             "tolerance"}}}
 
-The identity — model weights (checkpoint sha256) and precision, seed, truncation, image format and JPEG
-quality — must match on a rerun (else the folder is refused unless --overwrite); the file or runtime
-that held the weights may change. A larger --n extends a folder (image i does not depend on n); a
+The identity — model weights (checkpoint sha256) and precision (fp32 | bf16 | fp16), seed, truncation,
+image format and JPEG quality — must match on a rerun (else the folder is refused, naming what differs,
+unless --overwrite); the file or runtime that held the weights may change. A larger --n extends a folder (image i does not depend on n); a
 smaller one is refused, because FID tools read every file in the folder. Backends may differ between
 runs (they agree within one uint8 level) and are all listed.
 """
@@ -49,6 +51,23 @@ def build(model: dict, config: dict, *, seed: int, n: int, image_format: str,
     }
 
 
+def add_run(record: dict, sampler) -> dict:
+    """Add what this run's sampler contributes: its backend, its precision record (with the probe's
+    figures for bf16/fp16) and the runtime library versions it used."""
+    record["backends"] = sorted(set(record["backends"]) | {sampler.name})
+    if getattr(sampler, "precision_record", None):
+        record["precision"] = sampler.precision_record
+    if sampler.name.startswith("onnxruntime"):
+        from importlib.metadata import PackageNotFoundError, version
+
+        for package in ("onnxruntime", "onnxruntime-gpu"):
+            try:
+                record["versions"][package] = version(package)
+            except PackageNotFoundError:
+                pass
+    return record
+
+
 def read(folder: Path) -> Optional[dict]:
     """The folder's manifest, None when there is none; FolderMismatch when it is unreadable."""
     path = Path(folder) / MANIFEST
@@ -74,10 +93,10 @@ def merge(old: Optional[dict], new: dict, overwrite: bool, has_files: bool = Fal
                                  "seed are unknown; use another --outdir or --overwrite")
         return new
     for key in IDENTITY:
-        if _identity(key, old.get(key)) != _identity(key, new[key]):
-            raise FolderMismatch(
-                f"the folder holds samples with a different {key.replace('_', ' ')} "
-                f"({_short(old.get(key))} vs {_short(new[key])}); use another --outdir or --overwrite")
+        difference = _difference(key, old.get(key), new[key])
+        if difference:
+            raise FolderMismatch(f"the folder holds samples with {difference}; use another --outdir "
+                                 "or --overwrite")
     if new["n"] < old.get("n", 0):
         raise FolderMismatch(f"the folder holds {old['n']} samples and FID tools read every file; "
                              f"--n {new['n']} would leave extra ones (use --overwrite)")
@@ -91,14 +110,21 @@ def write(folder: Path, manifest: dict) -> Path:
     return atomic_write(Path(folder) / MANIFEST, lambda handle: handle.write(text.encode("utf-8")))
 
 
-def _identity(key: str, value):
-    """What must match: for the model, its weights and precision (not which file or runtime held them)."""
-    if key == "model" and isinstance(value, dict):
-        return value.get("sha256"), value.get("precision")
-    return value
+def _difference(key: str, old, new) -> str:
+    """'' when `old` and `new` agree on `key`, else what differs, named (e.g. "a different precision
+    (fp16 vs fp32)")."""
+    if key != "model":
+        return "" if old == new else f"a different {key.replace('_', ' ')} ({old!r} vs {new!r})"
+    old = old if isinstance(old, dict) else {}
+    if old.get("sha256") != new.get("sha256"):
+        return (f"a different model (weights sha256 {str(old.get('sha256'))[:12]} vs "
+                f"{str(new.get('sha256'))[:12]})")
+    before, now = _precision(old.get("precision")), _precision(new.get("precision"))
+    return "" if before == now else f"a different precision ({before} vs {now})"
 
 
-def _short(value) -> str:
-    if isinstance(value, dict) and "sha256" in value:
-        return f"model {str(value['sha256'])[:12]}"
-    return repr(value)
+def _precision(name) -> str:
+    """Precision names, including those of older manifests (float32 → fp32, float16 → fp16)."""
+    from fpa_export.runtime.precision import LEGACY_NAMES
+
+    return LEGACY_NAMES.get(name, name) if name is not None else "fp32"

@@ -11,21 +11,23 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 import os
 from pathlib import Path
 import time
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
 from fpa_export.common.errors import FpaError
 from fpa_export.common.images import to_uint8
+from fpa_export.common.lock import folder_lock
+from fpa_export.runtime.modelfile import open_model
 from . import manifest
-from .imagefiles import (FORMATS, encode, existing_files, file_name, is_valid, stale_temporaries,
-                         to_hwc, write_bytes_atomic)
+from .imagefiles import (FORMATS, PNG_COMPRESS_LEVEL, encode, existing_files, file_name, is_valid,
+                         stale_temporaries, to_hwc, write_bytes_atomic)
 from .latents import check_truncation, latents_for, shard_indices
-from .model_id import model_config, model_identity
 
 
 @dataclass
@@ -42,12 +44,17 @@ class SampleRun:
     overwrite: bool = False
     workers: int = 0            # encoding/writing threads; 0 = 4 per CPU core, at most 8
     threads: int = 0            # CPU painting threads (torch, onnxruntime); 0 = half the cores
+    precision: Optional[str] = None  # fp32 | bf16 | fp16; None: fp32 (an exported graph: its own)
+    verify: bool = False        # on resume, repaint a spread of existing files and compare (verify.py)
 
     def thread_counts(self) -> tuple[int, int]:
         """(painting threads, writing threads). Writing is mostly waiting on the file system, so it
-        gets several threads; painting gets half the cores, leaving the rest to encoding."""
+        gets several threads; painting gets half the cores, leaving the rest to encoding. Painting
+        threads are capped to the cores (more only contend), writing threads to 8 per core."""
         cores = os.cpu_count() or 1
-        return self.threads or max(1, cores // 2), self.workers or min(8, 4 * cores)
+        painting = min(self.threads, cores) if self.threads else max(1, cores // 2)
+        writing = min(self.workers, 8 * cores) if self.workers else min(8, 4 * cores)
+        return painting, writing
 
     def check(self) -> None:
         if self.n < 1:
@@ -73,68 +80,128 @@ class SampleReport:
     backend: str
     indices: int                # images this shard owns
     manifest: dict = field(default_factory=dict)
+    choice: dict = field(default_factory=dict)   # what was chosen: backend, precision, threads, …
 
     @property
     def images_per_second(self) -> float:
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
 
-def iter_samples(sampler, indices: Sequence[int], seed: int, batch_size: int,
+class NonFiniteImages(FpaError):
+    """The model painted NaN or infinite pixels; nothing of that batch is written."""
+
+
+def iter_samples(sampler, indices: Iterable[int], seed: int, batch_size: int,
                  truncation: float = 1.0) -> Iterator[tuple[Sequence[int], np.ndarray]]:
-    """(indices, uint8 images (B, C, S, S)) batch by batch; image i depends only on (model, seed, i)."""
-    for start in range(0, len(indices), batch_size):
-        chunk = indices[start:start + batch_size]
+    """(indices, uint8 images (B, C, S, S)) batch by batch; image i depends only on (model, seed, i).
+    `indices` may be a lazy iterable (the plan of a huge --n is never held in memory)."""
+    indices = iter(indices)
+    while chunk := list(islice(indices, batch_size)):
         z = latents_for(chunk, seed, sampler.latent_size, truncation)
         with torch.inference_mode():
             images = sampler(z)  # (B, C, S, S) in [-1, 1]
+        if not bool(torch.isfinite(images).all()):
+            raise NonFiniteImages(f"the model painted non-finite pixels (NaN/inf) for images "
+                                  f"{chunk[0]}..{chunk[-1]}; nothing was written for them (are the "
+                                  "weights finite?)")
         yield chunk, to_uint8(images).numpy()
 
 
 def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str = "cpu",
-                  sampler=None, progress: bool = True) -> SampleReport:
+                  sampler=None, progress: bool = True,
+                  on_start: Optional[Callable[[dict], None]] = None) -> SampleReport:
     """Sample `run.n` images of `model` (None = the embedded default) into `run.outdir`.
 
-    `sampler` (an `fpa_export.runtime.Sampler` of the same model) skips opening one.
+    `sampler` (an `fpa_export.runtime.Sampler` of the same model) skips opening one. Everything is
+    checked (folder identity, model, precision probe, the first batch painted) before anything is
+    written; the folder is locked while it is written. `on_start(choice)` is called once the run is
+    known valid, with what was chosen (backend, precision, threads, PNG level).
     """
     run.check()
     outdir = Path(run.outdir)
-    identity, config = model_identity(model), model_config(model)
-    wanted = manifest.build(identity, config.to_dict(), seed=run.seed, n=run.n,
+    source = open_model(model)
+    precision = (sampler.precision if sampler is not None else run.precision) or source.native_precision
+    wanted = manifest.build(source.identity(precision), source.config.to_dict(), seed=run.seed, n=run.n,
                             image_format=run.image_format, jpeg_quality=run.jpeg_quality,
                             truncation=run.truncation)
-    has_files = bool(existing_files(outdir))  # before the manifest: shards write it before any file
-    record = manifest.merge(manifest.read(outdir), wanted, run.overwrite, has_files)  # before any work
+    manifest.merge(manifest.read(outdir), wanted, run.overwrite, bool(existing_files(outdir)))  # early
     threads, workers = run.thread_counts()
     if sampler is None:
-        sampler = open_sampler(model, backend, device, threads)
-    record["backends"] = sorted(set(record["backends"]) | {sampler.name})
-    outdir.mkdir(parents=True, exist_ok=True)
-    owned = shard_indices(run.n, run.shard)
-    _remove_leftovers(outdir, run)
-    manifest.write(outdir, record)
-
+        sampler = open_sampler(source, backend, device, threads, precision)
+    manifest.add_run(wanted, sampler)
+    choice = {"backend": sampler.name, "precision": sampler.precision, "painting_threads": threads,
+              "writing_threads": workers, "png_compress_level": PNG_COMPRESS_LEVEL}
+    created = not outdir.exists()
     start = time.perf_counter()
     with torch_threads(threads if torch.device(device).type == "cpu" else None), \
-            ThreadPoolExecutor(workers, thread_name_prefix="fpa-sample-write") as pool:
-        todo, broken = _missing(outdir, owned, run.image_format, config, pool, workers)
-        _write_all(pool, workers, outdir, iter_samples(sampler, todo, run.seed, run.batch_size,
-                                                        run.truncation),
-                   run, total=len(todo), progress=progress)
-    return SampleReport(outdir, len(todo), len(owned) - len(todo), broken,
-                        time.perf_counter() - start, sampler.name, len(owned), record)
+            ThreadPoolExecutor(workers, thread_name_prefix="fpa-sample-write") as pool, \
+            folder_lock(outdir, "sample folder"):
+        try:
+            has_files = bool(existing_files(outdir))
+            record = manifest.merge(manifest.read(outdir), wanted, run.overwrite, has_files)
+            _remove_leftovers(outdir, run)
+            owned = shard_indices(run.n, run.shard)
+            todo, count, broken, have = _plan(outdir, owned, run.image_format, source.config, pool,
+                                              workers)
+            if run.verify:
+                _verify(outdir, have, run, sampler)
+            batches = _first_batch_then(iter_samples(sampler, todo, run.seed, run.batch_size,
+                                                     run.truncation),
+                                        lambda: _begin(outdir, record, choice, on_start))
+            written = _write_all(pool, workers, outdir, batches, run, total=count, progress=progress)
+        except BaseException:
+            if created:
+                _remove_if_unused(outdir)
+            raise
+    return SampleReport(outdir, written, len(owned) - count, broken, time.perf_counter() - start,
+                        sampler.name, len(owned), record, choice)
 
 
-def open_sampler(model, backend: str, device: str, threads: int):
-    """`make_sampler`, with onnxruntime on the CPU limited to `threads` intra-op threads (its
-    spinning worker threads would otherwise take the cores the encoders need)."""
-    from fpa_export.runtime import available_backends, make_sampler
-    from .model_id import model_kind
+def open_sampler(model, backend: str, device: str, threads: int, precision: Optional[str] = None):
+    """`make_sampler` for sampling images, with onnxruntime on the CPU limited to `threads` intra-op
+    threads (its spinning worker threads would otherwise take the cores the encoders need)."""
+    from fpa_export.runtime.factory import make_sampler
 
-    kind, cpu = model_kind(model), torch.device(device).type == "cpu"
-    onnx = backend == "onnx" or backend == "auto" and (
-        kind == "onnx" or kind == "checkpoint" and cpu and "onnx" in available_backends("cpu"))
-    options = {"threads": threads} if onnx and cpu else {}
-    return make_sampler(model, backend=backend, device=device, **options)
+    return make_sampler(model, backend=backend, device=device, precision=precision, purpose="images",
+                        threads=threads)
+
+
+def _verify(outdir: Path, have: set[int], run: SampleRun, sampler) -> None:
+    """--verify: repaint a spread of the valid files present and compare them (sampling.verify)."""
+    from .verify import verify_existing
+
+    def paint(indices):
+        return np.concatenate([images for _, images in iter_samples(sampler, indices, run.seed,
+                                                                    run.batch_size, run.truncation)])
+
+    verify_existing(outdir, sorted(have), paint, run.image_format, run.jpeg_quality)
+
+
+def _begin(outdir: Path, record: dict, choice: dict, on_start) -> None:
+    """The run is known valid (its first batch is painted): write the manifest, announce the choice."""
+    manifest.write(outdir, record)
+    if on_start is not None:
+        on_start(choice)
+
+
+def _first_batch_then(batches: Iterator, action: Callable[[], None]) -> Iterator:
+    """`batches`, calling `action()` once the first batch exists (and before it is yielded)."""
+    for number, batch in enumerate(batches):
+        if number == 0:
+            action()
+        yield batch
+
+
+def _remove_if_unused(outdir: Path) -> None:
+    """A folder this run created and left with nothing but its lock: remove it again."""
+    from fpa_export.common.lock import LOCK_NAME
+
+    try:
+        if [entry.name for entry in os.scandir(outdir)] == [LOCK_NAME]:
+            (outdir / LOCK_NAME).unlink()
+            outdir.rmdir()
+    except OSError:
+        pass
 
 
 @contextmanager
@@ -163,11 +230,13 @@ def _remove_leftovers(outdir: Path, run: SampleRun) -> None:
                     (outdir / name).unlink(missing_ok=True)
 
 
-def _missing(outdir: Path, owned: range, fmt: str, config, pool: ThreadPoolExecutor,
-             workers: int) -> tuple[list[int], int]:
-    """(indices to paint, how many of them had a broken file): decodes every existing file."""
+def _plan(outdir: Path, owned: range, fmt: str, config, pool: ThreadPoolExecutor,
+          workers: int) -> tuple[Iterator[int], int, int, set[int]]:
+    """(indices to paint, lazily; how many; how many had a broken file; the valid indices present).
+    Decodes every existing file
+    of this shard; the plan is a generator over `owned`, so its size does not depend on --n."""
     present = existing_files(outdir)
-    candidates = [i for i in owned if file_name(i, fmt) in present.get(i, ())]
+    candidates = sorted(i for i, names in present.items() if i in owned and file_name(i, fmt) in names)
     chunks = [candidates[k::workers] for k in range(workers)]
 
     def check(chunk: list[int]) -> list[int]:
@@ -176,7 +245,7 @@ def _missing(outdir: Path, owned: range, fmt: str, config, pool: ThreadPoolExecu
 
     broken = {i for bad in pool.map(check, chunks) for i in bad}
     have = set(candidates) - broken
-    return [i for i in owned if i not in have], len(broken)
+    return (i for i in owned if i not in have), len(owned) - len(have), len(broken), have
 
 
 def _write_chunk(outdir: Path, indices: Sequence[int], images: np.ndarray, fmt: str,
@@ -187,22 +256,32 @@ def _write_chunk(outdir: Path, indices: Sequence[int], images: np.ndarray, fmt: 
 
 
 def _write_all(pool: ThreadPoolExecutor, workers: int, outdir: Path, batches, run: SampleRun,
-               total: int, progress: bool) -> None:
-    """Write each batch with the pool while the next one is painted; one batch in flight at most."""
+               total: int, progress: bool) -> int:
+    """Write each batch with the pool while the next one is painted; one batch in flight at most.
+    Returns how many images were written."""
     from tqdm import tqdm
 
     in_flight: list[Future] = []
+    written = 0
+
+    def finished() -> int:
+        nonlocal written
+        done = sum(future.result() for future in in_flight)  # raises a write error
+        written += done
+        return done
+
     with tqdm(total=total, unit="img", desc="sampling", disable=not progress or None,
               dynamic_ncols=True) as bar:
         try:
             for indices, images in batches:
-                bar.update(sum(future.result() for future in in_flight))  # raises a write error
+                bar.update(finished())
                 images = to_hwc(images)
                 step = -(-len(indices) // workers)
                 in_flight = [pool.submit(_write_chunk, outdir, indices[k:k + step], images[k:k + step],
                                          run.image_format, run.jpeg_quality)
                              for k in range(0, len(indices), step)]
-            bar.update(sum(future.result() for future in in_flight))
+            bar.update(finished())
+            return written
         except KeyboardInterrupt:
             raise  # the pool finishes the batch in flight (milliseconds) before the interrupt ends us
         except BaseException:

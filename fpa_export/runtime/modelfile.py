@@ -1,0 +1,195 @@
+"""What a MODEL argument is — the one place that decides it — and its contents, loaded once per run.
+
+    model = open_model("ckpt.pt")     # or None (the embedded default), an .onnx, an engine, a generator
+    model.kind                        # "checkpoint" | "onnx" | "tensorrt" | "generator"
+    model.config, model.generator     # read once, then shared by every consumer of the run
+    model.identity()                  # what a sample folder records: sha256 of the weights, precision
+
+Exported graphs and engines are traced back to the checkpoint they came from through their export
+record (the JSON sidecar), so the same weights sampled with torch, onnxruntime or TensorRT share one
+identity. A graph is used only when its sha256 equals the one its record states: a graph replaced after
+its record was written (an export killed between the two files) is refused, naming that.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+from fpa_export.common.errors import FpaError
+
+ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
+
+
+class ModelFileError(FpaError):
+    """A model file that cannot be used as it is (one line, naming the file and the fix)."""
+
+
+def kind_of(model) -> str:
+    """'checkpoint' (None = the embedded default), 'onnx', 'tensorrt' or 'generator'."""
+    if isinstance(model, ModelFile):
+        return model.kind
+    if model is None:
+        return "checkpoint"
+    if not isinstance(model, (str, os.PathLike)):
+        return "generator"
+    suffix = Path(model).suffix.lower()
+    return "onnx" if suffix == ".onnx" else "tensorrt" if suffix in ENGINE_SUFFIXES else "checkpoint"
+
+
+@dataclass
+class ModelFile:
+    """One model argument, opened: its kind, its path (None for the embedded default) and, loaded on
+    first use and kept, its generator, config and export record."""
+    kind: str
+    path: Optional[Path]
+    label: str
+    _generator: object = None
+    _record: Optional[dict] = None
+    _sha256: Optional[str] = None
+    _cache: dict = field(default_factory=dict)
+
+    @property
+    def generator(self):
+        """The fp32 FPAGenerator (checkpoints and generator objects only), loaded once."""
+        if self.kind not in ("checkpoint", "generator"):
+            raise ModelFileError(f"{self.label}: an exported {self.kind} file holds no PyTorch generator; "
+                                 "pass the checkpoint it came from")
+        if self._generator is None:
+            from fpa_export.models import default_checkpoint_path, load_checkpoint
+
+            self._generator, _ = load_checkpoint(self.path or default_checkpoint_path())
+        return self._generator
+
+    @property
+    def record(self) -> dict:
+        """The export record of a graph or engine (its sidecar), checked against the file's digest."""
+        if self._record is None:
+            self._record = _checked_record(self.path, self.kind)
+        return self._record
+
+    @property
+    def spec(self):
+        from fpa_export.export.spec import ExportSpec
+
+        return ExportSpec.from_dict(self.record["inputs"]["spec"])
+
+    @property
+    def config(self):
+        if self.kind in ("checkpoint", "generator"):
+            return self.generator.config
+        from fpa_export.models import FPAConfig
+
+        return FPAConfig.from_dict(self.record["config"])
+
+    @property
+    def native_precision(self) -> str:
+        """fp32 for weights; an exported graph's own (fp16 when exported with --fp16)."""
+        if self.kind in ("checkpoint", "generator"):
+            return "fp32"
+        return "fp16" if self.spec.fp16 else "fp32"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        from fpa_export.models import default_checkpoint_path
+
+        if self.kind != "checkpoint":
+            raise ModelFileError(f"{self.label}: not a checkpoint")
+        return self.path or default_checkpoint_path()
+
+    def sha256(self) -> str:
+        """The weights' digest: the checkpoint's, or for an exported file the checkpoint it came from
+        (its record's), else the file's own."""
+        if self._sha256 is None:
+            if self.kind == "generator":
+                self._sha256 = _generator_digest(self.generator)
+            elif self.kind == "checkpoint":
+                from .digest import file_sha256
+
+                self._sha256 = file_sha256(self.checkpoint_path)
+            else:
+                self._sha256 = _source_digest(self.record) or sha256_file_of(self.path)
+        return self._sha256
+
+    def identity(self, precision: Optional[str] = None) -> dict:
+        """{"sha256", "kind", "path", "precision"}: what a sample folder records about its model."""
+        return {"sha256": self.sha256(), "kind": self.kind, "path": self.label,
+                "precision": precision or self.native_precision}
+
+
+ModelLike = Union[None, str, os.PathLike, ModelFile, object]
+
+
+def open_model(model: ModelLike = None) -> ModelFile:
+    """A ModelFile for `model` (returned as is when it already is one); nothing heavy is loaded yet,
+    except that a missing file is refused at once."""
+    if isinstance(model, ModelFile):
+        return model
+    kind = kind_of(model)
+    if kind == "generator":
+        return ModelFile("generator", None, f"<{type(model).__name__}>", _generator=model)
+    if model is None:
+        return ModelFile("checkpoint", None, "default")
+    path = Path(model)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file")
+    return ModelFile(kind, path, str(model))
+
+
+def export_record(path: Path) -> Optional[dict]:
+    """The export record of a graph or engine: its sidecar when that records this very file, else the
+    record embedded in the .onnx itself (`fpa_export.export.sidecar.read_export_record`; no `onnx`)."""
+    from fpa_export.export.sidecar import read_export_record
+
+    return read_export_record(path)
+
+
+def _checked_record(path: Path, kind: str) -> dict:
+    from fpa_export.export.sidecar import ExportError, sidecar_path
+
+    from .digest import sha256_of
+
+    record = export_record(path)
+    if not isinstance(record, dict) or not isinstance(record.get("inputs"), dict) \
+            or not isinstance(record["inputs"].get("spec"), dict) or not isinstance(record.get("config"), dict):
+        tool = "fpa-export trt" if kind == "tensorrt" else "fpa-export onnx"
+        raise ExportError(f"{path}: no readable sidecar {sidecar_path(path).name} (the export record that "
+                          f"holds the model config); export the graph again with `{tool}`")
+    output = record.get("output") if isinstance(record.get("output"), dict) else {}
+    stated = output.get("sha256")
+    if stated is not None and stated != sha256_of(path):
+        raise ExportError(f"{path}: the file's sha256 differs from the one its record "
+                             f"{sidecar_path(path).name} states (replaced after the record was written, "
+                             "e.g. an interrupted export); export it again")
+    return record
+
+
+def _source_digest(record: dict) -> Optional[str]:
+    """The checkpoint digest an export record names; an engine's, through the ONNX graph it was built
+    from."""
+    inputs = record.get("inputs", {})
+    if inputs.get("checkpoint_sha256"):
+        return inputs["checkpoint_sha256"]
+    if record.get("onnx"):
+        graph = export_record(Path(record["onnx"])) or {}
+        return (graph.get("inputs") or {}).get("checkpoint_sha256")
+    return None
+
+
+def sha256_file_of(path: Path) -> str:
+    from .digest import sha256_of
+
+    return sha256_of(path)
+
+
+def _generator_digest(generator) -> str:
+    """A digest of an in-memory generator's config and weights (for folders sampled from an object)."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(generator.config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(generator.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

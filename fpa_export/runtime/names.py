@@ -1,0 +1,4 @@
+"""Names the command lines need before anything heavy is imported (no torch here): `--help` is instant."""
+BACKENDS = ("auto", "torch", "onnx", "trt")
+PURPOSES = ("images", "steps")
+PRECISIONS = ("fp32", "bf16", "fp16")

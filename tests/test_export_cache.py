@@ -1,0 +1,113 @@
+"""The export cache keyed by content: copies reuse, interrupted exports are redone, concurrent exports
+both succeed, an unwritable cache falls back, stale temp files are swept; the digest memo."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from fpa_export.models import save_checkpoint
+from fpa_export.runtime import cache, digest, make_sampler
+from tests.conftest import make_generator
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    return save_checkpoint(tmp_path / "m.pt", make_generator(11, channels=1))
+
+
+@pytest.fixture
+def exports(monkeypatch, tmp_path):
+    """FPA_EXPORT_CACHE in tmp_path; returns the list of entries actually exported."""
+    monkeypatch.setenv("FPA_EXPORT_CACHE", str(tmp_path / "cache"))
+    done, real = [], cache._export
+
+    def counting(checkpoint, out, *args):
+        done.append(out)
+        return real(checkpoint, out, *args)
+
+    monkeypatch.setattr(cache, "_export", counting)
+    return done
+
+
+def _paint(path):
+    return make_sampler(path, backend="onnx")(torch.zeros(2, 8))
+
+
+def test_a_copied_or_renamed_checkpoint_reuses_its_export(checkpoint, exports, tmp_path):
+    first = _paint(checkpoint)
+    renamed = tmp_path / "elsewhere" / "renamed.pt"
+    renamed.parent.mkdir()
+    shutil.copy(checkpoint, renamed)
+    assert torch.equal(_paint(renamed), first)
+    assert len(exports) == 1 and exports[0].name == cache.GRAPH_NAME
+    other = save_checkpoint(tmp_path / "other.pt", make_generator(12, channels=1))
+    _paint(other)
+    assert len(exports) == 2 and exports[1].parent != exports[0].parent  # other weights, other entry
+
+
+def test_a_graph_replaced_after_its_record_is_never_used(checkpoint, exports):
+    _paint(checkpoint)
+    graph = exports[0]
+    graph.write_bytes(graph.read_bytes()[:100])  # e.g. killed between graph and sidecar, or truncated
+    _paint(checkpoint)
+    assert len(exports) == 2 and graph.stat().st_size > 100
+
+
+def test_an_unwritable_cache_falls_back_with_one_warning(checkpoint, monkeypatch, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("FPA_EXPORT_CACHE", str(blocker / "cache"))
+    monkeypatch.setattr(cache.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    _paint(checkpoint)
+    warning = capsys.readouterr().err.strip()
+    assert warning.startswith("Warning: export cache") and warning.count("\n") == 0
+    assert list((tmp_path / "tmp").glob("fpa-export-cache-*/*/model.onnx"))
+
+
+def test_stale_temp_files_of_ours_are_swept(checkpoint, exports, tmp_path):
+    root = tmp_path / "cache"
+    entry = root / "entry"
+    entry.mkdir(parents=True)
+    old, fresh = entry / ".model.onnx.ab12cd34.tmp", root / ".digests.json.zz99yy88.tmp"
+    stranger = entry / "notes.tmp.txt"
+    for path in (old, fresh, stranger):
+        path.write_bytes(b"x" * 10)
+    hour_ago = time.time() - 3600
+    os.utime(old, (hour_ago, hour_ago))
+    os.utime(stranger, (hour_ago, hour_ago))
+    _paint(checkpoint)
+    assert not old.exists() and fresh.exists() and stranger.exists()
+
+
+def test_two_processes_exporting_at_once_both_succeed(checkpoint, tmp_path):
+    env = {**os.environ, "FPA_EXPORT_CACHE": str(tmp_path / "shared")}
+    code = ("import sys, torch; from fpa_export.runtime import make_sampler; "
+            "s = make_sampler(sys.argv[1], backend='onnx'); print(float(s(torch.zeros(1, 8)).sum()))")
+    runs = [subprocess.Popen([sys.executable, "-c", code, str(checkpoint)], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert outputs[0][0] == outputs[1][0]
+    graphs = list((tmp_path / "shared").glob("*/model.onnx"))
+    assert len(graphs) == 1 and not list((tmp_path / "shared").rglob("*.tmp"))
+
+
+def test_digest_memo_skips_rehashing_until_the_file_changes(tmp_path, monkeypatch):
+    target = tmp_path / "big.bin"
+    target.write_bytes(b"a" * 1000)
+    calls, real = [], digest.sha256_of
+    monkeypatch.setattr(digest, "sha256_of", lambda path: calls.append(path) or real(path))
+    first = digest.file_sha256(target, memo_dir=tmp_path)
+    assert digest.file_sha256(target, memo_dir=tmp_path) == first and len(calls) == 1
+    target.write_bytes(b"b" * 1001)
+    assert digest.file_sha256(target, memo_dir=tmp_path) != first and len(calls) == 2
+    (tmp_path / digest.MEMO_NAME).write_text("{not json")
+    assert digest.file_sha256(target, memo_dir=tmp_path) == real(target)  # a broken memo is ignored

@@ -1,0 +1,176 @@
+"""Sample folders are never mixed, raced or half-made: locks, lazy plans, NaN, graphs checked by content,
+--verify, steps-only graphs, capped threads (issue 16 and 15)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fpa_export.cli.fd import main as fd_main
+from fpa_export.cli.sample import main as sample_main
+from fpa_export.common.lock import folder_lock
+from fpa_export.models import save_checkpoint
+from fpa_export.runtime import make_sampler
+from fpa_export.sampling import FolderMismatch, SampleRun, pipeline, sample_folder
+from fpa_export.sampling.pipeline import NonFiniteImages
+from tests.conftest import make_generator
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return save_checkpoint(tmp_path_factory.mktemp("safety") / "m.pt", make_generator(21, channels=1))
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("FPA_EXPORT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _run(folder, **options):
+    return SampleRun(folder, **{"n": 6, "batch_size": 2, "workers": 1, **options})
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def _one_line(result, text):
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and text in errors[0], result.output
+
+
+def test_a_second_writer_is_refused_and_touches_nothing(model, tmp_path):
+    folder = tmp_path / "busy"
+    sample_folder(_run(folder), model=model, backend="torch", progress=False)
+    before = _snapshot(folder)
+    with folder_lock(folder, "sample folder"):  # as if another process were writing it
+        result = CliRunner().invoke(sample_main, [str(model), "--n", "9", "--outdir", str(folder),
+                                                  "--backend", "torch"])
+        _one_line(result, f"being written by process {os.getpid()}")
+    assert _snapshot(folder) == before
+
+
+def test_a_huge_n_paints_its_first_images_at_once(model, tmp_path, monkeypatch):
+    real = pipeline.iter_samples
+
+    def first_batch_only(*args, **kwargs):
+        batches = real(*args, **kwargs)
+        yield next(batches)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "iter_samples", first_batch_only)
+    folder = tmp_path / "huge"
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        sample_folder(_run(folder, n=10**9), model=model, backend="torch", progress=False)
+    assert time.monotonic() - start < 20  # the plan is lazy: no list of 10^9 indices
+    assert (folder / "000000.png").exists() and (folder / "000001.png").exists()
+    assert json.loads((folder / "samples.json").read_text())["n"] == 10**9
+
+
+def _nan_generator():
+    generator = make_generator(22, channels=1)
+    with torch.no_grad():
+        generator.kvb.bias.fill_(float("nan"))
+    return generator
+
+
+def test_non_finite_images_are_an_error_and_nothing_is_written(tmp_path):
+    folder = tmp_path / "nan"
+    with pytest.raises(NonFiniteImages, match="non-finite"):
+        sample_folder(_run(folder), model=_nan_generator(), backend="torch", progress=False)
+    assert not folder.exists()  # not even samples.json or an empty folder
+
+
+def test_steps_only_graph_is_one_line_and_writes_nothing(model, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from fpa_export.export import export_onnx
+
+    steps = export_onnx(model, tmp_path / "steps.onnx", graph="steps", exporter="torchscript").path
+    out = tmp_path / "so4"
+    _one_line(CliRunner().invoke(sample_main, [str(steps), "--n", "10", "--outdir", str(out)]),
+              "steps graph")
+    assert not out.exists()
+    real = tmp_path / "real"
+    real.mkdir()
+    for k in range(3):
+        from PIL import Image
+
+        Image.fromarray(np.full((8, 8, 3), 40 * k, dtype=np.uint8)).save(real / f"{k}.png")
+    _one_line(CliRunner().invoke(fd_main, [str(real), str(steps), "--n", "4"]), "steps graph")
+
+
+def test_a_graph_replaced_after_its_sidecar_is_refused_by_name(model, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from fpa_export.export import export_onnx
+
+    graph = export_onnx(model, tmp_path / "E3.onnx", exporter="torchscript").path
+    folder = tmp_path / "a"
+    sample_folder(_run(folder), model=graph, progress=False)
+    other = save_checkpoint(tmp_path / "b.pt", make_generator(23, channels=1))
+    replacement = export_onnx(other, tmp_path / "b.onnx", exporter="torchscript").path
+    shutil.copy(replacement, graph)  # killed after the graph was replaced, before its sidecar
+    before = _snapshot(folder)
+    result = CliRunner().invoke(sample_main, [str(graph), "--n", "12", "--outdir", str(folder)])
+    _one_line(result, "sha256 differs from the one its record")
+    assert _snapshot(folder) == before
+
+
+def test_a_sidecar_claiming_other_shapes_is_refused(model, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from fpa_export.export import export_onnx
+    from fpa_export.export.sidecar import ExportError
+
+    result = export_onnx(model, tmp_path / "g.onnx", exporter="torchscript")
+    record = json.loads(result.sidecar.read_text())
+    for section in (record["config"], record["inputs"]["spec"]["config"]):
+        section["channels"] = 3
+    result.sidecar.write_text(json.dumps(record))
+    with pytest.raises(ExportError, match="record claims"):
+        make_sampler(result.path)(torch.zeros(1, 8))
+
+
+def test_verify_repaints_existing_files_and_refuses_other_content(model, tmp_path):
+    folder = tmp_path / "v"
+    sample_folder(_run(folder), model=model, backend="torch", progress=False)
+    report = sample_folder(_run(folder, verify=True), model=model, backend="torch", progress=False)
+    assert (report.written, report.skipped) == (0, 6)
+    (folder / "000003.png").write_bytes((folder / "000004.png").read_bytes())  # valid, wrong image
+    report = sample_folder(_run(folder), model=model, backend="torch", progress=False)
+    assert report.skipped == 6  # by default only decoding is checked (documented)
+    before = _snapshot(folder)
+    with pytest.raises(FolderMismatch, match="000003.png: --verify repainted it"):
+        sample_folder(_run(folder, n=8, verify=True), model=model, backend="torch", progress=False)
+    assert _snapshot(folder) == before
+
+
+def test_threads_are_capped_to_the_cores():
+    cores = os.cpu_count() or 1
+    painting, writing = SampleRun("x", n=1, threads=1000, workers=10**6).thread_counts()
+    assert painting == cores and writing == 8 * cores
+
+
+def test_one_sampling_run_loads_the_checkpoint_once(model, tmp_path, monkeypatch):
+    import fpa_export.models as models
+
+    loads, real = [], models.load_checkpoint
+    monkeypatch.setattr(models, "load_checkpoint", lambda *a, **k: loads.append(a) or real(*a, **k))
+    result = CliRunner().invoke(sample_main, [str(model), "--n", "3", "--outdir", str(tmp_path / "o"),
+                                              "--backend", "torch"])
+    assert result.exit_code == 0, result.output
+    assert len(loads) == 1
+
+
+def test_samples_json_names_onnxruntime_when_it_ran(model, tmp_path):
+    pytest.importorskip("onnxruntime")
+    folder = tmp_path / "ort"
+    report = sample_folder(_run(folder), model=model, backend="onnx", progress=False)
+    versions = json.loads((folder / "samples.json").read_text())["versions"]
+    assert report.backend == "onnxruntime-cpu" and versions.get("onnxruntime")
