@@ -62,18 +62,12 @@ def test_cli_device_error_is_one_line_without_writing(tmp_path):
 
 
 HEAVY = ("torch", "numpy", "PIL", "onnx", "onnxruntime", "tensorrt")
-# Commands whose modules still import heavy packages at import time (not yet moved into the command
-# bodies); `--help` then waits for torch. Remove a name once its module is light.
-HEAVY_PENDING = {"fpa-export", "fpa-sample", "fpa-gif", "fpa-train"}
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_help_imports_nothing_heavy(command, request):
+def test_help_imports_nothing_heavy(command):
     """`--help` appears at once: importing a command's module and printing its help (and each
     sub-command's) loads none of torch, numpy, PIL, onnx, onnxruntime, TensorRT."""
-    if command in HEAVY_PENDING:
-        request.applymarker(pytest.mark.xfail(reason=f"{command} imports heavy packages at module level",
-                                              strict=False))
     module = "fpa_export.training.cli" if command == "fpa-train" else f"fpa_export.cli.{MODULES[command]}"
     code = (f"import sys, click, {module} as m\n"
             "from click.testing import CliRunner\n"
@@ -84,3 +78,10 @@ def test_help_imports_nothing_heavy(command, request):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "", f"{command} --help imported {result.stdout.strip()}"
+
+
+@pytest.mark.parametrize("command", ["fpa-sample", "fpa-gif"])
+def test_trunc_is_an_alias_of_truncation(command):
+    main = _main(command)
+    option = next(p for p in main.params if p.name == "truncation")
+    assert "--trunc" in option.opts and "--truncation" in option.opts

@@ -147,3 +147,19 @@ def test_exported_graph_without_sidecar_and_garbage_graph(folders, tmp_path):
     result = invoke(folders[1], junk, "--seeds", "0")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1].startswith("Error: ") and "not an fpa-export file" in result.output
+
+
+def test_model_and_the_fpa_sample_folder_of_the_same_seed_score_the_same(tmp_path):
+    """The one seed rule: `fpa-fd MODEL --sample-seed S --n N` sees exactly the images that
+    `fpa-sample MODEL --seed S --n N` writes, so the two give identical statistics."""
+    from fpa_export.sampling import SampleRun, sample_folder
+
+    checkpoint = save_checkpoint(tmp_path / "m.pt", make_generator(seed=2, channels=1))
+    sample_folder(SampleRun(tmp_path / "s", n=24, seed=5, batch_size=5), str(checkpoint), backend="torch",
+                  progress=False)
+    from_model = fd.stats_of(fd.classify(str(checkpoint)), [0], 32, n=24, sample_seed=5, batch_size=5)
+    from_files = fd.stats_of(fd.classify(str(tmp_path / "s")), [0], 32, batch_size=5)
+    assert from_model.n == from_files.n == 24
+    assert torch.equal(from_model.stats[0].mu, from_files.stats[0].mu)
+    other_seed = fd.stats_of(fd.classify(str(checkpoint)), [0], 32, n=24, sample_seed=6)
+    assert not torch.equal(other_seed.stats[0].mu, from_files.stats[0].mu)

@@ -138,3 +138,30 @@ def test_prints_what_it_chose_in_one_line(checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     chosen = [line for line in result.output.splitlines() if line.startswith("Using ")]
     assert chosen == ["Using torch-cpu, fp32, 1 painting + 2 writing threads, PNG compress level 1"]
+
+
+def test_stats_writes_the_paper_real_folder_for_fid_tools(tmp_path):
+    """`fpa-sample stats --write-folder`: real images through the training transform and the fakes'
+    JPEG round trip (quality 75), as a folder an FID tool reads."""
+    import numpy as np
+    from PIL import Image
+
+    from fpa_export.cli.sample import main as sample_main
+    from fpa_export.common.images import jpeg_round_trip, load_image_array
+
+    real = tmp_path / "real"
+    real.mkdir()
+    rng = np.random.default_rng(0)
+    for k, shape in enumerate([(40, 50, 3), (64, 33, 3)]):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(real / f"{k}.png")
+    out = tmp_path / "real32"
+    result = CliRunner().invoke(sample_main, ["stats", str(real), "--write-folder", str(out),
+                                              "--format", "jpg", "--jpeg-quality", "75"])
+    assert result.exit_code == 0, result.output
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["000000.jpg", "000001.jpg"]
+    for k in range(2):
+        expected = jpeg_round_trip(load_image_array(real / f"{k}.png", 32, 1), 75)
+        assert (out / f"{k:06d}.jpg").read_bytes() == expected
+    refused = CliRunner().invoke(sample_main, ["stats", str(real)])
+    assert refused.exit_code != 0 and "--write-folder" in refused.output

@@ -119,8 +119,15 @@ def test_a_graph_replaced_after_its_sidecar_is_refused_by_name(model, tmp_path):
     shutil.copy(replacement, graph)  # killed after the graph was replaced, before its sidecar
     before = _snapshot(folder)
     result = CliRunner().invoke(sample_main, [str(graph), "--n", "12", "--outdir", str(folder)])
-    _one_line(result, "sha256 differs from the one its record")
+    # The stale sidecar (model A) is not believed: the graph's own embedded record says model B, so
+    # the folder of model A refuses it, naming the difference, and nothing is added to it.
+    _one_line(result, "different model")
     assert _snapshot(folder) == before
+    from fpa_export.export.sidecar import read_export_record, sha256_file
+
+    record = read_export_record(graph)
+    assert record["record_source"] == "metadata"
+    assert record["inputs"]["checkpoint_sha256"] == sha256_file(other)
 
 
 def test_a_sidecar_claiming_other_shapes_is_refused(model, tmp_path):

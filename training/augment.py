@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-AUG_TYPES = ("flip", "cutout", "translation")
+from .options import AUG_TYPES  # noqa: E402,F401
 
 
 def translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:

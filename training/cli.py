@@ -3,13 +3,9 @@ from __future__ import annotations
 
 import click
 
-from fpa_export.models import FPAConfig, UNetConfig
 from fpa_export.common.cli import HELP_OPTIONS, friendly_errors, version_option
 from fpa_export.common.devices import device_option
-from .augment import AUG_TYPES
-from .ema import EMASchedule
-from .loop import RunOptions, TrainingError
-from .trainer import TrainConfig
+from .options import AUG_TYPES
 
 # Discriminator sizes. 'paper' is lightweight-gan's (FPA_SPEC §6); 'cpu-small' is the D of the shipped
 # default model (tools/train_default.sh): channel cap 64, no attention before the 32-px stage, 2 × 16 heads.
@@ -22,8 +18,7 @@ PAPER_HIDDEN_SIZE = 1024
 CTX = {"show_default": True, "max_content_width": 100, **HELP_OPTIONS}
 
 
-_friendly = friendly_errors(catch=(TrainingError,),
-                            interrupted="Interrupted; the last checkpoint is kept (continue with --resume).")
+_friendly = friendly_errors(interrupted="Interrupted; the last checkpoint is kept (continue with --resume).")
 
 
 def _options(specs):
@@ -130,7 +125,10 @@ def resolve_d_preset(kw: dict, hidden_size: int) -> dict:
     return {**kw, **{k: preset[k] for k in preset if kw.get(k) is None}, "d_preset": name}
 
 
-def _train_config(kw: dict) -> TrainConfig:
+def _train_config(kw: dict):
+    from .ema import EMASchedule
+    from .trainer import TrainConfig
+
     aug = tuple(x.strip() for x in kw["aug_types"].split(",") if x.strip())
     bad = [x for x in aug if x not in AUG_TYPES]
     if bad:
@@ -146,7 +144,9 @@ def _train_config(kw: dict) -> TrainConfig:
                        amp=kw["amp"], seed=kw["seed"])
 
 
-def _run_options(kw: dict) -> RunOptions:
+def _run_options(kw: dict):
+    from .loop import RunOptions
+
     return RunOptions(data=kw["data"], steps=kw["steps"], device=kw["device"], log_every=kw["log_every"],
                       sample_every=kw["sample_every"], save_every=kw["save_every"],
                       eval_every=kw["eval_every"], eval_count=kw["eval_count"], metric=kw["metric"],
@@ -193,6 +193,7 @@ def fpa_command(**kw):
       fpa-train fpa --data mnist --image-size 32 --channels 1 --out runs/mnist
       fpa-train --data faces/ --image-size 64 --num-steps 64 --out runs/faces --steps 450000
     """
+    from fpa_export.models import FPAConfig
     from .api import train_fpa
 
     model = FPAConfig(channels=int(kw["channels"]), **{k: kw[k] for k in MODEL_FIELDS})
@@ -218,7 +219,7 @@ def unet_command(ctx, source, **kw):
       fpa-train unet --from runs/faces/best.pt --data faces/ --out runs/faces_unet
       fpa-train unet --from runs/mnist/latest.pt --data mnist --unet-dim 16 --fresh-d --out runs/mnist_unet
     """
-    from fpa_export.models import read_checkpoint
+    from fpa_export.models import UNetConfig, read_checkpoint
     from .api import train_unet
 
     given = [name for name in D_OPTION_NAMES

@@ -277,4 +277,6 @@ def _progress(start: int, total: int, enabled: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(initial=start, total=total, unit="step", dynamic_ncols=True)
+    # Off a terminal (logs, pipes, CI) no bar: carriage-return frames would fill the log; the step
+    # lines and the speed line still report progress.
+    return tqdm(initial=start, total=total, unit="step", dynamic_ncols=True, disable=None)

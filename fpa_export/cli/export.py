@@ -8,8 +8,7 @@ from pathlib import Path
 import click
 
 from fpa_export.common.cli import UserError, friendly_errors, version_option
-from fpa_export.export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, GRAPHS, LSTM_MODES
-from fpa_export.export.trt_build import DEFAULT_MAX_BATCH
+from fpa_export.export.options import DEFAULT_MAX_BATCH, DEFAULT_OPSET, EXPORTERS, GRAPHS, LSTM_MODES
 
 CHECKPOINT = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -40,8 +39,9 @@ def main():
               help="Three output channels: a greyscale model's channel repeated (Bx3xHxW, as "
                    "torch-fidelity's ONNX generator input needs).")
 @click.option("--opset", type=click.IntRange(14, 23), default=DEFAULT_OPSET, show_default=True)
-@click.option("--exporter", type=click.Choice(EXPORTERS), default=DEFAULT_EXPORTER, show_default=True,
-              help="torchscript (seconds) while this torch has it, else dynamo (slower, maintained).")
+@click.option("--exporter", type=click.Choice(EXPORTERS), default=None,
+              show_default="torchscript while this torch has it, else dynamo",
+              help="torchscript takes seconds; dynamo is slower and the one torch maintains.")
 @click.option("--atol", type=click.FloatRange(min=0), default=None,
               show_default="1e-4, or 2e-2 with --fp16",
               help="Verification tolerance for float outputs (uint8 outputs keep their level limits).")

@@ -40,7 +40,7 @@ DEFAULT_GIF = Path("painting.gif")
               help="Also write the paper's static step grid (2 rows × T columns per seed) as PNG.")
 @click.option("--mp4", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write an MP4 (needs the [video] extra: imageio-ffmpeg).")
-@click.option("--truncation", type=float, default=1.0, show_default=True,
+@click.option("--truncation", "--trunc", "truncation", type=float, default=1.0, show_default=True,
               help="psi in (0, 1], as in fpa-sample.")
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "trt"]), default="auto",
               show_default=True, help="auto: torch for checkpoints, the matching runtime for a "
@@ -76,6 +76,9 @@ def main(model, seed, seeds, index, out, mode, fps, scale, hold_last_ms, columns
     job = PaintingJob(seeds=seed_list, index=index, mode=mode, fps=fps, scale=scale,
                       hold_last_ms=hold_last_ms, columns=columns, truncation=truncation)
     job.check()
+    from fpa_export.runtime.modelfile import open_model
+
+    model = open_model(model)  # decided and loaded once
     try:
         painter = open_painter(model, backend, device, precision)
         result = render_painting(painter, job, gif=out, grid=grid, mp4=mp4)
@@ -83,6 +86,7 @@ def main(model, seed, seeds, index, out, mode, fps, scale, hold_last_ms, columns
         raise UserError(str(err)) from None
     except NotImplementedError as err:
         raise UserError(f"{err}") from None
+    click.echo(f"Model {model.summary}", err=True)
     width, height = result.frame_size
     movies = " and ".join(str(result.written[k]) for k in ("gif", "mp4") if k in result.written)
     parts = [f"{movies} ({result.frame_count} frames of {width}×{height}, {len(seed_list)} seed(s))"

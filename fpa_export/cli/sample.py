@@ -15,8 +15,12 @@ FORMATS = ("png", "jpg")
 
 @click.command("stats", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("image_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Output .npz of statistics.")
+@click.option("--write-folder", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write the real images, transformed and round-tripped exactly so, as a folder "
+                   "NNNNNN.jpg|png that pytorch-fid, clean-fid or torch-fidelity read (the paper's "
+                   "protocol: --format jpg --jpeg-quality 75).")
 @click.option("--model", default=None, type=click.Path(exists=True, dir_okay=False), help="Model whose image size and channels the real images are "
               "brought to (checkpoint, .onnx or engine)  [default: the embedded model]")
 @click.option("--format", "image_format", type=click.Choice(FORMATS), default="png",
@@ -27,7 +31,8 @@ FORMATS = ("png", "jpg")
 @click.option("--batch-size", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--device", default="cpu", show_default=True, callback=device_option, help="cpu, cuda, cuda:N or mps.")
 @friendly_errors
-def stats_command(image_dir, out, model, image_format, jpeg_quality, seeds, batch_size, device):
+def stats_command(image_dir, out, write_folder, model, image_format, jpeg_quality, seeds, batch_size,
+                  device):
     """Prepare statistics of the real images under IMAGE_DIR once, for `fpa-sample --reference-stats`.
 
     Images are brought to the model's size (shorter side bilinear, centre crop) and channels and
@@ -38,9 +43,17 @@ def stats_command(image_dir, out, model, image_format, jpeg_quality, seeds, batc
     Examples:
       fpa-sample stats data/faces -o faces.npz --model model.pt
       fpa-sample stats data/faces -o faces-jpg.npz --model model.pt --format jpg
+      fpa-sample stats data/faces --write-folder real64 --model model.pt --format jpg --jpeg-quality 75
     """
     from fpa_export.fd import metric as fd
     from fpa_export.fd.realstats import prepare_real_stats
+
+    if out is None and write_folder is None:
+        raise UserError("give -o STATS.npz, --write-folder DIR, or both")
+    if write_folder is not None:
+        _write_real_folder(image_dir, write_folder, model, image_format, jpeg_quality)
+        if out is None:
+            return
 
     stats, skipped = prepare_real_stats(image_dir, out, model=model, image_format=image_format,
                                         jpeg_quality=jpeg_quality, seeds=fd.parse_seeds(seeds),
@@ -81,7 +94,7 @@ class _SampleWithStats(click.Command):
                    "probe batch before anything is written.")
 @click.option("--format", "image_format", type=click.Choice(FORMATS), default="png", show_default=True)
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True)
-@click.option("--truncation", type=float, default=1.0, show_default=True,
+@click.option("--truncation", "--trunc", "truncation", type=float, default=1.0, show_default=True,
               help="psi in (0, 1]: z is scaled toward 0 by psi (1 = no truncation).")
 @click.option("--shard", default=None, metavar="I/N|env",
               help="Write only indices i with i % N == I (run N processes into one folder); env: "
@@ -138,7 +151,8 @@ def main(model, n, outdir, batch_size, seed, backend, device, precision, image_f
         run.check()
         _score_only(model, run, backend, device, reference_stats)
         return
-    report = sample_folder(run, model=model, backend=backend, device=device, on_start=_announce)
+    report = sample_folder(run, model=model, backend=backend, device=device,
+                           on_start=lambda choice: _announce(choice, model.summary))
     click.echo(f"Wrote {report.written} images ({report.skipped} already there"
                + (f", {report.regenerated} broken ones redone" if report.regenerated else "")
                + f") to {report.outdir} in {report.seconds:.1f} s "
@@ -147,8 +161,24 @@ def main(model, n, outdir, batch_size, seed, backend, device, precision, image_f
         _score_folder(model, run, device, reference_stats)
 
 
-def _announce(choice: dict) -> None:
-    """One line: what the run chose (backend, precision, threads, PNG level)."""
+def _write_real_folder(image_dir, folder, model, image_format, jpeg_quality) -> None:
+    from fpa_export.common.images import write_real_folder
+    from fpa_export.common.lock import folder_lock
+    from fpa_export.runtime.modelfile import open_model
+
+    config = open_model(model).config
+    with folder_lock(folder, "real-image folder"):
+        written, skipped = write_real_folder(image_dir, folder, config.image_size, config.channels,
+                                             image_format, jpeg_quality)
+    note = f", {skipped} unreadable file(s) skipped" if skipped else ""
+    click.echo(f"Wrote {written} real images ({config.image_size} px, {config.channels} channel(s), "
+               f"{image_format}{f' quality {jpeg_quality}' if image_format == 'jpg' else ''}{note}) to {folder}")
+
+
+def _announce(choice: dict, summary: str) -> None:
+    """Two lines once the run is known valid: the model, and what the run chose (backend, precision,
+    threads, PNG level)."""
+    click.echo(f"Model {summary}", err=True)
     click.echo(f"Using {choice['backend']}, {choice['precision']}, {choice['painting_threads']} "
                f"painting + {choice['writing_threads']} writing threads, PNG compress level "
                f"{choice['png_compress_level']}", err=True)

@@ -3,9 +3,11 @@
     with folder_lock(outdir, "sample folder"):
         ...write into outdir...
 
-The lock is `flock` on `<folder>/.fpa-export.lock`, which holds the writer's process id. The kernel
-drops an flock when its process dies (kill -9 included), so a stale lock file is simply taken over:
-there is no "lock left behind" to clean up. The file itself stays (deleting it would race).
+The lock is an `flock` on the folder itself (its directory file descriptor), so no lock file is left
+among the outputs: an FID tool reading a sample folder sees only images and `samples.json`. The kernel
+drops an flock when its process dies (kill -9 included), so a stale lock cannot exist: the next writer
+simply takes it. Which process holds a busy lock is read from /proc/locks (Linux); elsewhere the message
+says "another process".
 """
 from __future__ import annotations
 
@@ -13,23 +15,30 @@ import contextlib
 import fcntl
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from .errors import FpaError
-
-LOCK_NAME = ".fpa-export.lock"
 
 
 class FolderBusy(FpaError):
     """Another live process is writing this folder."""
 
 
-def _holder(path: Path) -> str:
+def _holder(fd: int) -> Optional[int]:
+    """The pid holding an flock on the file behind `fd`, from /proc/locks (None if unknown)."""
+    info = os.fstat(fd)
+    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
     try:
-        text = path.read_text(encoding="ascii", errors="replace").strip()
+        lines = Path("/proc/locks").read_text(encoding="ascii", errors="replace").splitlines()
     except OSError:
-        return "?"
-    return text if text.isdigit() else "?"
+        return None
+    for line in lines:
+        fields = line.split()
+        if "FLOCK" in fields and device in fields and "->" not in fields:
+            position = fields.index(device) - 1
+            if fields[position].isdigit():
+                return int(fields[position])
+    return None
 
 
 @contextlib.contextmanager
@@ -37,18 +46,18 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
     """Hold the folder's lock for the duration of the block (the folder is created if missing)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise FolderBusy(f"{folder}: this {what} is being written by process {_holder(path)}; "
-                         "wait for it to finish or use another folder") from None
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
-        yield folder
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _holder(fd)
+            who = f"process {pid}" if pid is not None else "another process"
+            raise FolderBusy(f"{folder}: this {what} is being written by {who}; "
+                             "wait for it to finish or use another folder") from None
+        try:
+            yield folder
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)

@@ -34,8 +34,7 @@ from .spec import BATCH, ExportSpec
 from .tempfiles import sweep_stale_temporaries
 from .verify import check_model, compare_with_torch, import_onnx
 
-EXPORTERS = ("torchscript", "dynamo")
-DEFAULT_OPSET = 18
+from .options import DEFAULT_OPSET, EXPORTERS  # noqa: E402,F401
 TRACE_BATCH = 2  # with batch 1 the exporters may pin the batch axis
 
 
@@ -67,7 +66,7 @@ def default_output(checkpoint: Path, spec: ExportSpec) -> Path:
 
 
 def export_onnx(checkpoint=None, out=None, graph: str = "image", fp16: bool = False,
-                opset: int = DEFAULT_OPSET, exporter: str = DEFAULT_EXPORTER, uint8: bool = False,
+                opset: int = DEFAULT_OPSET, exporter: Optional[str] = None, uint8: bool = False,
                 lstm: str = "unrolled", verify: bool = True, force: bool = False,
                 progress: Optional[Callable[[str], None]] = None, rgb: bool = False,
                 atol: Optional[float] = None) -> ExportResult:
@@ -78,6 +77,7 @@ def export_onnx(checkpoint=None, out=None, graph: str = "image", fp16: bool = Fa
     as each stage starts (for a progress display).
     """
     progress = progress or (lambda stage: None)
+    exporter = exporter or default_exporter()
     if exporter not in EXPORTERS:
         raise ExportError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     checkpoint = Path(resolve_checkpoint(checkpoint))

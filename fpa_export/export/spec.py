@@ -19,8 +19,7 @@ from fpa_export.common.errors import FpaError
 from fpa_export.models import FPAConfig, FPAGenerator
 from fpa_export.common.images import to_uint8
 
-GRAPHS = ("image", "steps")
-LSTM_MODES = ("unrolled", "op")  # straight-line gate arithmetic, or the ONNX LSTM op
+from .options import GRAPHS, LSTM_MODES  # noqa: E402,F401
 BATCH = "batch"                  # name of the dynamic axis
 
 Dim = Union[int, str]

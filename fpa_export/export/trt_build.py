@@ -24,7 +24,7 @@ from .tempfiles import sweep_stale_temporaries
 from . import trt_verify
 
 DEFAULT_OPT_BATCH = 256
-DEFAULT_MAX_BATCH = 1024
+from .options import DEFAULT_MAX_BATCH  # noqa: E402,F401
 
 
 def import_tensorrt():

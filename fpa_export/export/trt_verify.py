@@ -42,10 +42,10 @@ def verify_engine(plan: bytes, onnx_path: Path, spec: ExportSpec, batch: int, tf
                   run_engine: Optional[Callable] = None) -> dict:
     """{output name: differences} of the engine against onnxruntime on one probe batch; raises
     ExportError beyond tolerance. `run_engine(plan, spec, z) -> [np.ndarray]` (default `run_plan`)."""
-    from fpa_export.runtime.onnx_backend import import_onnxruntime
+    from fpa_export.common.optional import require
 
     z = spec.sample_input(batch, PROBE_SEED).numpy()
-    ort = import_onnxruntime()
+    ort = require("onnxruntime", "to verify exported graphs")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     expected = session.run(spec.output_names, {"z": z})
     got = (run_engine or run_plan)(plan, spec, z)

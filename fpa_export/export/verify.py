@@ -64,9 +64,9 @@ def compare_with_torch(model_bytes: bytes, spec: ExportSpec, generator: FPAGener
     Returns {output name: {"max_abs_diff", "max_rel_diff", ["within_one_level", "max_levels"]}}, the
     worst over the batches; raises ExportError when a tolerance is exceeded.
     """
-    from fpa_export.runtime.onnx_backend import import_onnxruntime
+    from fpa_export.common.optional import require
 
-    ort = import_onnxruntime()
+    ort = require("onnxruntime", "to verify exported graphs")
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", 0) or 0)

@@ -122,16 +122,17 @@ def open_sampler(source: Source, backend: Optional[str] = None, device: str = "c
 @torch.no_grad()
 def model_batches(sampler, n: int, sample_seed: int = 0, batch_size: int = 100,
                   resolution: Optional[int] = None) -> Iterator[torch.Tensor]:
-    """`n` samples of a Sampler as (B, C, R, R) in [0, 1]. z = torch.randn(n, latent_size) from a
-    torch generator seeded with `sample_seed` (one draw, whatever the batch size); outputs are clamped
-    to [0, 1] and quantised to uint8 like saved PNGs, then resized like image files, so a model and a
-    folder of its saved samples score the same."""
-    noise = torch.Generator(device="cpu").manual_seed(int(sample_seed))
-    latents = torch.randn(n, sampler.latent_size, generator=noise)  # at once: batch size must not matter
+    """`n` samples of a Sampler as (B, C, R, R) in [0, 1]: images 0..n-1 of the run with seed
+    `sample_seed` under the one seed rule (`fpa_export.sampling.latents`), i.e. exactly the images
+    `fpa-sample --seed S --n N` writes. Outputs are clamped to [0, 1] and quantised to uint8 like saved
+    PNGs, then resized like image files, so a model and a folder of its saved samples score the same."""
+    from fpa_export.sampling.latents import latents_for
+
     with _progress(n, "samples") as bar:
         for start in range(0, n, batch_size):
             count = min(batch_size, n - start)
-            images = to_uint8(sampler(latents[start:start + count])).cpu()   # (B, C, S, S) uint8
+            z = latents_for(range(start, start + count), int(sample_seed), sampler.latent_size)
+            images = to_uint8(sampler(z)).cpu()   # (B, C, S, S) uint8
             if resolution is not None and images.shape[-1] != resolution:
                 images = _resize_like_files(images, resolution)
             yield images.float() / 255.0

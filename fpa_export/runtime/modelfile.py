@@ -59,8 +59,21 @@ class ModelFile:
         if self._generator is None:
             from fpa_export.models import default_checkpoint_path, load_checkpoint
 
-            self._generator, _ = load_checkpoint(self.path or default_checkpoint_path())
+            self._generator, self._cache["checkpoint"] = load_checkpoint(self.path or default_checkpoint_path())
         return self._generator
+
+    @property
+    def summary(self) -> str:
+        """One line for the command lines: the model, its training step and which weights (EMA) it holds."""
+        from fpa_export.models.checkpoint import describe
+
+        if self.kind == "generator":
+            return f"{self.label}: a generator object"
+        if self.kind == "checkpoint":
+            self.generator  # loads the checkpoint once
+            return f"{self.label}: {describe(self._cache['checkpoint'])}"
+        text = describe({"config": self.record.get("config") or {}, "step": "?", "ema": None})
+        return f"{self.label}: {self.kind} export of " + text.split(", step ")[0]
 
     @property
     def record(self) -> dict:
@@ -154,8 +167,8 @@ def _checked_record(path: Path, kind: str) -> dict:
     if not isinstance(record, dict) or not isinstance(record.get("inputs"), dict) \
             or not isinstance(record["inputs"].get("spec"), dict) or not isinstance(record.get("config"), dict):
         tool = "fpa-export trt" if kind == "tensorrt" else "fpa-export onnx"
-        raise ExportError(f"{path}: no readable sidecar {sidecar_path(path).name} (the export record that "
-                          f"holds the model config); export the graph again with `{tool}`")
+        raise ExportError(f"{path}: not an fpa-export file (no sidecar {sidecar_path(path).name} matching "
+                          f"it and no record in the file); export it again with `{tool}`")
     output = record.get("output") if isinstance(record.get("output"), dict) else {}
     stated = output.get("sha256")
     if stated is not None and stated != sha256_of(path):

@@ -193,12 +193,9 @@ def _first_batch_then(batches: Iterator, action: Callable[[], None]) -> Iterator
 
 
 def _remove_if_unused(outdir: Path) -> None:
-    """A folder this run created and left with nothing but its lock: remove it again."""
-    from fpa_export.common.lock import LOCK_NAME
-
+    """A folder this run created and left empty (a refused run): remove it again."""
     try:
-        if [entry.name for entry in os.scandir(outdir)] == [LOCK_NAME]:
-            (outdir / LOCK_NAME).unlink()
+        if not any(os.scandir(outdir)):
             outdir.rmdir()
     except OSError:
         pass

@@ -41,10 +41,10 @@ def parse_source(spec: str, default_seed: int = 0) -> tuple[str, Optional[Path],
 def model_sample(path: Optional[Path], seed: int) -> torch.Tensor:
     """uint8 (C, S, S): image index 0 under `seed` of a checkpoint, .onnx image graph or engine (None:
     the embedded model), each on the runtime its file type calls for."""
-    from fpa_export.painting.render import open_painter
+    from fpa_export.runtime.factory import make_sampler
     from fpa_export.sampling.latents import latents_for
 
-    sampler = open_painter(path)          # torch for checkpoints, onnxruntime / TensorRT for exports
+    sampler = make_sampler(path, purpose="images")  # torch for checkpoints, the file's runtime for exports
     z = latents_for([0], seed=seed, latent_size=sampler.latent_size)
     try:
         with torch.inference_mode():
