@@ -165,8 +165,12 @@ class FPAGenerator(nn.Module):
             partials=partials.reshape(frame_shape).transpose(1, 2),
         )
 
-    def forward(self, z: torch.Tensor, unrolled: bool = False) -> torch.Tensor:
+    def canvas(self, z: torch.Tensor, unrolled: bool = False) -> torch.Tensor:
+        """W_T (B, C, S, S): the finished canvas before any activation or U-Net."""
         c = self.config
         keys, values, lrs = self.painting_instructions(z, unrolled)
         canvas = canvas_from_writes(delta_rule_writes(keys, values, lrs), keys)  # (B·C, S, S)
-        return self.finish(canvas.reshape(-1, c.channels, c.image_size, c.image_size))
+        return canvas.reshape(-1, c.channels, c.image_size, c.image_size)
+
+    def forward(self, z: torch.Tensor, unrolled: bool = False) -> torch.Tensor:
+        return self.finish(self.canvas(z, unrolled))

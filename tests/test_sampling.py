@@ -217,3 +217,19 @@ def test_cuda_files_match_cpu_files(model, tmp_path):
     sample_folder(_run(tmp_path / "gpu"), model=path, backend="torch", device="cuda", progress=False)
     levels = np.abs(_images(tmp_path / "gpu").astype(int) - _images(tmp_path / "cpu").astype(int))
     assert levels.max() <= 1
+
+
+def test_painting_threads_follow_the_model_cost(monkeypatch):
+    """Chosen, not configured: a paint-heavy model (the paper's) gets every core for painting, a small
+    one half of them (the rest encodes and writes files); an explicit --threads wins, capped."""
+    from fpa_export.models import FPAConfig
+    from fpa_export.sampling.pipeline import PAINT_HEAVY_FLOPS, lstm_flops_per_image
+
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    paper, small = FPAConfig(), FPAConfig(image_size=32, channels=1, num_steps=16, hidden_size=256,
+                                          latent_size=128)
+    assert lstm_flops_per_image(paper) > PAINT_HEAVY_FLOPS > lstm_flops_per_image(small)
+    assert SampleRun("x", n=1).thread_counts(paper)[0] == 4
+    assert SampleRun("x", n=1).thread_counts(small)[0] == 2
+    assert SampleRun("x", n=1, threads=3).thread_counts(paper)[0] == 3
+    assert SampleRun("x", n=1, threads=99).thread_counts(small)[0] == 4

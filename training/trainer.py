@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import nn
 
-from fpa_export.models import FPAConfig, FPAGenerator, canvas_from_writes, delta_rule_writes
+from fpa_export.models import FPAConfig, FPAGenerator
 from .augment import AUG_TYPES, diff_augment
 from .discriminator import Discriminator
 from .ema import EMASchedule, apply_schedule
@@ -85,11 +85,9 @@ class FrozenFPAUNet(nn.Module):
         self.generator = generator
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        g, c = self.generator, self.generator.config
         with torch.no_grad():
-            keys, values, lrs = g.painting_instructions(z)
-            canvas = canvas_from_writes(delta_rule_writes(keys, values, lrs), keys)  # (B·C, S, S)
-        return g.finish(canvas.reshape(-1, c.channels, c.image_size, c.image_size))
+            canvas = self.generator.canvas(z)  # (B, C, S, S), no gradient into the FPA
+        return self.generator.finish(canvas)
 
 
 class Trainer:

@@ -60,6 +60,9 @@ def main(a, b, seeds, n, resolution, sample_seed, save_stats, batch_size, device
     if b is None:
         if save_stats is None:
             raise click.UsageError("give B to compare with, or --save-stats to save A's statistics")
+        from fpa_export.common.atomic import check_writable
+
+        check_writable(save_stats, "statistics file")  # before the (slow) features
         stats = fd.stats_only(a, save_stats, **options)
         record = {"saved": str(save_stats), "n_a": stats.n, "extractor": stats.extractor,
                   "seeds": stats.seeds, "resolution": stats.resolution}

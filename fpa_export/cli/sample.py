@@ -8,9 +8,7 @@ import click
 
 from fpa_export.common.cli import UserError, friendly_errors, version_option
 from fpa_export.common.devices import device_option
-from fpa_export.runtime.names import BACKENDS, PRECISIONS
-
-FORMATS = ("png", "jpg")
+from fpa_export.runtime.names import BACKENDS, PRECISIONS, SAMPLE_FORMATS as FORMATS
 
 
 @click.command("stats", context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,6 +48,10 @@ def stats_command(image_dir, out, write_folder, model, image_format, jpeg_qualit
 
     if out is None and write_folder is None:
         raise UserError("give -o STATS.npz, --write-folder DIR, or both")
+    from fpa_export.common.atomic import check_writable
+
+    if out is not None:
+        check_writable(out, "statistics file")  # before the (slow) features
     if write_folder is not None:
         _write_real_folder(image_dir, write_folder, model, image_format, jpeg_quality)
         if out is None:
@@ -192,7 +194,7 @@ def _score_only(model, run, backend, device, reference_stats):
 
     config = model.config
     load_reference(reference_stats, config, run.image_format, run.jpeg_quality)  # refuse early
-    sampler = open_sampler(model, backend, device, run.thread_counts()[0], run.precision)
+    sampler = open_sampler(model, backend, device, run.thread_counts(model.config)[0], run.precision)
     batches = (images for _, images in iter_samples(sampler, range(run.n), run.seed, run.batch_size,
                                                    run.truncation))
     result = score_samples(batches, reference_stats, config, run.image_format, run.jpeg_quality, device)

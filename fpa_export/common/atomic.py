@@ -43,3 +43,24 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, sort_keys: bool = Tr
     """`obj` as indented JSON (one trailing newline) to `path`, atomically."""
     text = json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n"
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def check_writable(out: str | os.PathLike, what: str = "output") -> None:
+    """Fail before slow work when `out` (a file to be written) cannot be: probe its nearest existing
+    folder with a temporary file. Raises a one-line FpaError."""
+    from .errors import FpaError
+
+    out = Path(out)
+    if out.is_dir():
+        raise FpaError(f"{out}: is a directory; give a file name for the {what}")
+    folder = out.parent
+    for folder in (out.parent, *out.parent.parents):  # the nearest existing ancestor must be a folder
+        if folder.exists():
+            break
+    if not folder.is_dir():
+        raise FpaError(f"{out}: cannot create it, {folder} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise FpaError(f"{out}: cannot write to {folder} ({err.strerror or err})") from None

@@ -30,7 +30,7 @@ from .fp16 import to_mixed_fp16
 from .onnx_meta import embed_record
 from .sidecar import (ExportError, check_writable, library_versions, reusable, sha256_file, sidecar_path,
                       write_sidecar)
-from .spec import BATCH, ExportSpec
+from .spec import INPUT_NAME, BATCH, ExportSpec
 from .tempfiles import sweep_stale_temporaries
 from .verify import check_model, compare_with_torch, import_onnx
 
@@ -191,7 +191,7 @@ def _trace_dynamo(module, z, spec: ExportSpec, opset: int):
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # no torchvision/progress chatter
     program = torch.onnx.export(module, (z,), dynamo=True, opset_version=opset, verbose=False,
                                 input_names=spec.input_names, output_names=spec.output_names,
-                                dynamic_shapes={"z": {0: torch.export.Dim(BATCH, min=1)}})
+                                dynamic_shapes={INPUT_NAME: {0: torch.export.Dim(BATCH, min=1)}})
     return program.model_proto
 
 

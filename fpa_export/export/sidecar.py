@@ -20,7 +20,6 @@ import json
 import os
 import platform
 from pathlib import Path
-import tempfile
 from typing import Optional
 
 from fpa_export.common.errors import FpaError
@@ -145,17 +144,12 @@ def _normalised(value):
 
 
 def check_writable(out: Path) -> None:
-    """Fail before the (slow) export when the output cannot be written: probe with a temporary file."""
-    if out.is_dir():
-        raise ExportError(f"{out}: is a directory; give a file name for the .onnx output")
-    parent = out.parent
-    for folder in (parent, *parent.parents):  # the nearest existing ancestor must be a writable folder
-        if folder.exists():
-            break
-    if not folder.is_dir():
-        raise ExportError(f"{out}: cannot create it, {folder} is not a directory")
+    """Fail before the (slow) export when the output cannot be written (one line, an ExportError)."""
+    from fpa_export.common.atomic import check_writable as probe
+
     try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise ExportError(f"{out}: cannot write to {folder} ({err.strerror or err})") from None
+        probe(out, ".onnx output" if Path(out).suffix.lower() == ".onnx" else "output")
+    except ExportError:
+        raise
+    except FpaError as err:
+        raise ExportError(str(err)) from None

@@ -20,6 +20,8 @@ from fpa_export.models import FPAConfig, FPAGenerator
 from fpa_export.common.images import to_uint8
 
 from .options import GRAPHS, LSTM_MODES  # noqa: E402,F401
+
+INPUT_NAME = "z"  # the one input of every graph: latents (batch, latent_size), float32
 BATCH = "batch"                  # name of the dynamic axis
 
 Dim = Union[int, str]
@@ -59,7 +61,7 @@ class ExportSpec:
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
-        return (TensorSpec("z", "float32", (BATCH, self.config.latent_size)),)
+        return (TensorSpec(INPUT_NAME, "float32", (BATCH, self.config.latent_size)),)
 
     @property
     def outputs(self) -> tuple[TensorSpec, ...]:

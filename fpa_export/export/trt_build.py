@@ -19,7 +19,7 @@ from fpa_export.common.atomic import atomic_write
 from fpa_export.common.optional import require
 from .sidecar import (ExportError, check_writable, read_export_record, reusable, sha256_file,
                       sidecar_path, write_sidecar)
-from .spec import ExportSpec
+from .spec import INPUT_NAME, ExportSpec
 from .tempfiles import sweep_stale_temporaries
 from . import trt_verify
 
@@ -43,7 +43,7 @@ class BatchProfile:
 
     def shapes(self, latent_size: int) -> dict[str, tuple[tuple[int, int], ...]]:
         """{input name: (min shape, opt shape, max shape)} for the optimisation profile."""
-        return {"z": ((self.min, latent_size), (self.opt, latent_size), (self.max, latent_size))}
+        return {INPUT_NAME: ((self.min, latent_size), (self.opt, latent_size), (self.max, latent_size))}
 
 
 def batch_profile(min_batch: int = 1, opt_batch: Optional[int] = None,

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .sidecar import ExportError
-from .spec import ExportSpec
+from .spec import INPUT_NAME, ExportSpec
 from .verify import Tolerance, _enforce, _merge
 
 PROBE_SEED = 3
@@ -47,7 +47,7 @@ def verify_engine(plan: bytes, onnx_path: Path, spec: ExportSpec, batch: int, tf
     z = spec.sample_input(batch, PROBE_SEED).numpy()
     ort = require("onnxruntime", "to verify exported graphs")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    expected = session.run(spec.output_names, {"z": z})
+    expected = session.run(spec.output_names, {INPUT_NAME: z})
     got = (run_engine or run_plan)(plan, spec, z)
     report: dict[str, dict] = {}
     for tensor, engine_out, reference in zip(spec.outputs, got, expected):
@@ -86,9 +86,9 @@ def run_plan(plan: bytes, spec: ExportSpec, z: np.ndarray) -> list[np.ndarray]:
         raise ExportError("TensorRT cannot load the engine it has just built")
     context = engine.create_execution_context()
     inputs = torch.from_numpy(z).cuda().contiguous()
-    if not context.set_input_shape("z", tuple(inputs.shape)):
+    if not context.set_input_shape(INPUT_NAME, tuple(inputs.shape)):
         raise ExportError(f"TensorRT refused the probe input shape {tuple(inputs.shape)}")
-    context.set_tensor_address("z", inputs.data_ptr())
+    context.set_tensor_address(INPUT_NAME, inputs.data_ptr())
     outputs = []
     for name in spec.output_names:
         out = torch.empty(tuple(context.get_tensor_shape(name)), device="cuda",

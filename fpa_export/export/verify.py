@@ -22,7 +22,7 @@ from fpa_export.models import FPAGenerator
 from fpa_export.common.images import to_uint8
 from fpa_export.common.optional import require
 from .sidecar import ExportError
-from .spec import ExportSpec
+from .spec import INPUT_NAME, ExportSpec
 
 VERIFY_BATCHES = ((1, 0), (7, 1))  # (batch, seed): batch 1 and an odd larger batch, one file
 
@@ -76,7 +76,7 @@ def compare_with_torch(model_bytes: bytes, spec: ExportSpec, generator: FPAGener
     report: dict[str, dict] = {}
     for batch, seed in VERIFY_BATCHES:
         z = spec.sample_input(batch, seed)
-        outputs = session.run(spec.output_names, {"z": z.numpy()})
+        outputs = session.run(spec.output_names, {INPUT_NAME: z.numpy()})
         expected = reference(z)
         expected = (expected,) if isinstance(expected, torch.Tensor) else expected
         for tensor, got, want in zip(spec.outputs, outputs, expected):

@@ -20,7 +20,8 @@ import torch
 from fpa_export.common.errors import FpaError
 from fpa_export.common.atomic import atomic_write
 from fpa_export.common.images import UnreadableImage, list_images, load_image_array
-from ..sampling.imagefiles import decode, encode, to_hwc
+from fpa_export.common.images import to_hwc
+from ..sampling.imagefiles import decode, encode
 from ..sampling.model_id import model_config
 
 MIN_RESOLUTION = 32  # the feature extractor's smallest input (five poolings)

@@ -71,6 +71,11 @@ def render_painting(sampler, job: PaintingJob, gif: Optional[Path] = None, grid:
     animation (.gif, .png as animated PNG, .mp4) and `grid` a .png or .jpg, by their suffixes."""
     job.check()
     _check_suffixes(gif, grid, mp4)
+    from fpa_export.common.atomic import check_writable
+
+    for target in (gif, grid, mp4):  # a read-only folder fails now, not after the painting
+        if target is not None:
+            check_writable(target)
     frames = paint(sampler, job.seeds, job.index, job.truncation)
     scale = job.scale or auto_scale(sampler.config.image_size)
     outputs = PaintingOutputs(frames)

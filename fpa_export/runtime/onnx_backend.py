@@ -18,7 +18,7 @@ from fpa_export.common.errors import FpaError, MissingExtra
 from fpa_export.common.optional import require
 from fpa_export.models import FPAConfig
 from fpa_export.export.sidecar import ExportError, spec_from_record
-from fpa_export.export.spec import ExportSpec
+from fpa_export.export.spec import INPUT_NAME, ExportSpec
 from .base import Sampler
 
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
@@ -120,7 +120,7 @@ class _Graph:
 
     def run(self, z: torch.Tensor) -> list[torch.Tensor]:
         if self.device.type != "cuda":
-            outputs = self._session(None).run(self.spec.output_names, {"z": z.cpu().contiguous().numpy()})
+            outputs = self._session(None).run(self.spec.output_names, {INPUT_NAME: z.cpu().contiguous().numpy()})
             return [torch.from_numpy(np.ascontiguousarray(out)) for out in outputs]
         return self._run_bound(z)
 
@@ -134,13 +134,13 @@ class _Graph:
                                                         dtype=getattr(torch, t.dtype))
                                     for t in self.spec.inputs + self.spec.outputs}
         buffers = self._buffers[batch]
-        buffers["z"].copy_(z)
+        buffers[INPUT_NAME].copy_(z)
         # onnxruntime runs on its own CUDA stream: the copy (queued on torch's) must be done first
         torch.cuda.current_stream(self.device).synchronize()
         binding = session.io_binding()
         index = self.device.index or 0
         for t in self.spec.inputs + self.spec.outputs:
-            bind: Callable = binding.bind_input if t.name == "z" else binding.bind_output
+            bind: Callable = binding.bind_input if t.name == INPUT_NAME else binding.bind_output
             tensor = buffers[t.name]
             bind(t.name, "cuda", index, NUMPY_DTYPES[t.dtype], tuple(tensor.shape), tensor.data_ptr())
         session.run_with_iobinding(binding)

@@ -11,7 +11,7 @@ import torch
 
 from fpa_export.models import FPAConfig
 from fpa_export.export.sidecar import ExportError
-from fpa_export.export.spec import ExportSpec
+from fpa_export.export.spec import INPUT_NAME, ExportSpec
 from fpa_export.export.trt_build import import_tensorrt
 from .base import Sampler
 from .modelfile import export_record
@@ -42,9 +42,9 @@ class TrtSampler(Sampler):
                 raise ExportError(f"{self.path}: TensorRT cannot load this engine (other GPU or version?)")
             self.context = self.engine.create_execution_context()
         names = {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
-        if names != {"z", *self.spec.output_names}:
+        if names != {INPUT_NAME, *self.spec.output_names}:
             raise ExportError(f"{self.path}: engine tensors {sorted(names)} do not match its sidecar")
-        low, _, high = self.engine.get_tensor_profile_shape("z", 0)
+        low, _, high = self.engine.get_tensor_profile_shape(INPUT_NAME, 0)
         self.min_batch, self.max_batch = int(low[0]), int(high[0])
 
     def _run(self, z: torch.Tensor) -> list[torch.Tensor]:
@@ -60,10 +60,10 @@ class TrtSampler(Sampler):
             return [out[:count] for out in self._execute(z.to(self.device).contiguous())]
 
     def _execute(self, z: torch.Tensor) -> list[torch.Tensor]:
-        if not self.context.set_input_shape("z", tuple(z.shape)):
+        if not self.context.set_input_shape(INPUT_NAME, tuple(z.shape)):
             raise ExportError(f"{self.path}: TensorRT refused input shape {tuple(z.shape)} "
                               f"(profile batch {self.min_batch}..{self.max_batch})")
-        self.context.set_tensor_address("z", z.data_ptr())
+        self.context.set_tensor_address(INPUT_NAME, z.data_ptr())
         outputs = []
         for name in self.spec.output_names:
             shape = tuple(self.context.get_tensor_shape(name))

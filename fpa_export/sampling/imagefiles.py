@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from fpa_export.common.errors import FpaError
+from fpa_export.runtime.names import SAMPLE_FORMATS as FORMATS
 
-FORMATS = ("png", "jpg")
 PNG_COMPRESS_LEVEL = 1  # lossless either way; level 1 encodes faster than the default 6
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NAME = re.compile(r"^(\d{6,})\.(png|jpg)$")
@@ -72,13 +72,6 @@ def decode(source) -> np.ndarray:
     with Image.open(source) as pil:
         pil.load()
         return np.asarray(pil)
-
-
-def to_hwc(images: np.ndarray) -> np.ndarray:
-    """uint8 (B, C, S, S) → (B, S, S) for C = 1 or (B, S, S, 3), contiguous, for encoding."""
-    if images.shape[1] == 1:
-        return np.ascontiguousarray(images[:, 0])
-    return np.ascontiguousarray(images.transpose(0, 2, 3, 1))
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

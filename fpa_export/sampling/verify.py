@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from fpa_export.runtime.precision import MAX_MEAN_LEVELS, MIN_WITHIN, agreement
-from .imagefiles import decode, encode, file_name, to_hwc
+from fpa_export.common.images import to_hwc
+from .imagefiles import decode, encode, file_name
 from .manifest import FolderMismatch
 
 VERIFY_FILES = 32
