@@ -6,21 +6,14 @@ written the digest is simply computed.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
+from fpa_export.export.sidecar import sha256_file as sha256_of  # the one file hash of the project
+
 MEMO_NAME = "digests.json"
 MEMO_LIMIT = 512   # entries kept (the most recent), so the memo stays small
-
-
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_sha256(path: str | os.PathLike, memo_dir: Path | None = None) -> str:
