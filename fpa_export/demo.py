@@ -114,7 +114,8 @@ def main(outdir: Path, n: int, exporter: str):
                f"  painting GIF   {painting.written['gif']} ({painting.frame_count} frames, 8 seeds)\n"
                f"  step grid      {steps.written['grid']} (rank-1 updates above partial sums, "
                f"seeds 0-3)\n"
-               f"FID: python -m pytorch_fid REAL_DIR {report.outdir}")
+               f"FID: python -m pytorch_fid REAL_DIR {report.outdir}  (pip install pytorch-fid with the "
+               f"torchvision that matches your torch; see docs/FID.md)")
 
 
 if __name__ == "__main__":
