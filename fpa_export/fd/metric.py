@@ -23,7 +23,7 @@ import torch
 from fpa_export.common.errors import FpaError
 from fpa_export.common.atomic import atomic_write
 from fpa_export.fd.frechet import FDResult, StatsSet, compare, compute_stats, frechet_distance  # noqa: F401
-from fpa_export.common.images import iter_image_batches, list_images, resize_center_crop, to_hwc_array, to_uint8
+from fpa_export.common.images import IMAGE_SUFFIXES, iter_image_batches, list_images, resize_center_crop, to_hwc_array, to_uint8
 
 __all__ = ["compute_stats", "save_stats", "load_stats", "compare", "frechet_distance", "fd_between",
            "stats_only", "stats_of", "classify", "parse_seeds", "StatsSet", "FDResult"]
@@ -95,7 +95,7 @@ def folder_batches(folder: Path, resolution: int, batch_size: int = 100) -> Iter
     """Batches (B, 3, R, R) in [0, 1] of every image under `folder`; unreadable files are skipped."""
     paths = list_images(folder)
     if not paths:
-        raise FpaError(f"{folder}: no images found (looked for .png, .jpg, .jpeg, .webp, .bmp)")
+        raise FpaError(f"{folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
     with _progress(len(paths), Path(folder).name or str(folder)) as bar:
         for batch, skipped in iter_image_batches(paths, resolution, 3, batch_size):
             bar.update(batch.shape[0] + skipped)

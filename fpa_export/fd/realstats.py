@@ -19,8 +19,7 @@ import torch
 
 from fpa_export.common.errors import FpaError
 from fpa_export.common.atomic import atomic_write
-from fpa_export.common.images import UnreadableImage, list_images, load_image_array
-from fpa_export.common.images import to_hwc
+from fpa_export.common.images import IMAGE_SUFFIXES, UnreadableImage, list_images, load_image_array, to_hwc
 from ..sampling.imagefiles import decode, encode
 from ..sampling.model_id import model_config
 
@@ -69,7 +68,7 @@ def prepare_real_stats(image_dir: str | Path, out: str | Path, model=None, image
     config = model_config(model)
     paths = list_images(image_dir)
     if not paths:
-        raise FpaError(f"{image_dir}: no images found (looked for .png, .jpg, .jpeg, .webp, .bmp)")
+        raise FpaError(f"{image_dir}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
     skipped: list[Path] = []
     batches = _real_batches(paths, config.image_size, config.channels, image_format, jpeg_quality,
                             batch_size, skipped)
