@@ -274,3 +274,14 @@ def test_stale_export_temporaries_are_swept_at_the_next_export(exported, tmp_pat
     assert not old.exists() and young.exists() and all(path.exists() for path in foreign)
     assert is_export_temporary(".m.plan.json.a_b1c2d3.tmp") and not is_export_temporary(".m.onnx.tmp")
     assert sweep_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_reuse_restores_a_missing_sidecar_from_the_embedded_record(exported, tmp_path):
+    checkpoint, _, path = exported
+    graph = tmp_path / "again.onnx"
+    first = export_onnx(checkpoint, graph, exporter="torchscript")
+    first.sidecar.unlink()
+    again = export_onnx(checkpoint, graph, exporter="torchscript")
+    assert again.reused and again.sidecar.is_file()
+    assert json.loads(again.sidecar.read_text())["inputs"]["checkpoint_sha256"] == \
+        json.loads((path.parent / (path.name + ".json")).read_text())["inputs"]["checkpoint_sha256"]

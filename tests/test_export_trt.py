@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import sys
+from pathlib import Path
 import types
 
 import numpy as np
@@ -150,6 +151,10 @@ def test_build_with_tensorrt_10(monkeypatch, onnx_file, tmp_path):
     sidecar = read_sidecar(result.path)
     assert sidecar["inputs"]["tensorrt"] == "10.9.0" and sidecar["inputs"]["profile"]["max"] == 16
     assert sidecar["config"]["image_size"] == 8 and "gpu" in sidecar["inputs"]
+    # the engine names its source checkpoint itself, so its identity does not depend on where the
+    # .onnx is later (or on the working directory)
+    assert sidecar["inputs"]["checkpoint_sha256"] == read_sidecar(onnx_file)["inputs"]["checkpoint_sha256"]
+    assert Path(sidecar["onnx"]).is_absolute()
 
     again = build_engine(onnx_file, tmp_path / "m.plan", min_batch=2, opt_batch=4, max_batch=16,
                          timing_cache=cache, workspace_gb=0.5)

@@ -93,7 +93,10 @@ def build_engine(source, out=None, *, min_batch: int = 1, opt_batch: Optional[in
     spec = ExportSpec.from_dict(onnx_record["inputs"]["spec"])
     out = Path(out) if out is not None else onnx_path.with_suffix(".plan")
     sweep_stale_temporaries(out.parent)
-    inputs = {"onnx_sha256": sha256_file(onnx_path), "spec": spec.to_dict(),
+    inputs = {"onnx_sha256": sha256_file(onnx_path),
+              # the source checkpoint, so the engine shares its identity wherever the .onnx later is
+              "checkpoint_sha256": (onnx_record.get("inputs") or {}).get("checkpoint_sha256"),
+              "spec": spec.to_dict(),
               "profile": vars(profile), "tf32": tf32, "workspace_gb": workspace_gb,
               "tensorrt": str(trt.__version__), "gpu": gpu, "verify": verify}
     if not force and reusable(out, inputs) is not None:
@@ -103,7 +106,7 @@ def build_engine(source, out=None, *, min_batch: int = 1, opt_batch: Optional[in
     probe = trt_verify.probe_batch(profile.min, profile.max)
     report = trt_verify.verify_engine(plan, onnx_path, spec, probe, tf32) if verify else {}
     _write_engine(out, plan, timing_cache, cache_blob, {
-        "kind": "tensorrt", "onnx": str(onnx_path), "inputs": inputs, "config": spec.config.to_dict(),
+        "kind": "tensorrt", "onnx": str(Path(onnx_path).resolve()), "inputs": inputs, "config": spec.config.to_dict(),
         "results": {"seconds": round(time.perf_counter() - start, 2), "verification": report,
                     "verified": verify, "onnx_verification": onnx_record.get("results", {})}})
     return EngineResult(out, sidecar_path(out), onnx_path, False, str(trt.__version__), gpu, report)

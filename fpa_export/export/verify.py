@@ -64,8 +64,6 @@ def compare_with_torch(model_bytes: bytes, spec: ExportSpec, generator: FPAGener
     Returns {output name: {"max_abs_diff", "max_rel_diff", ["within_one_level", "max_levels"]}}, the
     worst over the batches; raises ExportError when a tolerance is exceeded.
     """
-    from fpa_export.common.optional import require
-
     ort = require("onnxruntime", "to verify exported graphs")
     options = ort.SessionOptions()
     options.log_severity_level = 3

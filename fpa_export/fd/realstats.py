@@ -21,7 +21,7 @@ from fpa_export.common.errors import FpaError
 from fpa_export.common.atomic import atomic_write
 from fpa_export.common.images import IMAGE_SUFFIXES, UnreadableImage, list_images, load_image_array, to_hwc
 from ..sampling.imagefiles import decode, encode
-from ..sampling.model_id import model_config
+from ..runtime.modelfile import open_model
 
 MIN_RESOLUTION = 32  # the feature extractor's smallest input (five poolings)
 PIPELINE = ("pipeline_size", "pipeline_channels", "pipeline_format", "pipeline_jpeg_quality")
@@ -65,7 +65,7 @@ def prepare_real_stats(image_dir: str | Path, out: str | Path, model=None, image
     `out`. Returns (StatsSet, number of unreadable files skipped)."""
     from . import metric as fd
 
-    config = model_config(model)
+    config = open_model(model).config
     paths = list_images(image_dir)
     if not paths:
         raise FpaError(f"{image_dir}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")

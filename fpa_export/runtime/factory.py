@@ -24,7 +24,6 @@ from typing import Optional
 
 from fpa_export.common.errors import FpaError
 from .base import Sampler
-from .cache import cache_dir  # noqa: F401  (re-exported: `fpa_export.runtime.cache_dir`)
 from .modelfile import ModelLike, kind_of, open_model
 from .names import BACKENDS, PURPOSES
 from .precision import PrecisionError, check_name, check_precision, probe, record

@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 
 from fpa_export.common.errors import FpaError
-from fpa_export.common.atomic import atomic_write
+from fpa_export.common.atomic import atomic_write_json
 from fpa_export.models import PACKAGE_VERSION
 from .latents import LATENT_RULE
 
@@ -30,7 +30,7 @@ MANIFEST = "samples.json"
 FORMAT = "fpa-samples"
 FORMAT_VERSION = 1
 IDENTITY = ("model", "seed", "truncation", "image_format", "jpeg_quality")
-UINT8_RULE = "floor(255 * clamp(x, 0, 1) + 0.5) of the [-1, 1] output (models.images.to_uint8)"
+UINT8_RULE = "floor(255 * clamp(x, 0, 1) + 0.5) of the [-1, 1] output (fpa_export.common.images.to_uint8)"
 
 
 class FolderMismatch(FpaError):
@@ -106,8 +106,7 @@ def merge(old: Optional[dict], new: dict, overwrite: bool, has_files: bool = Fal
 
 
 def write(folder: Path, manifest: dict) -> Path:
-    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-    return atomic_write(Path(folder) / MANIFEST, lambda handle: handle.write(text.encode("utf-8")))
+    return atomic_write_json(Path(folder) / MANIFEST, manifest)
 
 
 def _difference(key: str, old, new) -> str:
