@@ -201,14 +201,18 @@ def _check_state_dict(generator: FPAGenerator, state: dict, path) -> None:
 
 def describe(ckpt: dict) -> str:
     """One-line summary of a checkpoint dict for command lines: model, step and the EMA's state."""
-    c = ckpt.get("config") or {}
+    return (f"{describe_config(ckpt.get('config') or {})}, step {ckpt.get('step', '?')}, "
+            + _describe_ema(ckpt.get("ema")))
+
+
+def describe_config(c: dict) -> str:
+    """The model of a config dict in one phrase: 'FPA v2 32 px × 1 ch, T=16, H=256, d=128'."""
     unet = c.get("unet")
     parts = [f"FPA {c.get('input_generator', '?')} {c.get('image_size', '?')} px × {c.get('channels', '?')} ch",
              f"T={c.get('num_steps', '?')}", f"H={c.get('hidden_size', '?')}", f"d={c.get('latent_size', '?')}"]
     if isinstance(unet, dict):
         parts.append(f"U-Net dim {unet.get('dim', '?')}")
-    parts.append(f"step {ckpt.get('step', '?')}")
-    return ", ".join(parts) + ", " + _describe_ema(ckpt.get("ema"))
+    return ", ".join(parts)
 
 
 def _describe_ema(ema: Any) -> str:

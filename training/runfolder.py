@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-import time
 from pathlib import Path
 
+from fpa_export.common.atomic import sweep_stale_temps
 from fpa_export.common.lock import folder_lock
 
 RUN_FILES = re.compile(r"(latest\.pt|best\.pt|config\.json|log\.jsonl|step_\d+(_raw)?\.png)")
-TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp")
 STALE_AFTER_S = 60.0
 
 
@@ -28,19 +27,5 @@ def locked(out: Path, is_main: bool):
 
 
 def sweep_stale_temp_files(out: Path, min_age: float = STALE_AFTER_S) -> list[Path]:
-    """Delete our stale temp files in `out` and `out/samples`; returns what was removed."""
-    removed, now = [], time.time()
-    for folder in (out, out / "samples"):
-        if not folder.is_dir():
-            continue
-        for path in folder.iterdir():
-            match = TEMP_NAME.fullmatch(path.name)
-            if not match or not RUN_FILES.fullmatch(match.group("target")) or not path.is_file():
-                continue
-            try:
-                if now - path.stat().st_mtime >= min_age:
-                    path.unlink()
-                    removed.append(path)
-            except FileNotFoundError:
-                continue
-    return removed
+    """Delete our stale temp files of run files in `out` and `out/samples`; returns what was removed."""
+    return [path for folder in (out, out / "samples") for path in sweep_stale_temps(folder, min_age, RUN_FILES)]

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +66,33 @@ def check_writable(out: str | os.PathLike, what: str = "output") -> None:
             pass
     except OSError as err:
         raise FpaError(f"{out}: cannot write to {folder} ({err.strerror or err})") from None
+
+
+# `.<target>.<8 random characters>.tmp`: the temporary file `atomic_write` names (tempfile.mkstemp).
+TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[A-Za-z0-9_]{8}" + re.escape(TEMP_SUFFIX))
+
+
+def sweep_stale_temps(folder: str | os.PathLike, older_than_s: float, target: re.Pattern | None = None,
+                      now: float | None = None) -> list[Path]:
+    """Remove, from `folder` (not below it), our atomic-write temporaries older than `older_than_s`
+    whose target name fully matches `target` (any target when None); returns what was removed.
+    Leftovers of a killed writer only: a live writer's temporary is younger than the threshold.
+    Never raises (an unreadable folder or a file that vanished is skipped)."""
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = TEMP_NAME.fullmatch(entry.name)
+        if match is None or (target is not None and not target.fullmatch(match.group("target"))):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and \
+                    now - entry.stat(follow_symlinks=False).st_mtime >= older_than_s:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed

@@ -8,6 +8,7 @@ imported at module level anywhere else in the project.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from .errors import MissingExtra
@@ -44,9 +45,8 @@ def require(package: str, purpose: str = "") -> ModuleType:
 
 
 def available(package: str) -> bool:
-    """Whether `package` imports (without raising)."""
+    """Whether `package` is installed, found without importing it (cheap enough for `--help` paths)."""
     try:
-        require(package)
-        return True
-    except MissingExtra:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a module without a spec
         return False

@@ -107,7 +107,7 @@ def spec_from_record(path: str | os.PathLike):
     """The ExportSpec of an exported file (sidecar or embedded record); ExportError when there is none."""
     from .spec import ExportSpec
 
-    return ExportSpec.from_dict(_record_or_fail(path)["inputs"]["spec"])
+    return ExportSpec.from_dict(record_or_fail(path)["inputs"]["spec"])
 
 
 def write_sidecar(artefact: str | os.PathLike, data: dict) -> Path:
@@ -125,16 +125,17 @@ def reusable(artefact: str | os.PathLike, inputs: dict) -> Optional[dict]:
 def config_from_sidecar(artefact: str | os.PathLike) -> FPAConfig:
     """The model configuration of an exported file (from its sidecar or, for an .onnx, its own
     metadata); ExportError when there is none."""
-    return FPAConfig.from_dict(_record_or_fail(artefact)["config"])
+    return FPAConfig.from_dict(record_or_fail(artefact)["config"])
 
 
-def _record_or_fail(artefact: str | os.PathLike) -> dict:
+def record_or_fail(artefact: str | os.PathLike, tool: str = "fpa-export") -> dict:
+    """`read_export_record`, or a one-line ExportError naming the file and the command to re-export."""
     record = read_export_record(artefact)
     if record is None:
         if not Path(artefact).is_file():
             raise ExportError(f"{artefact}: no such file")
         raise ExportError(f"{artefact}: not an fpa-export file (no sidecar {sidecar_path(artefact).name} "
-                          "matching it and no record in the file); re-export it with `fpa-export`")
+                          f"matching it and no record in the file); re-export it with `{tool}`")
     return record
 
 

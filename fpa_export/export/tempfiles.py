@@ -12,37 +12,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 import re
-import time
+
+from fpa_export.common.atomic import TEMP_NAME, sweep_stale_temps
 
 STALE_AFTER_S = 15 * 60
-_OURS = re.compile(r"^\..+\.(onnx|plan|engine|trt)(\.json)?\.[A-Za-z0-9_]{8}\.tmp$")
+_EXPORT_TARGET = re.compile(r".+\.(onnx|plan|engine|trt)(\.json)?")
 
 
 def is_export_temporary(name: str) -> bool:
     """Whether a file name is an atomic-write temporary of an export artefact or sidecar."""
-    return bool(_OURS.match(name))
+    match = TEMP_NAME.fullmatch(name)
+    return bool(match and _EXPORT_TARGET.fullmatch(match.group("target")))
 
 
 def sweep_stale_temporaries(folder: str | os.PathLike, older_than_s: float = STALE_AFTER_S,
                             now: float | None = None) -> list[Path]:
     """Remove export temporaries in `folder` older than `older_than_s`; returns what was removed.
     Never fails an export: an unreadable folder or a file that vanished is skipped."""
-    now = time.time() if now is None else now
-    removed = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    for entry in entries:
-        if not is_export_temporary(entry.name):
-            continue
-        try:
-            if not entry.is_file(follow_symlinks=False):
-                continue
-            if now - entry.stat(follow_symlinks=False).st_mtime < older_than_s:
-                continue
-            os.unlink(entry.path)
-        except OSError:
-            continue
-        removed.append(Path(entry.path))
-    return removed
+    return sweep_stale_temps(folder, older_than_s, _EXPORT_TARGET, now)

@@ -13,7 +13,6 @@ Every file is written atomically.
 """
 from __future__ import annotations
 
-import importlib.util
 import io
 import math
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fpa_export.common.errors import FpaError, MissingExtra
+from fpa_export.common.optional import available
 from fpa_export.common.atomic import atomic_write
 
 MIN_GIF_DELAY_MS = 20
@@ -121,7 +121,7 @@ def write_apng(path: str | Path, frames: np.ndarray, fps: float, hold_last_ms: i
 
 
 def mp4_available() -> bool:
-    return importlib.util.find_spec("imageio_ffmpeg") is not None
+    return available("imageio_ffmpeg")
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float, hold_last_ms: int) -> Path:

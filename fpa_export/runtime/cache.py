@@ -27,7 +27,6 @@ from fpa_export.common.errors import FpaError
 
 GRAPH_NAME = "model.onnx"
 STALE_TEMP_SECONDS = 15 * 60
-TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
 LOCK_WAIT_SECONDS = 600
 
 
@@ -66,17 +65,9 @@ def _writable(folder: Path) -> bool:
 def sweep_stale_temps(folder: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
     """Remove our atomic-write temp files (`.<name>.<random>.tmp`) older than `older_than` seconds
     from `folder` and its entry folders; return how many were removed."""
-    removed, now = 0, time.time()
-    for directory in [folder, *(p for p in _subfolders(folder))]:
-        for entry in _entries(directory):
-            if TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
-                try:
-                    if now - entry.stat(follow_symlinks=False).st_mtime > older_than:
-                        os.unlink(entry.path)
-                        removed += 1
-                except OSError:
-                    pass
-    return removed
+    from fpa_export.common.atomic import sweep_stale_temps as sweep
+
+    return sum(len(sweep(directory, older_than)) for directory in [folder, *_subfolders(folder)])
 
 
 def _entries(folder: Path) -> list:

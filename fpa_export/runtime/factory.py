@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 from fpa_export.common.errors import FpaError
+from fpa_export.common.optional import available
 from .base import Sampler
 from .modelfile import ModelLike, kind_of, open_model
 from .names import BACKENDS, PURPOSES
@@ -98,7 +99,7 @@ def choose_backend(kind: str, purpose: Optional[str], device, precision: str) ->
     if kind == "tensorrt":
         return "trt"
     if (kind == "checkpoint" and purpose != "steps" and precision == "fp32" and device.type == "cpu"
-            and "onnx" in available_backends("cpu") and _importable("onnx")):  # onnx: to export
+            and "onnx" in available_backends("cpu") and available("onnx")):  # onnx: to export
         return "onnx"
     return "torch"
 
@@ -108,12 +109,12 @@ def available_backends(device: str = "cpu") -> list[str]:
     import torch
 
     found = ["torch"]
-    if _importable("onnxruntime"):
+    if available("onnxruntime"):
         from .onnx_backend import cuda_provider_available
 
         if torch.device(device).type == "cpu" or cuda_provider_available():
             found.append("onnx")
-    if torch.device(device).type == "cuda" and _importable("tensorrt"):
+    if torch.device(device).type == "cuda" and available("tensorrt"):
         found.append("trt")
     return found
 
@@ -160,9 +161,3 @@ def _onnx_sampler(source, device: str, precision: str, cuda_graph: bool = False,
 
     return OnnxSampler(source.config, image_graph=exported("image"), steps_graph=exported("steps"),
                        device=device, cuda_graph=cuda_graph, threads=threads)
-
-
-def _importable(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None

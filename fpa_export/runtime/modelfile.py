@@ -66,15 +66,14 @@ class ModelFile:
     @property
     def summary(self) -> str:
         """One line for the command lines: the model, its training step and which weights (EMA) it holds."""
-        from fpa_export.models.checkpoint import describe
+        from fpa_export.models.checkpoint import describe, describe_config
 
         if self.kind == "generator":
             return f"{self.label}: a generator object"
         if self.kind == "checkpoint":
             self.generator  # loads the checkpoint once
             return f"{self.label}: {describe(self._cache['checkpoint'])}"
-        text = describe({"config": self.record.get("config") or {}, "step": "?", "ema": None})
-        return f"{self.label}: {self.kind} export of " + text.split(", step ")[0]
+        return f"{self.label}: {self.kind} export of {describe_config(self.record.get('config') or {})}"
 
     @property
     def record(self) -> dict:
@@ -116,14 +115,14 @@ class ModelFile:
         """The weights' digest: the checkpoint's, or for an exported file the checkpoint it came from
         (its record's), else the file's own."""
         if self._sha256 is None:
+            from .digest import file_sha256  # remembered by path, size and mtime
+
             if self.kind == "generator":
                 self._sha256 = _generator_digest(self.generator)
             elif self.kind == "checkpoint":
-                from .digest import file_sha256
-
                 self._sha256 = file_sha256(self.checkpoint_path)
             else:
-                self._sha256 = _source_digest(self.record) or sha256_file_of(self.path)
+                self._sha256 = _source_digest(self.record) or file_sha256(self.path)
         return self._sha256
 
     def identity(self, precision: Optional[str] = None) -> dict:
@@ -160,15 +159,11 @@ def export_record(path: Path) -> Optional[dict]:
 
 
 def _checked_record(path: Path, kind: str) -> dict:
-    from fpa_export.export.sidecar import ExportError, sidecar_path
+    """The graph's or engine's well-formed record (a sidecar only when it records this file's sha256),
+    or the one-line refusal of `fpa_export.export.sidecar.record_or_fail`."""
+    from fpa_export.export.sidecar import record_or_fail
 
-    record = export_record(path)
-    if not isinstance(record, dict) or not isinstance(record.get("inputs"), dict) \
-            or not isinstance(record["inputs"].get("spec"), dict) or not isinstance(record.get("config"), dict):
-        tool = "fpa-export trt" if kind == "tensorrt" else "fpa-export onnx"
-        raise ExportError(f"{path}: not an fpa-export file (no sidecar {sidecar_path(path).name} matching "
-                          f"it and no record in the file); export it again with `{tool}`")
-    return record  # read_export_record believes a sidecar only when it records this file's sha256
+    return record_or_fail(path, "fpa-export trt" if kind == "tensorrt" else "fpa-export onnx")
 
 
 def _source_digest(record: dict) -> Optional[str]:
@@ -181,12 +176,6 @@ def _source_digest(record: dict) -> Optional[str]:
         graph = export_record(Path(record["onnx"])) or {}
         return (graph.get("inputs") or {}).get("checkpoint_sha256")
     return None
-
-
-def sha256_file_of(path: Path) -> str:
-    from .digest import sha256_of
-
-    return sha256_of(path)
 
 
 def _generator_digest(generator) -> str:
