@@ -30,8 +30,10 @@ from fpa_export.common.atomic import atomic_write
 from fpa_export.common.errors import FpaError
 from fpa_export.common.version import PACKAGE_VERSION
 
+from . import DEFAULT_CHECKPOINT, default_checkpoint_path  # noqa: F401 (re-exported)
 from .config import ConfigError, FPAConfig
 from .fpa import FPAGenerator
+from .summary import describe, describe_config  # noqa: F401 (re-exported)
 
 FORMAT = "fpa-export"
 FORMAT_VERSION = 1
@@ -197,37 +199,3 @@ def _check_state_dict(generator: FPAGenerator, state: dict, path) -> None:
             bad = int((~torch.isfinite(value)).sum())
             raise CheckpointError(f"{path}: state_dict[{key!r}] holds {bad} NaN/inf value(s); "
                                   "the model would paint garbage, refused")
-
-
-def describe(ckpt: dict) -> str:
-    """One-line summary of a checkpoint dict for command lines: model, step and the EMA's state."""
-    return (f"{describe_config(ckpt.get('config') or {})}, step {ckpt.get('step', '?')}, "
-            + _describe_ema(ckpt.get("ema")))
-
-
-def describe_config(c: dict) -> str:
-    """The model of a config dict in one phrase: 'FPA v2 32 px × 1 ch, T=16, H=256, d=128'."""
-    unet = c.get("unet")
-    parts = [f"FPA {c.get('input_generator', '?')} {c.get('image_size', '?')} px × {c.get('channels', '?')} ch",
-             f"T={c.get('num_steps', '?')}", f"H={c.get('hidden_size', '?')}", f"d={c.get('latent_size', '?')}"]
-    if isinstance(unet, dict):
-        parts.append(f"U-Net dim {unet.get('dim', '?')}")
-    return ", ".join(parts)
-
-
-def _describe_ema(ema: Any) -> str:
-    if not isinstance(ema, dict):
-        return "EMA: not recorded"
-    if ema.get("started") is None:
-        reset = ema.get("last_reset")
-        return "EMA: none (a copy of G" + (f" at step {reset})" if reset is not None else ")")
-    since = max(ema["started"], ema.get("last_reset") or 0)  # a later reset restarts the average
-    return f"EMA: averaging since step {since}"
-
-
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default_model.pt"
-
-
-def default_checkpoint_path() -> Path:
-    """The embedded default model, shipped as package data beside this file."""
-    return DEFAULT_CHECKPOINT

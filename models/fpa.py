@@ -1,7 +1,7 @@
 """The Fast Weight Painter generator (FPA_SPEC §1–3, §5): z → LSTM → keys/values/lrs → delta rule.
 
 An LSTM emits, per painting step, a key, a value and a learning rate for each channel; the delta rule
-(`models.delta_rule`) turns them into one rank-1 update of the channel's S×S canvas per step. The image is
+(`models.delta`) turns them into one rank-1 update of the channel's S×S canvas per step. The image is
 tanh(W_T), or with a U-Net refinement tanh(U(tanh(W_T))) (not residual: U's output replaces the image).
 
 Precision: the LSTM and the projections (and the U-Net) run in the dtype of the weights, so a copy cast
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .config import FPAConfig
-from .delta_rule import canvas_from_writes, delta_rule_writes, partial_sums, rank_one_updates
+from .delta import canvas_from_writes, delta_rule_writes, partial_sums, rank_one_updates
 from .lstm import unrolled_lstm
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)  # weight dtypes whose painting is done in fp32

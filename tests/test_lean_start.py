@@ -57,3 +57,30 @@ def test_sampling_a_checkpoint_with_torch_imports_no_training_or_vis(tmp_path):
                                         "--backend", "torch"], tmp_path)
     assert code == 0 and (tmp_path / "s" / "000001.png").exists()
     assert _prefixed(modules, NEVER_IN_SAMPLING + ("onnxruntime",)) == []
+
+
+def _torch_free_latents() -> bool:
+    from fpa_export.sampling import randn
+
+    return randn.exact_here()
+
+
+@pytest.mark.skipif(not _torch_free_latents(), reason="latents need torch off x86-64 AVX2/FMA")
+def test_a_cached_checkpoint_samples_without_torch_and_writes_the_same_files(tmp_path):
+    """With the export cache filled, sampling the default model imports neither torch nor onnx, and
+    writes byte-identical files and manifest to a run that used torch (the torch backend's latents)."""
+    pytest.importorskip("onnxruntime")
+    env = {**__import__("os").environ, "FPA_EXPORT_CACHE": str(tmp_path / "cache")}
+    first = tmp_path / "first"
+    code, modules = _imports("sample", ["--n", "40", "--outdir", str(first)], tmp_path, env)
+    assert code == 0 and "torch" in modules  # the first use exports the graph
+    second = tmp_path / "second"
+    code, modules = _imports("sample", ["--n", "40", "--outdir", str(second)], tmp_path, env)
+    assert code == 0 and "onnxruntime" in modules
+    assert _prefixed(modules, ("torch", "onnx", "fpa_export.training", "fpa_export.vis")) == []
+    for i in range(40):
+        name = f"{i:06d}.png"
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    manifest = json.loads((second / "samples.json").read_text())
+    assert manifest == json.loads((first / "samples.json").read_text())
+    assert manifest["versions"]["torch"]  # read from torch's metadata, not by importing it

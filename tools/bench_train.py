@@ -3,7 +3,7 @@
 "Ours" is `training.trainer.Trainer.step`. The "official-style" baseline runs the same networks and
 losses, but with the two computations the official implementation writes differently:
 - the generator steps the delta rule on the full S×S fast-weight matrix, two bmm per step
-  (retrieve W k_t, then W += u_t k_tᵀ), as the official painter does, instead of `models.delta_rule`;
+  (retrieve W k_t, then W += u_t k_tᵀ), as the official painter does, instead of `models.delta`;
 - the discriminator's local attention unfolds keys/values and contracts them with einsum, as
   lightweight-gan does, instead of our shifted-copy formulation.
 Both run in one process, interleaved, on the same batch; steps without the gradient penalty are timed

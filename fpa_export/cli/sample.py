@@ -107,7 +107,7 @@ class _SampleWithStats(click.Command):
               help="On resume, also repaint a spread of up to 32 existing files and compare them (by "
                    "default files are only checked to decode at the right size).")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
-              help="Encoding/writing threads (0 = 4 per CPU core, at most 8).")
+              help="Encoding/writing threads (0 = one per CPU core, at most 8).")
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
               help="CPU painting threads of torch/onnxruntime (0 = half the cores; capped to the cores).")
 @click.option("--reference-stats", type=click.Path(exists=True, dir_okay=False, path_type=Path),

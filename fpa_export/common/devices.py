@@ -12,13 +12,29 @@ from .errors import FpaError
 DEVICE_HELP = "cpu, cuda, cuda:N or mps"
 
 
-def check_device(text: str) -> str:
-    """The canonical device string for `text`, or FpaError if it is malformed or absent here."""
-    import torch
+def device_type(device) -> str:
+    """'cpu', 'cuda' or 'mps' of a device string or torch.device, without importing torch."""
+    return str(getattr(device, "type", device)).strip().lower().split(":")[0]
 
+
+def device_index(device) -> int:
+    """The index of a CUDA device string or torch.device ('cuda' → 0, 'cuda:1' → 1)."""
+    index = getattr(device, "index", None)
+    if index is not None or not isinstance(device, str):
+        return index or 0
+    return int(device.split(":")[1]) if ":" in device else 0
+
+
+def check_device(text: str) -> str:
+    """The canonical device string for `text`, or FpaError if it is malformed or absent here (the CPU
+    needs no torch to check)."""
     name = str(text).strip().lower()
     if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
         raise FpaError(f"unknown device {text!r}: use {DEVICE_HELP}")
+    if name == "cpu":
+        return name
+    import torch
+
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             why = ("this torch is a CPU-only build" if torch.version.cuda is None

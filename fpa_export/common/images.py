@@ -9,6 +9,9 @@
   itself is not imported). Pillow's bilinear resize is antialiased, as torchvision's PIL path is.
 - Files that cannot be decoded, or that hold more pixels than `MAX_PIXELS` (decompression bombs), raise
   `UnreadableImage`; folder readers skip and count them instead of stopping.
+
+torch is imported only by the functions that take or return tensors (sampling an exported graph uses
+the numpy ones and never imports it).
 """
 from __future__ import annotations
 
@@ -18,7 +21,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
 
 from .errors import FpaError
 
@@ -32,8 +34,14 @@ class UnreadableImage(FpaError, OSError):
     """A file that cannot be used as an image: undecodable, truncated or oversized."""
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """(…, C, H, W) float images → uint8 of the same shape: clamp to [0, 1], ×255, round half up."""
+def to_uint8(images):
+    """(…, C, H, W) float images → uint8 of the same shape: clamp to [0, 1], ×255, round half up.
+    A torch tensor gives a tensor, a numpy array an array: the same float32 operations, the same bytes."""
+    if isinstance(images, np.ndarray):
+        scaled = np.clip(images.astype(np.float32, copy=False), np.float32(0), np.float32(1))
+        return np.floor(scaled * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
+    import torch
+
     return torch.floor(images.float().clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
 
 
@@ -45,7 +53,7 @@ def to_hwc(pictures: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(pictures, -3, -1))
 
 
-def to_hwc_array(image: torch.Tensor) -> np.ndarray:
+def to_hwc_array(image) -> np.ndarray:
     """One uint8 (C, H, W) tensor → a (H, W) or (H, W, 3) numpy array for Pillow/imageio."""
     return to_hwc(image.detach().cpu().numpy())
 
@@ -119,8 +127,10 @@ def load_image_array(path: str | Path, size: int, channels: int) -> np.ndarray:
         raise UnreadableImage(f"{path}: cannot be decoded ({type(err).__name__})") from None
 
 
-def load_image(path: str | Path, size: int, channels: int) -> torch.Tensor:
-    """Read one file → float (C, size, size) in [0, 1] (`ToTensor` of the official transform)."""
+def load_image(path: str | Path, size: int, channels: int):
+    """Read one file → a float tensor (C, size, size) in [0, 1] (`ToTensor` of the official transform)."""
+    import torch
+
     array = load_image_array(path, size, channels)
     if array.ndim == 2:
         array = array[:, :, None]
@@ -134,8 +144,10 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def iter_image_batches(paths: list[Path], size: int, channels: int,
-                       batch_size: int = 64) -> Iterator[tuple[torch.Tensor, int]]:
-    """Yield (batch (B, C, size, size) in [0, 1], number of unreadable or oversized files skipped)."""
+                       batch_size: int = 64) -> Iterator[tuple[object, int]]:
+    """Yield (tensor batch (B, C, size, size) in [0, 1], number of unreadable or oversized files skipped)."""
+    import torch
+
     for start in range(0, len(paths), batch_size):
         images, skipped = [], 0
         for path in paths[start:start + batch_size]:

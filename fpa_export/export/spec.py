@@ -6,18 +6,15 @@ Two graphs per checkpoint, both with a dynamic batch axis and static C, S, T fro
          FID tools scoring an ONNX generator expect (torch-fidelity: Bx3xHxW)
   steps: z (B, d) float32 → updates, partials (B, T, C, S, S) float32 (FPA_SPEC §4, for GIFs)
 An fp16 graph computes its weight matrix products in float16 but keeps float32 inputs and outputs.
+A description only: no torch here (the torch modules of the graphs are in `graphs`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Union
 
-import torch
-from torch import nn
-
 from fpa_export.common.errors import FpaError
-from fpa_export.models import FPAConfig, FPAGenerator
-from fpa_export.common.images import to_uint8
+from fpa_export.models import FPAConfig
 
 from .options import GRAPHS, LSTM_MODES  # noqa: E402,F401
 
@@ -80,13 +77,17 @@ class ExportSpec:
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
 
-    def sample_input(self, batch: int = 2, seed: int = 0) -> torch.Tensor:
-        """A fixed standard-normal z (batch, d) for tracing and verification."""
+    def sample_input(self, batch: int = 2, seed: int = 0):
+        """A fixed standard-normal z (batch, d), a torch tensor, for tracing and verification."""
+        import torch
+
         generator = torch.Generator().manual_seed(seed)
         return torch.randn(batch, self.config.latent_size, generator=generator)
 
-    def module(self, generator: FPAGenerator) -> nn.Module:
+    def module(self, generator):
         """The torch module whose forward is this graph (shares the generator's weights)."""
+        from .graphs import ImageGraph, StepsGraph
+
         unrolled = self.lstm == "unrolled"
         if self.graph == "image":
             return ImageGraph(generator, self.uint8, unrolled, self.rgb)
@@ -104,31 +105,3 @@ class ExportSpec:
         return cls(config=FPAConfig.from_dict(data["config"]), graph=data["graph"],
                    fp16=bool(data["fp16"]), uint8=bool(data["uint8"]), lstm=data["lstm"],
                    rgb=bool(data.get("rgb", False)))  # records from before the option: False
-
-
-class ImageGraph(nn.Module):
-    """z → image (B, C, S, S): float in [-1, 1], or uint8 by the rule of `fpa_export.common.images.to_uint8`;
-    `rgb` repeats a single channel three times (B, 3, S, S)."""
-
-    def __init__(self, generator: FPAGenerator, uint8: bool = False, unrolled: bool = True,
-                 rgb: bool = False):
-        super().__init__()
-        self.generator, self.uint8, self.unrolled, self.rgb = generator, uint8, unrolled, rgb
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        image = self.generator(z, unrolled=self.unrolled)  # (B, C, S, S)
-        if self.rgb and self.generator.config.channels == 1:
-            image = torch.cat([image, image, image], dim=1)  # (B, 3, S, S)
-        return to_uint8(image) if self.uint8 else image
-
-
-class StepsGraph(nn.Module):
-    """z → (updates, partials), (B, T, C, S, S) each: the frames of a painting GIF."""
-
-    def __init__(self, generator: FPAGenerator, unrolled: bool = True):
-        super().__init__()
-        self.generator, self.unrolled = generator, unrolled
-
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        painting = self.generator.paint(z, unrolled=self.unrolled)
-        return painting.updates, painting.partials

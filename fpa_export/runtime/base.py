@@ -4,6 +4,9 @@ All backends agree on the boundary: z is a float32 torch tensor (B, latent_size)
 come back as float32 torch tensors (B, C, S, S) on the CPU, in [-1, 1]; `steps(z)` returns the rank-1
 updates and partial sums (B, T, C, S, S) each (FPA_SPEC §4), or raises NotImplementedError where the
 backend has no steps graph.
+
+`images_array(z)` is the same boundary in numpy (float32 arrays in and out): what sampling uses, so that
+a backend that needs no torch (onnxruntime on the CPU) runs without importing it.
 """
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ from abc import ABC, abstractmethod
 from typing import Optional
 
 import numpy as np
-import torch
 
 from fpa_export.common.errors import FpaError
 from fpa_export.models import FPAConfig
@@ -29,23 +31,32 @@ class Sampler(ABC):
     def latent_size(self) -> int:
         return self.config.latent_size
 
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+    def __call__(self, z):
         return self._images(self.check_latents(z))
 
-    def steps(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def images_array(self, z: np.ndarray) -> np.ndarray:
+        """z float32 (B, latent_size) numpy → images float32 (B, C, S, S) numpy in [-1, 1]."""
+        import torch
+
+        with torch.inference_mode():
+            return self(z).numpy()
+
+    def steps(self, z):
         """(updates, partials), each (B, T, C, S, S) float32 on the CPU."""
         return self._steps(self.check_latents(z))
 
     @abstractmethod
-    def _images(self, z: torch.Tensor) -> torch.Tensor:
+    def _images(self, z):
         """z already checked: float32 (B, latent_size), B ≥ 1."""
 
-    def _steps(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _steps(self, z):
         raise NotImplementedError(f"the {self.name} backend has no steps graph; "
                                   "use a checkpoint with the torch backend, or export --graph steps")
 
-    def check_latents(self, z) -> torch.Tensor:
-        """Accept a (B, latent_size) tensor or array; return it as float32 (device unchanged)."""
+    def check_latents(self, z):
+        """Accept a (B, latent_size) tensor or array; return it as a float32 tensor (device unchanged)."""
+        import torch
+
         if isinstance(z, np.ndarray):
             z = torch.from_numpy(z)
         if not isinstance(z, torch.Tensor):

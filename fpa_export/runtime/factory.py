@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from fpa_export.common.devices import device_type
 from fpa_export.common.errors import FpaError
 from fpa_export.common.optional import available
 from .base import Sampler
@@ -39,9 +40,8 @@ def make_sampler(model: ModelLike = None, backend: str = "auto", device: str = "
 
     Options: torch — cuda_graphs (default: on for CUDA), compile; onnx — cuda_graph, threads, lstm
     ("unrolled" | "op", for checkpoints), exporter. `threads` is ignored by the other backends.
+    torch is imported only by the backends that need it (onnxruntime on the CPU does not).
     """
-    import torch
-
     if backend not in BACKENDS:
         raise FpaError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if purpose is not None and purpose not in PURPOSES:
@@ -60,7 +60,7 @@ def make_sampler(model: ModelLike = None, backend: str = "auto", device: str = "
         raise PrecisionError(f"{source.label} was exported in {native} and runs only in {native}; for "
                              f"--precision {precision} pass the checkpoint it came from (or re-export)")
     if backend == "auto":
-        backend = choose_backend(source.kind, purpose, torch.device(device), precision)
+        backend = choose_backend(source.kind, purpose, device, precision)
     if backend == "torch":
         options.pop("threads", None)
         sampler = _torch_sampler(source, device, precision, **options)
@@ -91,14 +91,11 @@ def _check_graph_purpose(source, purpose: str) -> None:
 
 def choose_backend(kind: str, purpose: Optional[str], device, precision: str) -> str:
     """The runtime that runs this model kind for this purpose, device and precision fastest."""
-    import torch
-
-    device = torch.device(device)
     if kind == "onnx":
         return "onnx"
     if kind == "tensorrt":
         return "trt"
-    if (kind == "checkpoint" and purpose != "steps" and precision == "fp32" and device.type == "cpu"
+    if (kind == "checkpoint" and purpose != "steps" and precision == "fp32" and device_type(device) == "cpu"
             and "onnx" in available_backends("cpu") and available("onnx")):  # onnx: to export
         return "onnx"
     return "torch"
@@ -106,15 +103,13 @@ def choose_backend(kind: str, purpose: Optional[str], device, precision: str) ->
 
 def available_backends(device: str = "cpu") -> list[str]:
     """Backends that can run on `device` here (onnx needs onnxruntime; trt needs TensorRT and CUDA)."""
-    import torch
-
     found = ["torch"]
     if available("onnxruntime"):
         from .onnx_backend import cuda_provider_available
 
-        if torch.device(device).type == "cpu" or cuda_provider_available():
+        if device_type(device) == "cpu" or cuda_provider_available():
             found.append("onnx")
-    if torch.device(device).type == "cuda" and available("tensorrt"):
+    if device_type(device) == "cuda" and available("tensorrt"):
         found.append("trt")
     return found
 
@@ -127,7 +122,7 @@ def _torch_sampler(source, device: str, precision: str, cuda_graphs: Optional[bo
 
     check_precision(precision, device)
     if cuda_graphs is None:
-        cuda_graphs = torch.device(device).type == "cuda" and not compile
+        cuda_graphs = device_type(device) == "cuda" and not compile
     sampler = TorchSampler(source.generator, device, cuda_graphs=cuda_graphs, compile=compile,
                            precision=precision)
     if precision != "fp32":
@@ -138,8 +133,6 @@ def _torch_sampler(source, device: str, precision: str, cuda_graphs: Optional[bo
 
 def _onnx_sampler(source, device: str, precision: str, cuda_graph: bool = False, threads: int = 0,
                   lstm: Optional[str] = None, exporter: str = "torchscript") -> Sampler:
-    import torch
-
     from .cache import cached_graph
     from .onnx_backend import OnnxSampler
 
@@ -153,7 +146,7 @@ def _onnx_sampler(source, device: str, precision: str, cuda_graph: bool = False,
         raise PrecisionError("onnxruntime runs no bf16 graphs here; use --backend torch (or auto) for "
                              "--precision bf16")
     check_precision(precision, device)
-    lstm = lstm or (CPU_ONNX_LSTM if torch.device(device).type == "cpu" else "unrolled")
+    lstm = lstm or (CPU_ONNX_LSTM if device_type(device) == "cpu" else "unrolled")
     checkpoint, sha256 = source.checkpoint_path, source.sha256()
 
     def exported(graph: str):

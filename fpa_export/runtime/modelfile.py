@@ -10,6 +10,10 @@ record, so the same weights sampled with torch, onnxruntime or TensorRT share on
 is the JSON sidecar only when it states this very file's sha256; otherwise an .onnx is described by
 the record embedded in it (`read_export_record`). A graph replaced after its sidecar was written (an
 export killed between the two files) is therefore known as what it is, never as the old model.
+
+A checkpoint already in the export cache is described from there (its config from the graph's record,
+its description line from the entry; `runtime.cache.known_export`): until something needs its weights,
+the checkpoint is not loaded and torch is not imported.
 """
 from __future__ import annotations
 
@@ -66,11 +70,14 @@ class ModelFile:
     @property
     def summary(self) -> str:
         """One line for the command lines: the model, its training step and which weights (EMA) it holds."""
-        from fpa_export.models.checkpoint import describe, describe_config
+        from fpa_export.models.summary import describe, describe_config
 
         if self.kind == "generator":
             return f"{self.label}: a generator object"
         if self.kind == "checkpoint":
+            known = self._known() if self._generator is None else None
+            if known and known["describe"]:
+                return f"{self.label}: {known['describe']}"
             self.generator  # loads the checkpoint once
             return f"{self.label}: {describe(self._cache['checkpoint'])}"
         return f"{self.label}: {self.kind} export of {describe_config(self.record.get('config') or {})}"
@@ -90,11 +97,21 @@ class ModelFile:
 
     @property
     def config(self):
-        if self.kind in ("checkpoint", "generator"):
-            return self.generator.config
         from fpa_export.models import FPAConfig
 
+        if self.kind == "checkpoint" and self._generator is None and self._known():
+            return FPAConfig.from_dict(self._known()["config"])
+        if self.kind in ("checkpoint", "generator"):
+            return self.generator.config
         return FPAConfig.from_dict(self.record["config"])
+
+    def _known(self) -> Optional[dict]:
+        """What the export cache knows of this checkpoint (config, description), looked up once."""
+        if "known" not in self._cache:
+            from .cache import known_export
+
+            self._cache["known"] = known_export(self.sha256())
+        return self._cache["known"]
 
     @property
     def native_precision(self) -> str:

@@ -4,6 +4,9 @@ CUDA graph per batch size) when onnxruntime-gpu is installed.
 A sampler holds at most two graphs of one model: `image` (z → image) and `steps` (z → updates,
 partials). The configuration comes from each graph's export record: its JSON sidecar or, without one,
 the record embedded in the .onnx file (`fpa_export.export.sidecar.read_export_record`).
+
+On the CPU, `images_array` runs numpy in and out and imports no torch (sampling an exported graph starts
+without it); the tensor interface (`sampler(z)`, `steps`) and the CUDA path use torch.
 """
 from __future__ import annotations
 
@@ -12,8 +15,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import torch
 
+from fpa_export.common.devices import device_index, device_type
 from fpa_export.common.errors import FpaError, MissingExtra
 from fpa_export.common.optional import require
 from fpa_export.models import FPAConfig
@@ -42,16 +45,17 @@ class OnnxSampler(Sampler):
     def __init__(self, config: FPAConfig, image_graph=None, steps_graph=None, device: str = "cpu",
                  cuda_graph: bool = False, threads: int = 0):
         self.config = config
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not cuda_provider_available():
+        self.device = device
+        self.device_type = device_type(device)
+        if self.device_type == "cuda" and not cuda_provider_available():
             raise MissingExtra("onnxruntime-gpu", "gpu", "for onnxruntime's CUDA provider",
                                "pip uninstall onnxruntime && pip install 'fpa-export[gpu]'")
-        if cuda_graph and self.device.type != "cuda":
+        if cuda_graph and self.device_type != "cuda":
             raise FpaError("onnxruntime CUDA graphs need device='cuda'")
         self._sources = {"image": image_graph, "steps": steps_graph}
         self._graphs: dict[str, _Graph] = {}
         self._cuda_graph, self._threads = cuda_graph, threads
-        self.name = "onnxruntime-" + ("cuda-graph" if cuda_graph else self.device.type)
+        self.name = "onnxruntime-" + ("cuda-graph" if cuda_graph else self.device_type)
 
     def _graph(self, kind: str) -> "_Graph":
         if kind not in self._graphs:
@@ -65,18 +69,41 @@ class OnnxSampler(Sampler):
             self._graphs[kind] = graph
         return self._graphs[kind]
 
-    def _images(self, z: torch.Tensor) -> torch.Tensor:
-        graph = self._graph("image")
-        if graph is None:
-            raise NotImplementedError(f"{self.name}: this model has only a steps graph")
-        (image,) = graph.run(z)
-        if graph.spec.rgb and self.config.channels == 1:  # an --rgb graph: its 3 channels are equal
-            image = image[:, :1]
+    def _images(self, z):
+        import torch
+
+        if self.device_type != "cuda":
+            return torch.from_numpy(self._image_array(z.cpu().contiguous().numpy()))
+        (image,) = self._image_graph().run(z)
+        image = image[:, :1] if self._image_graph().spec.rgb and self.config.channels == 1 else image
         if image.dtype == torch.uint8:  # a uint8 graph: x/255 gives back the same bytes with to_uint8
             return image.float() / 255.0
         return image.float()
 
-    def _steps(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def images_array(self, z: np.ndarray) -> np.ndarray:
+        if self.device_type == "cuda":
+            return super().images_array(z)
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        if z.ndim != 2 or z.shape[1] != self.latent_size or z.shape[0] < 1:
+            raise FpaError(f"z must have shape (batch ≥ 1, {self.latent_size}), got {tuple(z.shape)}")
+        return self._image_array(z)
+
+    def _image_graph(self) -> "_Graph":
+        graph = self._graph("image")
+        if graph is None:
+            raise NotImplementedError(f"{self.name}: this model has only a steps graph")
+        return graph
+
+    def _image_array(self, z: np.ndarray) -> np.ndarray:
+        graph = self._image_graph()
+        (image,) = graph.run_array(z)
+        if graph.spec.rgb and self.config.channels == 1:  # an --rgb graph: its 3 channels are equal
+            image = image[:, :1]
+        if image.dtype == np.uint8:  # a uint8 graph: x/255 gives back the same bytes with to_uint8
+            return image.astype(np.float32) / np.float32(255.0)
+        return np.ascontiguousarray(image, dtype=np.float32)
+
+    def _steps(self, z):
         graph = self._graph("steps")
         if graph is None:
             return super()._steps(z)
@@ -87,14 +114,15 @@ class OnnxSampler(Sampler):
 class _Graph:
     """One onnxruntime session (or, with CUDA graphs, one per batch size) of one exported graph."""
 
-    def __init__(self, path: Path, device: torch.device, cuda_graph: bool, threads: int):
+    def __init__(self, path: Path, device, cuda_graph: bool, threads: int):
         self.path, self.device, self.cuda_graph = path, device, cuda_graph
+        self.device_type = device_type(device)
         self.spec = spec_from_sidecar(path)
         self.options = import_onnxruntime().SessionOptions()
         self.options.log_severity_level = 3  # no warnings about initializers the optimiser removed
         self.options.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS", 0) or 0)
         self._sessions: dict[Optional[int], object] = {}
-        self._buffers: dict[int, dict[str, torch.Tensor]] = {}
+        self._buffers: dict[int, dict] = {}
         if not cuda_graph:
             self._session(None)  # fail now, not at the first batch, on a broken file
 
@@ -102,8 +130,8 @@ class _Graph:
         key = batch if self.cuda_graph else None
         if key not in self._sessions:
             ort = import_onnxruntime()
-            if self.device.type == "cuda":
-                cuda = {"device_id": self.device.index or 0}
+            if self.device_type == "cuda":
+                cuda = {"device_id": device_index(self.device)}
                 if self.cuda_graph and batch is not None:
                     cuda["enable_cuda_graph"] = "1"
                 providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
@@ -118,15 +146,24 @@ class _Graph:
             self._sessions[key] = session
         return self._sessions[key]
 
-    def run(self, z: torch.Tensor) -> list[torch.Tensor]:
-        if self.device.type != "cuda":
-            outputs = self._session(None).run(self.spec.output_names, {INPUT_NAME: z.cpu().contiguous().numpy()})
+    def run_array(self, z: np.ndarray) -> list[np.ndarray]:
+        """CPU: float32 numpy z → the graph's outputs as numpy arrays."""
+        return self._session(None).run(self.spec.output_names, {INPUT_NAME: z})
+
+    def run(self, z) -> list:
+        """z a torch tensor → the outputs as torch tensors (CPU tensors; on CUDA through IO binding)."""
+        import torch
+
+        if self.device_type != "cuda":
+            outputs = self.run_array(z.cpu().contiguous().numpy())
             return [torch.from_numpy(np.ascontiguousarray(out)) for out in outputs]
         return self._run_bound(z)
 
-    def _run_bound(self, z: torch.Tensor) -> list[torch.Tensor]:
+    def _run_bound(self, z) -> list:
         """CUDA: inputs and outputs stay in torch-owned device memory, bound by address (IO binding);
         the buffers are fixed per batch size, as onnxruntime's CUDA graphs require."""
+        import torch
+
         batch = z.shape[0]
         session = self._session(batch)
         if batch not in self._buffers:
@@ -138,7 +175,7 @@ class _Graph:
         # onnxruntime runs on its own CUDA stream: the copy (queued on torch's) must be done first
         torch.cuda.current_stream(self.device).synchronize()
         binding = session.io_binding()
-        index = self.device.index or 0
+        index = device_index(self.device)
         for t in self.spec.inputs + self.spec.outputs:
             bind: Callable = binding.bind_input if t.name == INPUT_NAME else binding.bind_output
             tensor = buffers[t.name]

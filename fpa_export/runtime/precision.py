@@ -65,10 +65,10 @@ def cpu_bf16_flags() -> tuple[str, ...]:
 
 def check_precision(precision: str, device: str = "cpu") -> str:
     """The canonical name of `precision` if it can run on `device`, else PrecisionError (one line)."""
-    import torch
+    from fpa_export.common.devices import device_type
 
     name = check_name(precision)
-    kind = torch.device(device).type
+    kind = device_type(device)
     if name == "fp16" and kind != "cuda":
         raise PrecisionError(f"--precision fp16 needs a CUDA device (got {device}); on a CPU use "
                              "fp32, or bf16 where the CPU has bf16 instructions")

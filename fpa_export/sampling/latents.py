@@ -8,6 +8,10 @@ free hash (rather than seed + i) keeps neighbouring seeds from sharing streams.
 Truncation (psi in (0, 1]): an FPA has no mapping network, so the truncation trick acts on z itself —
 z is scaled toward the mean of its prior (0) by psi. psi = 1 is plain sampling; smaller psi trades
 diversity for typicality.
+
+The draws are torch's, and need no torch where `randn.exact_here()`: there numpy reproduces torch's CPU
+randn bit for bit (`fpa_export.sampling.randn`), so sampling an exported graph starts without importing
+torch. Elsewhere torch draws them.
 """
 from __future__ import annotations
 
@@ -15,9 +19,10 @@ import hashlib
 import os
 from typing import Mapping, Optional, Sequence
 
-import torch
+import numpy as np
 
 from fpa_export.common.errors import FpaError
+from . import randn
 
 LATENT_RULE = ("z_i = psi * randn(d) from torch.Generator().manual_seed(first 63 bits of "
                "sha256('fpa-sample/v1:{seed}:{i}')), one generator per index")
@@ -29,16 +34,35 @@ def index_seed(seed: int, index: int) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def latents_for(indices: Sequence[int], seed: int, latent_size: int,
-                truncation: float = 1.0) -> torch.Tensor:
-    """z for each index: float32 (len(indices), latent_size), row k depends only on (seed, indices[k])."""
+def latents_for(indices: Sequence[int], seed: int, latent_size: int, truncation: float = 1.0):
+    """z for each index: a float32 torch tensor (len(indices), latent_size), row k depends only on
+    (seed, indices[k]) — `latent_array` as a tensor."""
+    import torch
+
+    return torch.from_numpy(latent_array(indices, seed, latent_size, truncation))
+
+
+def latent_array(indices: Sequence[int], seed: int, latent_size: int,
+                 truncation: float = 1.0) -> np.ndarray:
+    """z for each index: float32 numpy (len(indices), latent_size); the one latent rule."""
     check_truncation(truncation)
+    seeds = [index_seed(seed, index) for index in indices]
+    if latent_size >= 16 and randn.exact_here():
+        z = randn.randn_rows(seeds, latent_size)
+    else:
+        z = _torch_draws(seeds, latent_size)
+    return z * np.float32(truncation) if truncation != 1.0 else z
+
+
+def _torch_draws(seeds: Sequence[int], latent_size: int) -> np.ndarray:
+    import torch
+
     generator = torch.Generator(device="cpu")
-    z = torch.empty(len(indices), latent_size)
-    for row, index in enumerate(indices):
-        generator.manual_seed(index_seed(seed, index))
+    z = torch.empty(len(seeds), latent_size)
+    for row, seed in enumerate(seeds):
+        generator.manual_seed(seed)
         torch.randn(latent_size, generator=generator, out=z[row])
-    return z * truncation if truncation != 1.0 else z
+    return z.numpy()
 
 
 def check_truncation(truncation: float) -> None:

@@ -19,8 +19,6 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import torch
-
 from fpa_export.common.errors import FpaError
 from fpa_export.common.atomic import atomic_write_json
 from fpa_export.models import PACKAGE_VERSION
@@ -47,8 +45,22 @@ def build(model: dict, config: dict, *, seed: int, n: int, image_format: str,
         "truncation": float(truncation),
         "files": "{i:06d}." + image_format, "latents": LATENT_RULE, "uint8": UINT8_RULE,
         "backends": [backend] if backend else [],
-        "versions": {"fpa-export": PACKAGE_VERSION, "torch": torch.__version__},
+        "versions": {"fpa-export": PACKAGE_VERSION, "torch": _torch_version()},
     }
+
+
+def _torch_version() -> Optional[str]:
+    """torch's version, read from its installed metadata (sampling an exported graph imports no torch)."""
+    import sys
+
+    if "torch" in sys.modules:
+        return sys.modules["torch"].__version__
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torch")
+    except PackageNotFoundError:
+        return None
 
 
 def add_run(record: dict, sampler) -> dict:
