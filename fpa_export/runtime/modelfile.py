@@ -108,9 +108,10 @@ class ModelFile:
     def _known(self) -> Optional[dict]:
         """What the export cache knows of this checkpoint (config, description), looked up once."""
         if "known" not in self._cache:
-            from .cache import known_export
+            from .cache import cache_dir, known_export
 
-            self._cache["known"] = known_export(self.sha256())
+            # no cache, nothing to know: then the checkpoint is not even hashed here
+            self._cache["known"] = known_export(self.sha256()) if cache_dir().is_dir() else None
         return self._cache["known"]
 
     @property
