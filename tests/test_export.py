@@ -16,7 +16,7 @@ import onnx  # noqa: E402
 from fpa_export.models import save_checkpoint  # noqa: E402
 from fpa_export.common.images import to_uint8  # noqa: E402
 from fpa_export.export import ExportError, ExportSpec, export_onnx, read_sidecar  # noqa: E402
-from fpa_export.export.verify import Tolerance, _enforce  # noqa: E402
+from fpa_export.export.verify import Tolerance, enforce  # noqa: E402
 from tests.conftest import TINY_VARIANTS, make_generator  # noqa: E402
 
 CONTROL_FLOW = {"Loop", "Scan", "If", "LSTM"}
@@ -158,10 +158,10 @@ def test_sidecar_reuses_identical_inputs_and_rebuilds_on_changes(tmp_path):
 def test_failed_verification_raises_and_names_the_output():
     spec = ExportSpec(make_generator().config)
     with pytest.raises(ExportError, match="image: onnxruntime differs from PyTorch by 0.5"):
-        _enforce({"image": {"max_abs_diff": 0.5, "max_rel_diff": 0.5}}, Tolerance.for_spec(spec), spec)
+        enforce({"image": {"max_abs_diff": 0.5, "max_rel_diff": 0.5}}, Tolerance.for_spec(spec), spec)
     fp16 = ExportSpec(spec.config, fp16=True)
     with pytest.raises(ExportError, match="98.00 % of uint8 pixels"):
-        _enforce({"image": {"max_abs_diff": 0.01, "max_rel_diff": 0.01, "within_one_level": 0.98}},
+        enforce({"image": {"max_abs_diff": 0.01, "max_rel_diff": 0.01, "within_one_level": 0.98}},
                  Tolerance.for_spec(fp16), fp16)
 
 

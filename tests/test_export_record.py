@@ -23,7 +23,7 @@ from fpa_export.export import (ExportError, ExportSpec, config_from_sidecar, def
                                spec_from_record)
 from fpa_export.export.onnx_meta import RECORD_KEY, read_metadata  # noqa: E402
 from fpa_export.export.tempfiles import is_export_temporary, sweep_stale_temporaries  # noqa: E402
-from fpa_export.export.verify import Tolerance, _enforce, _merge, compare_with_torch  # noqa: E402
+from fpa_export.export.verify import Tolerance, enforce, merge, compare_with_torch  # noqa: E402
 from tests.conftest import make_generator  # noqa: E402
 
 
@@ -240,10 +240,10 @@ def test_nan_never_passes_the_comparison():
     for report in ({"image": {"max_abs_diff": nan, "max_rel_diff": nan}},
                    {"image": {"max_levels": 0, "within_one_level": nan}}):
         with pytest.raises(ExportError):
-            _enforce(report, Tolerance.for_spec(spec), spec)
+            enforce(report, Tolerance.for_spec(spec), spec)
     worst = {}
     for batch in ({"max_rel_diff": 1e-7}, {"max_rel_diff": nan}, {"max_rel_diff": 2e-7}):
-        _merge(worst, batch)
+        merge(worst, batch)
     assert worst["max_rel_diff"] != worst["max_rel_diff"]  # still NaN after a later finite batch
 
 

@@ -19,9 +19,8 @@ def device_type(device) -> str:
 
 def device_index(device) -> int:
     """The index of a CUDA device string or torch.device ('cuda' → 0, 'cuda:1' → 1)."""
-    index = getattr(device, "index", None)
-    if index is not None or not isinstance(device, str):
-        return index or 0
+    if not isinstance(device, str):
+        return device.index or 0
     return int(device.split(":")[1]) if ":" in device else 0
 
 

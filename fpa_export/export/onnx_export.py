@@ -13,6 +13,7 @@ Exporter: TorchScript while torch still ships it (0.5–3 s for the default mode
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import hashlib
 import io
 import logging
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 
 from fpa_export.common.atomic import atomic_write
 from fpa_export.common.errors import MissingExtra
-from fpa_export.models import FPAGenerator, load_checkpoint
+from fpa_export.models import FPAGenerator, describe, load_checkpoint
 from fpa_export.loading import resolve_checkpoint
 from .fp16 import to_mixed_fp16
 from .onnx_meta import embed_record
@@ -81,7 +82,7 @@ def export_onnx(checkpoint=None, out=None, graph: str = "image", fp16: bool = Fa
     if exporter not in EXPORTERS:
         raise ExportError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     checkpoint = Path(resolve_checkpoint(checkpoint))
-    generator, _ = load_checkpoint(checkpoint)  # CheckpointError: one line, before any work
+    generator, ckpt = load_checkpoint(checkpoint)  # CheckpointError: one line, before any work
     spec = ExportSpec(generator.config, graph=graph, fp16=fp16, uint8=uint8, rgb=rgb, lstm=lstm)
     out = Path(out) if out is not None else default_output(checkpoint, spec)
     check_writable(out)
@@ -99,7 +100,7 @@ def export_onnx(checkpoint=None, out=None, graph: str = "image", fp16: bool = Fa
     start = time.perf_counter()
     model, report = _build_verified(generator, spec, opset, exporter, verify, atol, progress)
     record = {"kind": "onnx", "checkpoint": checkpoint.name, "inputs": inputs,
-              "config": spec.config.to_dict(),
+              "config": spec.config.to_dict(), "describe": describe(ckpt),
               "results": {"verification": report, "verified": verify,
                           "seconds": round(time.perf_counter() - start, 2)}}
     embed_record(model, record)  # the graph carries its own record (the checkpoint's name, no path)
@@ -107,7 +108,8 @@ def export_onnx(checkpoint=None, out=None, graph: str = "image", fp16: bool = Fa
     progress("writing")
     atomic_write(out, lambda handle: handle.write(model_bytes))
     write_sidecar(out, {**record, "checkpoint": str(checkpoint),
-                        "output": {"sha256": sha256_file(out), "bytes": len(model_bytes)}})
+                        "output": {"sha256": hashlib.sha256(model_bytes).hexdigest(),
+                                   "bytes": len(model_bytes)}})
     return ExportResult(out, sidecar_path(out), spec, _max_abs(report), False, report)
 
 

@@ -14,6 +14,7 @@ record, so a graph without its sidecar (or with a sidecar of another graph) is s
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.metadata
 import json
@@ -66,13 +67,38 @@ def read_sidecar(artefact: str | os.PathLike) -> Optional[dict]:
     return data if isinstance(data, dict) else None
 
 
+_RECORDS: dict = {}  # (file and sidecar identities) → record: one hash per file per process
+_RECORDS_KEPT = 32
+
+
 def read_export_record(path: str | os.PathLike) -> Optional[dict]:
     """What an exported file was built from: its sidecar when present, well-formed and recording this
     file's sha256; else, for an .onnx, the record embedded in its metadata (with "output" filled in
-    from the file as read and "record_source": "metadata"); None when neither exists."""
+    from the file as read and "record_source": "metadata"); None when neither exists.
+
+    Remembered for this process by the file's and the sidecar's identity (device, inode, size, mtime):
+    a run that reads one graph's record several times hashes the graph once, and a file replaced since
+    (an atomic write is a new inode) is read and hashed again."""
     path = Path(path)
     if not path.is_file():
         return None
+    key = (str(path.resolve()), _identity(path), _identity(sidecar_path(path)))
+    if key not in _RECORDS:
+        if len(_RECORDS) >= _RECORDS_KEPT:
+            _RECORDS.pop(next(iter(_RECORDS)))
+        _RECORDS[key] = _read_export_record(path)
+    return copy.deepcopy(_RECORDS[key])
+
+
+def _identity(path: Path) -> Optional[tuple]:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _read_export_record(path: Path) -> Optional[dict]:
     digest = sha256_file(path)
     sidecar = read_sidecar(path)
     if _well_formed(sidecar) and isinstance(sidecar.get("output"), dict) \

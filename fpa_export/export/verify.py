@@ -64,11 +64,7 @@ def compare_with_torch(model_bytes: bytes, spec: ExportSpec, generator: FPAGener
     Returns {output name: {"max_abs_diff", "max_rel_diff", ["within_one_level", "max_levels"]}}, the
     worst over the batches; raises ExportError when a tolerance is exceeded.
     """
-    ort = require("onnxruntime", "to verify exported graphs")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", 0) or 0)
-    session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    session = cpu_session(model_bytes)
     reference = ExportSpec(spec.config, spec.graph, uint8=False, rgb=spec.rgb,
                            lstm="op").module(generator).eval()
     report: dict[str, dict] = {}
@@ -82,9 +78,22 @@ def compare_with_torch(model_bytes: bytes, spec: ExportSpec, generator: FPAGener
             if got.shape != tuple(want.shape):
                 raise ExportError(f"{tensor.name}: onnxruntime gave shape {got.shape}, "
                                   f"PyTorch {tuple(want.shape)} at batch {batch}")
-            _merge(report.setdefault(tensor.name, {}), _differences(got, want, spec.uint8))
-    _enforce(report, Tolerance.for_spec(spec, atol), spec)
+            want = want.detach().numpy()
+            want = to_uint8(want) if spec.uint8 else want  # a uint8 graph is compared in levels
+            merge(report.setdefault(tensor.name, {}), differences(got, want))
+    enforce(report, Tolerance.for_spec(spec, atol), spec)
     return report
+
+
+def cpu_session(model):
+    """An onnxruntime CPU session of a graph (bytes or path) for verification: quiet, the threads of
+    $OMP_NUM_THREADS."""
+    ort = require("onnxruntime", "to verify exported graphs")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", 0) or 0)
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                providers=["CPUExecutionProvider"])
 
 
 def check_finite(name: str, reference: torch.Tensor) -> None:
@@ -94,21 +103,24 @@ def check_finite(name: str, reference: torch.Tensor) -> None:
                           "finite?); nothing to verify against")
 
 
-def _differences(got: np.ndarray, want: torch.Tensor, uint8: bool) -> dict:
-    want_levels = to_uint8(want).numpy().astype(np.int32)
-    if uint8:
-        levels = np.abs(got.astype(np.int32) - want_levels)
+def differences(got: np.ndarray, want: np.ndarray, pixel_levels: bool = True) -> dict:
+    """How far `got` is from the reference `want` (numpy, in the output's dtype): uint8 outputs in
+    levels; float outputs absolute and relative to max(1, max |want|), and for images (with
+    `pixel_levels`) how many uint8 pixels would change. A NaN on either side makes the difference NaN,
+    which no tolerance accepts."""
+    if want.dtype == np.uint8:
+        levels = np.abs(got.astype(np.int32) - want.astype(np.int32))
         return {"max_levels": int(levels.max()), "within_one_level": float((levels <= 1).mean())}
-    diff = np.abs(got.astype(np.float64) - want.double().numpy())
-    scale = max(1.0, float(want.abs().max()))
-    result = {"max_abs_diff": float(diff.max()), "max_rel_diff": float(diff.max()) / scale}
-    if got.ndim == 4:  # an image: how many uint8 pixels would change
-        levels = np.abs(to_uint8(torch.from_numpy(got)).numpy().astype(np.int32) - want_levels)
+    worst = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max())  # NaN propagates
+    scale = max(1.0, float(np.abs(want.astype(np.float64)).max()))
+    result = {"max_abs_diff": worst, "max_rel_diff": worst / scale}
+    if pixel_levels and got.ndim == 4:  # an image: how many uint8 pixels would change
+        levels = np.abs(to_uint8(got).astype(np.int32) - to_uint8(want).astype(np.int32))
         result["within_one_level"] = float((levels <= 1).mean())
     return result
 
 
-def _merge(worst: dict, new: dict) -> None:
+def merge(worst: dict, new: dict) -> None:
     """Keep the worst value per key over batches; a NaN, once seen, stays (min/max would drop it)."""
     for key, value in new.items():
         pick = min if key == "within_one_level" else max
@@ -118,7 +130,7 @@ def _merge(worst: dict, new: dict) -> None:
             worst[key] = pick(worst[key], value)
 
 
-def _enforce(report: dict, tol: Tolerance, spec: ExportSpec, runtime: str = "onnxruntime",
+def enforce(report: dict, tol: Tolerance, spec: ExportSpec, runtime: str = "onnxruntime",
              reference: str = "PyTorch") -> None:
     """Raise ExportError at the first output beyond tolerance; NaN never passes (`not (x <= tol)`)."""
     versus = f"{runtime} differs from {reference}"

@@ -61,9 +61,13 @@ class Sampler(ABC):
             z = torch.from_numpy(z)
         if not isinstance(z, torch.Tensor):
             raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
-        if z.dim() != 2 or z.shape[1] != self.latent_size or z.shape[0] < 1:
-            raise FpaError(f"z must have shape (batch ≥ 1, {self.latent_size}), got {tuple(z.shape)}")
+        self.check_shape(tuple(z.shape))
         return z.float()
+
+    def check_shape(self, shape: tuple) -> None:
+        """FpaError unless `shape` is (batch ≥ 1, latent_size)."""
+        if len(shape) != 2 or shape[1] != self.latent_size or shape[0] < 1:
+            raise FpaError(f"z must have shape (batch ≥ 1, {self.latent_size}), got {shape}")
 
     def __repr__(self) -> str:
         c = self.config

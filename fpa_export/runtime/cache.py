@@ -10,9 +10,9 @@ waits for the first and then reuses its file, so both succeed and one valid file
 written atomically and its record (sidecar) after it; an entry is used only when the record's inputs
 match and the graph's sha256 is the one recorded, so an interrupted export is never used (it is redone).
 
-Beside the graph, `checkpoint.json` holds the checkpoint's one-line description (`describe`: step, EMA),
-so that with a filled cache a run learns the model's config (from the graph's record) and description
-without loading the checkpoint — without importing torch (`known_export`).
+The graph's record holds the checkpoint's config and one-line description (`describe`: step, EMA), so
+that with a filled cache a run learns both without loading the checkpoint — without importing torch
+(`known_export`).
 
 A cache folder that cannot be written is replaced by a per-user folder under the system temp dir, with
 one warning line. Temp files of our atomic writes (`.<name>.<random>.tmp`) older than
@@ -20,7 +20,6 @@ one warning line. Temp files of our atomic writes (`.<name>.<random>.tmp`) older
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 import re
@@ -32,7 +31,6 @@ from typing import Optional
 from fpa_export.common.errors import FpaError
 
 GRAPH_NAME = "model.onnx"
-DESCRIPTION_NAME = "checkpoint.json"
 STALE_TEMP_SECONDS = 15 * 60
 LOCK_WAIT_SECONDS = 600
 
@@ -104,14 +102,14 @@ def cached_graph(checkpoint: Path, sha256: str, graph: str = "image", lstm: str 
     sweep_stale_temps(root)
     entry = root / entry_name(sha256, graph, lstm, exporter, fp16)
     out = entry / GRAPH_NAME
-    if _valid_entry(out, sha256):
+    if _valid_record(out, sha256) is not None:
         return out
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     while True:
         try:
             with folder_lock(entry, "export cache entry"):
-                if not _valid_entry(out, sha256):  # another process may have just finished it
-                    _export(checkpoint, out, graph, lstm, exporter, fp16, sha256)
+                if _valid_record(out, sha256) is None:  # another process may have just finished it
+                    _export(checkpoint, out, graph, lstm, exporter, fp16)
                 return out
         except FolderBusy:
             if time.monotonic() > deadline:
@@ -122,49 +120,26 @@ def cached_graph(checkpoint: Path, sha256: str, graph: str = "image", lstm: str 
 def known_export(sha256: str) -> Optional[dict]:
     """{"config": …, "describe": str or None} of a checkpoint with this digest, from any valid entry of
     the cache; None when the cache holds none (then the checkpoint itself must be read)."""
-    root = cache_dir()
     prefix = f"{sha256[:20]}-"
-    for entry in sorted(_subfolders(root)) if root.is_dir() else []:
-        if not entry.name.startswith(prefix):
-            continue
-        record = _valid_record(entry / GRAPH_NAME, sha256)
+    for entry in sorted(_subfolders(cache_dir())):  # none when there is no cache folder
+        record = _valid_record(entry / GRAPH_NAME, sha256) if entry.name.startswith(prefix) else None
         if record is not None:
-            return {"config": record["config"], "describe": _description(entry, sha256)}
+            describe = record.get("describe")  # absent from records of older versions
+            return {"config": record["config"],
+                    "describe": describe if isinstance(describe, str) else None}
     return None
-
-
-def _description(entry: Path, sha256: str) -> Optional[str]:
-    try:
-        data = json.loads((entry / DESCRIPTION_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if isinstance(data, dict) and data.get("checkpoint_sha256") == sha256 \
-            and isinstance(data.get("describe"), str):
-        return data["describe"]
-    return None
-
-
-def _valid_entry(out: Path, sha256: str) -> bool:
-    return _valid_record(out, sha256) is not None
 
 
 def _valid_record(out: Path, sha256: str) -> Optional[dict]:
     """The graph exists and its record (a sidecar that records the graph's own sha256, or the record
     embedded in it: `read_export_record`) names this checkpoint."""
-    from .modelfile import export_record
+    from fpa_export.export.sidecar import read_export_record
 
-    record = export_record(out)
-    if not out.is_file() or not isinstance(record, dict):
-        return None
-    inputs = record.get("inputs") if isinstance(record.get("inputs"), dict) else {}
-    return record if inputs.get("checkpoint_sha256") == sha256 else None
+    record = read_export_record(out)  # None for a missing file; "inputs" is a dict when well formed
+    return record if record is not None and record["inputs"].get("checkpoint_sha256") == sha256 else None
 
 
-def _export(checkpoint: Path, out: Path, graph: str, lstm: str, exporter: str, fp16: bool,
-            sha256: str) -> None:
-    from fpa_export.common.atomic import atomic_write_json
+def _export(checkpoint: Path, out: Path, graph: str, lstm: str, exporter: str, fp16: bool) -> None:
     from fpa_export.export import export_onnx
-    from fpa_export.models import describe, read_checkpoint
+
     export_onnx(checkpoint, out, graph=graph, lstm=lstm, exporter=exporter, fp16=fp16, force=True)
-    atomic_write_json(out.parent / DESCRIPTION_NAME, {"checkpoint_sha256": sha256,
-                                                       "describe": describe(read_checkpoint(checkpoint))})

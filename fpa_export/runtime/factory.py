@@ -116,8 +116,6 @@ def available_backends(device: str = "cpu") -> list[str]:
 
 def _torch_sampler(source, device: str, precision: str, cuda_graphs: Optional[bool] = None,
                    compile: bool = False) -> Sampler:
-    import torch
-
     from .torch_backend import TorchSampler
 
     check_precision(precision, device)

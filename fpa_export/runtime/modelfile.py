@@ -168,14 +168,6 @@ def open_model(model: ModelLike = None) -> ModelFile:
     return ModelFile(kind, path, str(model))
 
 
-def export_record(path: Path) -> Optional[dict]:
-    """The export record of a graph or engine: its sidecar when that records this very file, else the
-    record embedded in the .onnx itself (`fpa_export.export.sidecar.read_export_record`; no `onnx`)."""
-    from fpa_export.export.sidecar import read_export_record
-
-    return read_export_record(path)
-
-
 def _checked_record(path: Path, kind: str) -> dict:
     """The graph's or engine's well-formed record (a sidecar only when it records this file's sha256),
     or the one-line refusal of `fpa_export.export.sidecar.record_or_fail`."""
@@ -191,7 +183,9 @@ def _source_digest(record: dict) -> Optional[str]:
     if inputs.get("checkpoint_sha256"):
         return inputs["checkpoint_sha256"]
     if record.get("onnx"):
-        graph = export_record(Path(record["onnx"])) or {}
+        from fpa_export.export.sidecar import read_export_record
+
+        graph = read_export_record(Path(record["onnx"])) or {}
         return (graph.get("inputs") or {}).get("checkpoint_sha256")
     return None
 

@@ -74,8 +74,9 @@ class OnnxSampler(Sampler):
 
         if self.device_type != "cuda":
             return torch.from_numpy(self._image_array(z.cpu().contiguous().numpy()))
-        (image,) = self._image_graph().run(z)
-        image = image[:, :1] if self._image_graph().spec.rgb and self.config.channels == 1 else image
+        graph = self._image_graph()
+        (image,) = graph.run(z)
+        image = self._one_channel(graph, image)
         if image.dtype == torch.uint8:  # a uint8 graph: x/255 gives back the same bytes with to_uint8
             return image.float() / 255.0
         return image.float()
@@ -83,10 +84,8 @@ class OnnxSampler(Sampler):
     def images_array(self, z: np.ndarray) -> np.ndarray:
         if self.device_type == "cuda":
             return super().images_array(z)
-        z = np.ascontiguousarray(z, dtype=np.float32)
-        if z.ndim != 2 or z.shape[1] != self.latent_size or z.shape[0] < 1:
-            raise FpaError(f"z must have shape (batch ≥ 1, {self.latent_size}), got {tuple(z.shape)}")
-        return self._image_array(z)
+        self.check_shape(np.shape(z))
+        return self._image_array(np.ascontiguousarray(z, dtype=np.float32))
 
     def _image_graph(self) -> "_Graph":
         graph = self._graph("image")
@@ -94,11 +93,14 @@ class OnnxSampler(Sampler):
             raise NotImplementedError(f"{self.name}: this model has only a steps graph")
         return graph
 
+    def _one_channel(self, graph: "_Graph", image):
+        """An --rgb graph of a greyscale model repeats its one channel three times: keep one."""
+        return image[:, :1] if graph.spec.rgb and self.config.channels == 1 else image
+
     def _image_array(self, z: np.ndarray) -> np.ndarray:
         graph = self._image_graph()
         (image,) = graph.run_array(z)
-        if graph.spec.rgb and self.config.channels == 1:  # an --rgb graph: its 3 channels are equal
-            image = image[:, :1]
+        image = self._one_channel(graph, image)
         if image.dtype == np.uint8:  # a uint8 graph: x/255 gives back the same bytes with to_uint8
             return image.astype(np.float32) / np.float32(255.0)
         return np.ascontiguousarray(image, dtype=np.float32)
@@ -117,7 +119,7 @@ class _Graph:
     def __init__(self, path: Path, device, cuda_graph: bool, threads: int):
         self.path, self.device, self.cuda_graph = path, device, cuda_graph
         self.device_type = device_type(device)
-        self.spec = spec_from_sidecar(path)
+        self.spec = spec_from_record(path)
         self.options = import_onnxruntime().SessionOptions()
         self.options.log_severity_level = 3  # no warnings about initializers the optimiser removed
         self.options.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS", 0) or 0)
@@ -198,8 +200,3 @@ def check_shapes(path: Path, spec: ExportSpec, session) -> None:
             raise ExportError(f"{path}: tensor {name!r} has shape (batch, {', '.join(map(str, dims))}) "
                               f"but its record claims (batch, {', '.join(map(str, want))}); export it "
                               "again")
-
-
-def spec_from_sidecar(path: Path) -> ExportSpec:
-    """The ExportSpec recorded by `fpa-export onnx` (sidecar, or the record inside the .onnx)."""
-    return spec_from_record(path)

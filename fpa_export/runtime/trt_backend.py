@@ -10,11 +10,10 @@ from pathlib import Path
 import torch
 
 from fpa_export.models import FPAConfig
-from fpa_export.export.sidecar import ExportError
+from fpa_export.export.sidecar import ExportError, record_or_fail
 from fpa_export.export.spec import INPUT_NAME, ExportSpec
 from fpa_export.export.trt_build import import_tensorrt
 from .base import Sampler
-from .modelfile import export_record
 
 
 class TrtSampler(Sampler):
@@ -23,9 +22,7 @@ class TrtSampler(Sampler):
     def __init__(self, path: str | Path, device: str = "cuda"):
         trt = import_tensorrt()
         self.path, self.device = Path(path), torch.device(device)
-        sidecar = export_record(self.path)
-        if sidecar is None or "spec" not in sidecar.get("inputs", {}):
-            raise ExportError(f"{self.path}: no sidecar from `fpa-export trt`; rebuild the engine")
+        sidecar = record_or_fail(self.path, "fpa-export trt")  # well formed: it has a spec
         built_with = sidecar["inputs"].get("tensorrt")
         if built_with and built_with.split(".")[:2] != str(trt.__version__).split(".")[:2]:
             raise ExportError(f"{self.path}: built with TensorRT {built_with}, this is "

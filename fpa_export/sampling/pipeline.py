@@ -63,8 +63,10 @@ class SampleRun:
 
     def thread_counts(self, config=None) -> tuple[int, int]:
         """(painting threads, writing threads). Writing gets one thread per core: more only contend
-        for the GIL with painting (measured end to end on 2 cores, 10,000 default-model PNGs from an
-        exported graph: 2.0–2.3 s with 2 writing threads, 2.4–2.5 s with 4, 2.9–4.9 s with 8). Painting gets half the cores when files cost about as much as painting
+        for the GIL with painting (10,000 default-model PNGs from an exported graph, 2 cores, four runs
+        each: 2.0–2.5 s with 2 writing threads, 2.4–3.1 s with 4; before the latents moved to a helper
+        thread, 8 took 4.4–4.9 s against 3.0–3.3 s with 2). Painting gets half the cores when files
+        cost about as much as painting
         (small models: the rest goes to encoding), all of them when painting dominates (a model of
         more than PAINT_HEAVY_FLOPS per image, e.g. the paper's: measured end to end on 2 cores, 2
         painting threads ran 1000 paper-size images in 8.4 s vs 10.5 s with 1, while the default model
