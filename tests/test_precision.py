@@ -5,6 +5,8 @@ query (`runtime.precision.cpu_bf16_flags`) — torch still computes bf16 correct
 """
 from __future__ import annotations
 
+import pathlib
+
 import json
 
 import numpy as np
@@ -183,8 +185,8 @@ def test_load_generator_precision_and_no_grad(model, bf16_cpu):
 def test_cpu_flags_are_read_from_cpuinfo(monkeypatch, tmp_path):
     P.cpu_bf16_flags.cache_clear()
     text = "processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 avx2\n"
-    real_read = P.Path.read_text
-    monkeypatch.setattr(P.Path, "read_text",
+    real_read = pathlib.Path.read_text
+    monkeypatch.setattr(pathlib.Path, "read_text",
                         lambda self, *a, **k: text if str(self) == "/proc/cpuinfo" else real_read(self, *a, **k))
     try:
         assert P.cpu_bf16_flags() == ("avx512_bf16",)

@@ -19,12 +19,13 @@ from typing import Optional
 
 import numpy as np
 
+# the low-precision tolerance is the package's own: levels, fraction within them, mean levels
+from fpa_export.runtime.precision import (MAX_MEAN_LEVELS as FIDELITY_MEAN, MIN_WITHIN as FIDELITY_FRACTION,
+                                          WITHIN_LEVELS as FIDELITY_WITHIN)
+
 QUIET_LOAD = 0.5
 LOADED_WARNING = "loaded machine: not a result"
 BIN = Path(sys.executable).parent
-FIDELITY_WITHIN = 2          # levels
-FIDELITY_FRACTION = 0.99     # of pixel values within FIDELITY_WITHIN levels
-FIDELITY_MEAN = 0.5          # levels
 
 
 def machine_state() -> dict:
@@ -67,12 +68,11 @@ def load_warning(state: dict) -> Optional[str]:
 
 
 def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """True when the CPU advertises bf16 instructions (avx512_bf16 or amx_bf16)."""
-    try:
-        flags = Path(cpuinfo).read_text(errors="replace").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    """True when the CPU advertises bf16 instructions (runtime.precision.BF16_FLAGS)."""
+    from fpa_export.common.devices import cpu_flags
+    from fpa_export.runtime.precision import BF16_FLAGS
+
+    return bool(cpu_flags(cpuinfo) & set(BF16_FLAGS))
 
 
 def cli_has_precision(command: Optional[list[str]] = None) -> bool:
@@ -106,10 +106,12 @@ def level_stats(reference: np.ndarray, other: np.ndarray) -> dict:
 
 
 def to_levels(images) -> np.ndarray:
-    """Float images in [-1, 1] (torch or numpy) → uint8 levels by the package's rule (clamp to [0, 1])."""
-    array = np.asarray(images.detach().cpu().float() if hasattr(images, "detach") else images,
-                       dtype=np.float32)
-    return np.floor(np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    """Float images in [-1, 1] (torch or numpy) → numpy uint8 levels (`common.images.to_uint8`)."""
+    from fpa_export.common.images import to_uint8
+
+    if hasattr(images, "detach"):
+        images = images.detach().cpu()
+    return np.asarray(to_uint8(images))
 
 
 def folder_fidelity(reference_dir: Path, other_dir: Path, suffix: str = ".png") -> dict:

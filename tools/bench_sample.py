@@ -27,7 +27,6 @@ result.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-import json
 import os
 from pathlib import Path
 import statistics
@@ -39,6 +38,7 @@ from typing import Optional
 
 import click
 
+from fpa_export.common.atomic import atomic_write_json
 import bench_common as common
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -290,7 +290,7 @@ def main(models, n_default, n_paper, batch_size, repeats, warmup, tiny, json_out
                                tiny, Path(tmp))
     click.echo(report(result))
     if json_out:
-        json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(json_out, result, sort_keys=False)
         click.echo(f"JSON: {json_out}")
 
 

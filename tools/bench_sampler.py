@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import os
 import statistics
 import sys
@@ -39,6 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from fpa_export.models import FPAConfig, FPAGenerator, default_checkpoint_path, load_checkpoint
 from fpa_export.runtime import available_backends, make_sampler
 
+from fpa_export.common.atomic import atomic_write_json
 import bench_common as common
 from official_loop import OfficialStyleSampler
 
@@ -335,11 +335,10 @@ def main(device, batches, models, threads, repeats, budget, bf16_mode, tiny, jso
     for note in dict.fromkeys(NOTES):
         print(f"note: {note}")
     if json_out:
-        Path(json_out).write_text(json.dumps({"machine_start": start, "machine_end": end,
-                                              "versions": common.versions(),
-                                              "warning": warning, "bf16": bf16_note,
-                                              "notes": list(dict.fromkeys(NOTES)),
-                                              "results": results}, indent=2))
+        atomic_write_json(json_out, {"machine_start": start, "machine_end": end,
+                                     "versions": common.versions(), "warning": warning, "bf16": bf16_note,
+                                     "notes": list(dict.fromkeys(NOTES)), "results": results},
+                          sort_keys=False)
 
 
 if __name__ == "__main__":

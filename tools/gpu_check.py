@@ -19,7 +19,6 @@ seconds — the test suite runs it so the script cannot rot.
 from __future__ import annotations
 
 from contextlib import contextmanager
-import json
 import os
 from pathlib import Path
 import platform
@@ -33,6 +32,7 @@ import traceback
 import click
 import torch
 
+from fpa_export.common.atomic import atomic_write_bytes, atomic_write_json
 import bench_common as common
 from gpu_contenders import BACKENDS, Skip, Target, difference, measure
 
@@ -266,8 +266,8 @@ def main(out, device, dry_run, budget, n_e2e, models):
               "seconds": time.monotonic() - started}
     result["targets"] = latency_targets(rows) + e2e_targets(e2e, env, dry_run)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (out / "gpu_check.md").write_text(markdown(result), encoding="utf-8")
+    atomic_write_json(out / "gpu_check.json", result, sort_keys=False)
+    atomic_write_bytes(out / "gpu_check.md", markdown(result).encode("utf-8"))
     click.echo("\n".join(result["targets"]))
     click.echo(f"Wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'} in {result['seconds']:.0f} s")
 

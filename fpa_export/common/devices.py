@@ -5,6 +5,7 @@ torch's "Torch not compiled with CUDA enabled" traceback deep inside a run.
 """
 from __future__ import annotations
 
+from pathlib import Path
 import re
 
 from .errors import FpaError
@@ -60,3 +61,16 @@ def device_option(ctx, param, value):
         import click
 
         raise click.BadParameter(str(err)) from None
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset:
+    """The instruction-set flags this CPU reports (the first `flags` line of /proc/cpuinfo); empty when
+    they cannot be read (another OS)."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()

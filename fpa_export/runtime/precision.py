@@ -16,7 +16,6 @@ and the mean difference is at most 0.5 level (non-finite images always fail).
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 from typing import Optional
 
 from fpa_export.common.errors import FpaError
@@ -49,18 +48,16 @@ def check_name(precision: str) -> str:
     return name
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # CPU instruction sets that run bf16 matmuls natively
+
+
 @lru_cache(maxsize=1)
 def cpu_bf16_flags() -> tuple[str, ...]:
-    """The bf16 instruction sets this CPU reports (empty when none, or when it cannot be read)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return ()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return tuple(flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags)
-    return ()
+    """The bf16 instruction sets this CPU reports (empty when none, or when they cannot be read)."""
+    from fpa_export.common.devices import cpu_flags
+
+    flags = cpu_flags()
+    return tuple(flag for flag in BF16_FLAGS if flag in flags)
 
 
 def check_precision(precision: str, device: str = "cpu") -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 import os
-from pathlib import Path
 import platform
 
 import numpy as np
@@ -49,13 +48,9 @@ def exact_here() -> bool:
         return False
     if os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower() not in _SAFE_CAPABILITIES:
         return False
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith("flags")), [])
-    return "avx2" in flags and "fma" in flags
+    from fpa_export.common.devices import cpu_flags
+
+    return {"avx2", "fma"} <= cpu_flags()
 
 
 def randn(seed: int, size: int) -> np.ndarray:
@@ -75,9 +70,9 @@ def randn_rows(seeds, size: int) -> np.ndarray:
         state.seed(int(seed) & 0xFFFFFFFF)  # init_genrand of the low 32 bits, as torch's mt19937
         draws[row] = state.randint(0, 2**32, size=size + tail, dtype=np.uint32)  # raw 32-bit draws
     uniforms = (draws & np.uint32(0xFFFFFF)).astype(F32) * F32(2.0**-24)
-    out = uniforms[:, :size].copy()
+    out = np.empty((len(seeds), size), F32)
     whole = size - size % 16
-    out[:, :whole] = _box_muller(out[:, :whole].reshape(-1, 16)).reshape(len(seeds), whole)
+    out[:, :whole] = _box_muller(uniforms[:, :whole].reshape(-1, 16)).reshape(len(seeds), whole)
     if tail:
         out[:, size - 16:] = _box_muller(uniforms[:, size:])
     return out
