@@ -16,8 +16,7 @@ from PIL import Image
 
 from fpa_export.models import save_checkpoint
 from fpa_export.cli.sample import main
-from fpa_export.sampling import pipeline
-from fpa_export.sampling.imagefiles import decode
+from fpa_export.sampling.imagefiles import SampleFiles, decode
 from tests.conftest import make_generator
 
 FPA_SAMPLE = str(Path(sys.executable).parent / "fpa-sample")
@@ -73,15 +72,15 @@ def test_user_errors_are_one_line(checkpoint, tmp_path):
 
 
 def test_full_disk_is_one_line_and_keeps_earlier_files(checkpoint, tmp_path, monkeypatch):
-    real_write, calls = pipeline.write_bytes_atomic, []
+    real_write, calls = SampleFiles.write, []
 
-    def write_until_full(target, data):
-        calls.append(target)
+    def write_until_full(files, name, data):
+        calls.append(name)
         if len(calls) > 5:
-            raise OSError(errno.ENOSPC, "No space left on device", str(target))
-        real_write(target, data)
+            raise OSError(errno.ENOSPC, "No space left on device", name)
+        real_write(files, name, data)
 
-    monkeypatch.setattr(pipeline, "write_bytes_atomic", write_until_full)
+    monkeypatch.setattr(SampleFiles, "write", write_until_full)
     result = _invoke(checkpoint, "--n", 12, "--outdir", tmp_path / "f", "--backend", "torch",
                      "--batch-size", 5, "--workers", 1)
     _one_line_error(result, "No space left on device")
@@ -137,7 +136,7 @@ def test_prints_what_it_chose_in_one_line(checkpoint, tmp_path):
                                        "--backend", "torch", "--threads", "1", "--workers", "2"])
     assert result.exit_code == 0, result.output
     chosen = [line for line in result.output.splitlines() if line.startswith("Using ")]
-    assert chosen == ["Using torch-cpu, fp32, 1 painting + 2 writing threads, PNG compress level 1"]
+    assert chosen == ["Using torch-cpu, fp32, 1 painting + 2 writing threads, PNG compress level 0"]  # 8×8 images: stored
 
 
 def test_stats_writes_the_paper_real_folder_for_fid_tools(tmp_path):

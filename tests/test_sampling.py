@@ -14,7 +14,7 @@ from fpa_export.common.images import to_uint8
 from fpa_export.sampling import (FolderMismatch, SampleRun, iter_samples, latents_for, parse_shard,
                                  sample_folder)
 from fpa_export.sampling import pipeline
-from fpa_export.sampling.imagefiles import decode, encode
+from fpa_export.sampling.imagefiles import SampleFiles, decode, encode
 from fpa_export.runtime import make_sampler
 from tests.conftest import make_generator
 
@@ -144,19 +144,19 @@ def test_refuses_another_run_unless_overwrite(model, tmp_path):
 def test_full_disk_keeps_earlier_files_and_resumes(model, tmp_path, monkeypatch):
     path, _ = model
     folder = tmp_path / "full"
-    real_write, calls = pipeline.write_bytes_atomic, []
+    real_write, calls = SampleFiles.write, []
 
-    def write_until_full(target, data):
-        calls.append(target)
+    def write_until_full(files, name, data):
+        calls.append(name)
         if len(calls) > 4:
-            raise OSError(errno.ENOSPC, "No space left on device", str(target))
-        real_write(target, data)
+            raise OSError(errno.ENOSPC, "No space left on device", name)
+        real_write(files, name, data)
 
-    monkeypatch.setattr(pipeline, "write_bytes_atomic", write_until_full)
+    monkeypatch.setattr(SampleFiles, "write", write_until_full)
     with pytest.raises(OSError) as info:
         sample_folder(_run(folder, workers=1), model=path, backend="torch", progress=False)
     assert info.value.errno == errno.ENOSPC
-    monkeypatch.setattr(pipeline, "write_bytes_atomic", real_write)
+    monkeypatch.setattr(SampleFiles, "write", real_write)
     written = sorted(folder.glob("*.png"))
     assert len(written) == 4 and all(decode(p).shape == (8, 8) for p in written)
     assert not list(folder.glob(".*.tmp"))
@@ -194,6 +194,20 @@ def test_png_encoder_round_trips_through_pillow():
             np.testing.assert_array_equal(np.asarray(pil), image)
 
 
+def test_png_level_stores_exactly_the_images_that_fit_one_block():
+    from fpa_export.sampling.imagefiles import PNG_BLOCK, png_level
+
+    rng = np.random.default_rng(1)
+    assert (png_level((32, 32)), png_level((64, 64, 3))) == (0, 1)  # the default and the paper model
+    for shape in ((32, 32, 3), (36, 36, 3), (37, 37, 3), (62, 62), (63, 63), (64, 64)):
+        image = rng.integers(0, 256, shape, dtype=np.uint8)  # noise: compression cannot shrink it
+        data = encode(image, "png")
+        stored = png_level(shape) == 0
+        assert (len(data) <= PNG_BLOCK) == stored, (shape, len(data))
+        if stored:
+            assert len(data) == shape[0] * (1 + image[0].size) + 68  # no compression at all
+
+
 def test_jpeg_and_iter_samples(model, tmp_path):
     path, generator = model
     sampler = make_sampler(path, backend="torch")
@@ -219,17 +233,22 @@ def test_cuda_files_match_cpu_files(model, tmp_path):
     assert levels.max() <= 1
 
 
-def test_painting_threads_follow_the_model_cost(monkeypatch):
-    """Chosen, not configured: a paint-heavy model (the paper's) gets every core for painting, a small
-    one half of them (the rest encodes and writes files); an explicit --threads wins, capped."""
-    from fpa_export.models import FPAConfig
-    from fpa_export.sampling.pipeline import PAINT_HEAVY_FLOPS, lstm_flops_per_image
-
+def test_painting_threads_default_to_the_cores_and_an_explicit_count_wins(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 4)
-    paper, small = FPAConfig(), FPAConfig(image_size=32, channels=1, num_steps=16, hidden_size=256,
-                                          latent_size=128)
-    assert lstm_flops_per_image(paper) > PAINT_HEAVY_FLOPS > lstm_flops_per_image(small)
-    assert SampleRun("x", n=1).thread_counts(paper)[0] == 4
-    assert SampleRun("x", n=1).thread_counts(small)[0] == 2
-    assert SampleRun("x", n=1, threads=3).thread_counts(paper)[0] == 3
-    assert SampleRun("x", n=1, threads=99).thread_counts(small)[0] == 4
+    assert SampleRun("x", n=1).thread_counts() == (4, 4)
+    assert SampleRun("x", n=1, threads=3, workers=2).thread_counts() == (3, 2)
+    assert SampleRun("x", n=1, threads=99).thread_counts()[0] == 4
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert SampleRun("x", n=1).thread_counts() == (16, 8)
+
+
+def test_concurrent_painters_give_the_same_images_in_order(model):
+    path, _ = model
+    sampler = make_sampler(path, backend="torch")
+    indices = list(range(23))
+    one = list(iter_samples(sampler, indices, seed=4, batch_size=5))
+    three = list(iter_samples(sampler, iter(indices), seed=4, batch_size=5, painters=3))
+    assert [list(i) for i, _ in one] == [list(i) for i, _ in three] == \
+        [indices[k:k + 5] for k in range(0, 23, 5)]
+    np.testing.assert_array_equal(np.concatenate([b for _, b in one]),
+                                  np.concatenate([b for _, b in three]))

@@ -109,7 +109,8 @@ class _SampleWithStats(click.Command):
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
               help="Encoding/writing threads (0 = one per CPU core, at most 8).")
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
-              help="CPU painting threads of torch/onnxruntime (0 = half the cores; capped to the cores).")
+              help="CPU painting threads, each painting a batch of its own (0 = one per core; "
+                   "capped to the cores).")
 @click.option("--reference-stats", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Print the Fréchet distance to these real statistics (from `fpa-sample stats`).")
 @click.option("--no-save", is_flag=True, help="With --reference-stats: score without writing images.")
@@ -194,7 +195,8 @@ def _score_only(model, run, backend, device, reference_stats):
 
     config = model.config
     load_reference(reference_stats, config, run.image_format, run.jpeg_quality)  # refuse early
-    sampler = open_sampler(model, backend, device, run.thread_counts(model.config)[0], run.precision)
+    # one batch at a time on all painting threads: the feature network shares torch's threads
+    sampler = open_sampler(model, backend, device, run.thread_counts()[0], run.precision)
     batches = (images for _, images in iter_samples(sampler, range(run.n), run.seed, run.batch_size,
                                                    run.truncation))
     result = score_samples(batches, reference_stats, config, run.image_format, run.jpeg_quality, device)

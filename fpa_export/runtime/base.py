@@ -26,6 +26,7 @@ class Sampler(ABC):
     config: FPAConfig        # the generator's configuration
     precision: str = "fp32"  # fp32 | bf16 | fp16 (runtime.precision)
     precision_record: Optional[dict] = None  # set by make_sampler: the precision and its probe figures
+    parallel_batches: bool = True  # may paint batches from several threads at once
 
     @property
     def latent_size(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+import threading
 from typing import Callable, Optional
 
 import numpy as np
@@ -54,20 +55,23 @@ class OnnxSampler(Sampler):
             raise FpaError("onnxruntime CUDA graphs need device='cuda'")
         self._sources = {"image": image_graph, "steps": steps_graph}
         self._graphs: dict[str, _Graph] = {}
+        self._opening = threading.Lock()
+        self.parallel_batches = self.device_type != "cuda"  # CUDA: one set of bound buffers per batch size
         self._cuda_graph, self._threads = cuda_graph, threads
         self.name = "onnxruntime-" + ("cuda-graph" if cuda_graph else self.device_type)
 
     def _graph(self, kind: str) -> "_Graph":
-        if kind not in self._graphs:
-            source = self._sources[kind]
-            if source is None:
-                return None
-            path = source() if callable(source) else source
-            graph = _Graph(Path(path), self.device, self._cuda_graph, self._threads)
-            if graph.spec.graph != kind:
-                raise FpaError(f"{path} is a {graph.spec.graph} graph, expected a {kind} graph")
-            self._graphs[kind] = graph
-        return self._graphs[kind]
+        with self._opening:  # painting threads may ask at once: one export, one session
+            if kind not in self._graphs:
+                source = self._sources[kind]
+                if source is None:
+                    return None
+                path = source() if callable(source) else source
+                graph = _Graph(Path(path), self.device, self._cuda_graph, self._threads)
+                if graph.spec.graph != kind:
+                    raise FpaError(f"{path} is a {graph.spec.graph} graph, expected a {kind} graph")
+                self._graphs[kind] = graph
+            return self._graphs[kind]
 
     def _images(self, z):
         import torch

@@ -38,6 +38,7 @@ class TorchSampler(Sampler):
         self._graphs: OrderedDict[int, _CapturedForward] = OrderedDict()
         self._max_graphs = max_graphs
         self.cuda_graphs = cuda_graphs
+        self.parallel_batches = not (cuda_graphs or compile)  # shared graph buffers, compiling
         kind = "cuda-graph" if cuda_graphs else device.type
         self.name = f"torch-compile-{kind}" if compile else f"torch-{kind}"
         if precision != "fp32":

@@ -19,6 +19,8 @@ from .base import Sampler
 class TrtSampler(Sampler):
     """Runs one engine (an image or a steps graph) on a CUDA device."""
 
+    parallel_batches = False  # one execution context and its buffers
+
     def __init__(self, path: str | Path, device: str = "cuda"):
         trt = import_tensorrt()
         self.path, self.device = Path(path), torch.device(device)

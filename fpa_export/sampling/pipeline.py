@@ -11,6 +11,7 @@ an onnxruntime sampler on the CPU paints numpy arrays, so sampling an exported g
 """
 from __future__ import annotations
 
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from itertools import islice
 import os
 from pathlib import Path
 import sys
+import threading
 import time
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
@@ -29,19 +31,9 @@ from fpa_export.common.images import to_hwc, to_uint8
 from fpa_export.common.lock import folder_lock
 from fpa_export.runtime.modelfile import open_model
 from . import manifest
-from .imagefiles import (FORMATS, PNG_COMPRESS_LEVEL, encode, existing_files, file_name, is_valid,
-                         stale_temporaries, write_bytes_atomic)
+from .imagefiles import (FORMATS, SampleFiles, encode_all, existing_files, file_name, is_valid, png_level,
+                         stale_temporaries)
 from .latents import check_truncation, latent_array, shard_indices
-
-
-PAINT_HEAVY_FLOPS = 100e6  # per image: above it, painting outweighs encoding and writing
-
-
-def lstm_flops_per_image(config) -> float:
-    """Matmul FLOPs of the LSTM recurrence and input projection per image (2 per multiply-add): the
-    bulk of an FPA's painting cost (81 % at the paper's size)."""
-    c = config
-    return 2.0 * c.num_steps * c.num_layers * 4 * c.hidden_size * (c.lstm_input_size + c.hidden_size)
 
 
 @dataclass
@@ -57,25 +49,23 @@ class SampleRun:
     shard: tuple[int, int] = (0, 1)
     overwrite: bool = False
     workers: int = 0            # encoding/writing threads; 0 = one per CPU core, at most 8
-    threads: int = 0            # CPU painting threads (torch, onnxruntime); 0 = half the cores
+    threads: int = 0            # CPU painting threads (batches painted at once); 0 = one per core
     precision: Optional[str] = None  # fp32 | bf16 | fp16; None: fp32 (an exported graph: its own)
     verify: bool = False        # on resume, repaint a spread of existing files and compare (verify.py)
 
-    def thread_counts(self, config=None) -> tuple[int, int]:
-        """(painting threads, writing threads). Writing gets one thread per core: more only contend
-        for the GIL with painting (10,000 default-model PNGs from an exported graph, 2 cores, four runs
-        each: 2.0–2.5 s with 2 writing threads, 2.4–3.1 s with 4; before the latents moved to a helper
-        thread, 8 took 4.4–4.9 s against 3.0–3.3 s with 2). Painting gets half the cores when files
-        cost about as much as painting
-        (small models: the rest goes to encoding), all of them when painting dominates (a model of
-        more than PAINT_HEAVY_FLOPS per image, e.g. the paper's: measured end to end on 2 cores, 2
-        painting threads ran 1000 paper-size images in 8.4 s vs 10.5 s with 1, while the default model
-        went from 6.6 s to 11.0 s for 10,000). Capped to the cores (more only contend), writing threads
-        to 8 per core (at most 8 by default)."""
+    def thread_counts(self) -> tuple[int, int]:
+        """(painting threads, writing threads), each one per core by default, capped to the cores
+        (painting) and to 8 per core (writing; at most 8 by default).
+
+        On a CPU each painting thread paints a batch of its own with one runtime thread, which scales
+        better than one batch on several runtime threads: 10,000 default-model images painted by
+        onnxruntime on 2 cores took 1.06 s as two concurrent batches, 1.38 s as one batch on 2 threads,
+        2.49 s on 1. End to end on 2 cores, interleaved fresh runs: the default model (10,000 PNGs)
+        2.15–2.30 s with 2 painting threads against 2.95–3.14 s with 1, and the paper-size model
+        (1,000 PNGs) 5.5–5.6 s against 5.9–6.4 s for one batch on 2 runtime threads. More writing
+        threads only contend for the GIL with painting (2 cores: 2.0–2.5 s with 2, 2.4–3.1 s with 4)."""
         cores = os.cpu_count() or 1
-        heavy = config is not None and lstm_flops_per_image(config) > PAINT_HEAVY_FLOPS
-        automatic = cores if heavy else max(1, cores // 2)
-        painting = min(self.threads, cores) if self.threads else automatic
+        painting = min(self.threads, cores) if self.threads else cores
         writing = min(self.workers, 8 * cores) if self.workers else min(8, cores)
         return painting, writing
 
@@ -115,25 +105,34 @@ class NonFiniteImages(FpaError):
 
 
 def iter_samples(sampler, indices: Iterable[int], seed: int, batch_size: int,
-                 truncation: float = 1.0) -> Iterator[tuple[Sequence[int], np.ndarray]]:
-    """(indices, uint8 images (B, C, S, S)) batch by batch; image i depends only on (model, seed, i).
-    `indices` may be a lazy iterable (the plan of a huge --n is never held in memory). The latents of
-    the next batch are drawn in a helper thread while this one is painted (the runtimes release the
-    GIL), one batch ahead at most."""
+                 truncation: float = 1.0, painters: int = 1) -> Iterator[tuple[Sequence[int], np.ndarray]]:
+    """(indices, uint8 images (B, C, S, S)) batch by batch, in order; image i depends only on (model,
+    seed, i). `indices` may be a lazy iterable (the plan of a huge --n is never held in memory).
+
+    Up to `painters` batches are painted at once, each in a thread of its own (the runtimes release
+    the GIL; on a CPU give each painter one runtime thread), and one more batch has its latents drawn
+    meanwhile; `painters + 1` batches are held at most."""
     indices = iter(indices)
+    painters = max(1, painters) if getattr(sampler, "parallel_batches", False) else 1
+    permits = threading.Semaphore(painters)
 
-    def draw():
-        chunk = list(islice(indices, batch_size))
-        return chunk, latent_array(chunk, seed, sampler.latent_size, truncation) if chunk else None
+    def paint(chunk: list[int]):
+        z = latent_array(chunk, seed, sampler.latent_size, truncation)
+        with permits:
+            return chunk, _painted(sampler, chunk, z)
 
-    with ThreadPoolExecutor(1, thread_name_prefix="fpa-sample-latents") as ahead:
-        upcoming = ahead.submit(draw)
-        while True:
-            chunk, z = upcoming.result()
-            if not chunk:
-                return
-            upcoming = ahead.submit(draw)
-            yield chunk, _painted(sampler, chunk, z)
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(painters + 1, thread_name_prefix="fpa-sample-paint") as pool:
+        try:
+            while chunk := list(islice(indices, batch_size)):
+                pending.append(pool.submit(paint, chunk))
+                if len(pending) > painters:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _painted(sampler, chunk: Sequence[int], z: np.ndarray) -> np.ndarray:
@@ -164,17 +163,19 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
                             image_format=run.image_format, jpeg_quality=run.jpeg_quality,
                             truncation=run.truncation)
     manifest.merge(manifest.read(outdir), wanted, run.overwrite, bool(existing_files(outdir)))  # early
-    threads, workers = run.thread_counts(source.config)
+    threads, workers = run.thread_counts()
+    painters, runtime_threads = painting_plan(device, threads)
     if sampler is None:
-        sampler = open_sampler(source, backend, device, threads, precision)
+        sampler = open_sampler(source, backend, device, runtime_threads, precision)
     manifest.add_run(wanted, sampler)
     choice = {"backend": sampler.name, "precision": sampler.precision, "painting_threads": threads,
-              "writing_threads": workers, "png_compress_level": PNG_COMPRESS_LEVEL}
+              "writing_threads": workers, "png_compress_level": png_level(_image_shape(source.config))}
     created = not outdir.exists()
     start = time.perf_counter()
-    with torch_threads(threads if device_type(device) == "cpu" else None), \
-            ThreadPoolExecutor(workers, thread_name_prefix="fpa-sample-write") as pool, \
-            folder_lock(outdir, "sample folder"):
+    # exits in reverse: the pool finishes the batch in flight, then the folder is closed and unlocked
+    with torch_threads(runtime_threads if device_type(device) == "cpu" else None), \
+            folder_lock(outdir, "sample folder"), SampleFiles(outdir) as files, \
+            ThreadPoolExecutor(workers, thread_name_prefix="fpa-sample-write") as pool:
         try:
             has_files = bool(existing_files(outdir))
             record = manifest.merge(manifest.read(outdir), wanted, run.overwrite, has_files)
@@ -185,15 +186,22 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
             if run.verify:
                 _verify(outdir, have, run, sampler)
             batches = _first_batch_then(iter_samples(sampler, todo, run.seed, run.batch_size,
-                                                     run.truncation),
+                                                     run.truncation, painters),
                                         lambda: _begin(outdir, record, choice, on_start))
-            written = _write_all(pool, workers, outdir, batches, run, total=count, progress=progress)
+            written = _write_all(pool, workers, files, batches, run, total=count, progress=progress)
         except BaseException:
             if created:
                 _remove_if_unused(outdir)
             raise
     return SampleReport(outdir, written, len(owned) - count, broken, time.perf_counter() - start,
                         sampler.name, len(owned), record, choice)
+
+
+def painting_plan(device: str, threads: int) -> tuple[int, int]:
+    """(batches painted at once, runtime threads per batch) for `threads` painting threads: on a CPU
+    each thread paints a batch of its own with one runtime thread (see `SampleRun.thread_counts`);
+    a GPU paints one batch at a time."""
+    return (threads, 1) if device_type(device) == "cpu" else (1, threads)
 
 
 def open_sampler(model, backend: str, device: str, threads: int, precision: Optional[str] = None):
@@ -289,14 +297,19 @@ def _plan(outdir: Path, owned: range, fmt: str, config, pool: ThreadPoolExecutor
     return (i for i in owned if i not in have), len(owned) - len(have), len(broken), have
 
 
-def _write_chunk(outdir: Path, indices: Sequence[int], images: np.ndarray, fmt: str,
+def _image_shape(config) -> tuple[int, ...]:
+    size = config.image_size
+    return (size, size) if config.channels == 1 else (size, size, config.channels)
+
+
+def _write_chunk(files: SampleFiles, indices: Sequence[int], images: np.ndarray, fmt: str,
                  quality: int) -> int:
-    for index, image in zip(indices, images):
-        write_bytes_atomic(outdir / file_name(index, fmt), encode(image, fmt, quality))
+    for index, data in zip(indices, encode_all(images, fmt, quality)):
+        files.write(file_name(index, fmt), data)
     return len(indices)
 
 
-def _write_all(pool: ThreadPoolExecutor, workers: int, outdir: Path, batches, run: SampleRun,
+def _write_all(pool: ThreadPoolExecutor, workers: int, files: SampleFiles, batches, run: SampleRun,
                total: int, progress: bool) -> int:
     """Write each batch with the pool while the next one is painted; one batch in flight at most.
     Returns how many images were written."""
@@ -318,7 +331,7 @@ def _write_all(pool: ThreadPoolExecutor, workers: int, outdir: Path, batches, ru
                 bar.update(finished())
                 images = to_hwc(images)
                 step = -(-len(indices) // workers)
-                in_flight = [pool.submit(_write_chunk, outdir, indices[k:k + step], images[k:k + step],
+                in_flight = [pool.submit(_write_chunk, files, indices[k:k + step], images[k:k + step],
                                          run.image_format, run.jpeg_quality)
                              for k in range(0, len(indices), step)]
             bar.update(finished())
