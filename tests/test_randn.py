@@ -51,7 +51,7 @@ def test_fma_rounds_once_even_where_float64_lands_halfway():
     assert got == nearest == above
 
 
-def test_latents_are_the_torch_rule_with_and_without_torch():
+def test_numpy_latents_equal_torch_draws_bit_for_bit():
     indices = [0, 5, 77, 10**6]
     for size, truncation in [(128, 1.0), (512, 0.7), (20, 0.5)]:
         z = latents.latent_array(indices, 3, size, truncation)

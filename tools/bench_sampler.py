@@ -3,7 +3,9 @@
 For each model (the paper configuration of FPA_SPEC §2 at T = 64 with random weights, and the embedded
 default model) it times every available backend of `fpa_export.runtime` and an "official-style"
 baseline, reports the FLOPs per image and, in the same run, the fastest matmul this machine does, so
-every ratio in the output comes from one run.
+every ratio in the output comes from one run. On a multi-core CPU two rows run as `fpa-sample` paints:
+"a batch per core at once" (one onnxruntime thread each; img/s counts every batch), beside the same
+matmul one per core at once, so the peak includes that arrangement too.
 
 The baseline (`tools/official_loop.py`) is the shape of the official IDSIA/fpainter sampling loop —
 `nn.LSTM`, then a Python loop over the T steps that keeps each S×S canvas explicit and does two batched
@@ -21,6 +23,7 @@ graph at batch 64 against the official loop and against the fp32 matmul peak of 
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 import copy
 import functools
 import os
@@ -75,6 +78,18 @@ class CastSampler:
     @torch.inference_mode()
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator(z.to(self.device, self.dtype)).float().cpu()
+
+
+class ConcurrentBatches:
+    """`copies` calls of `run` at once, one per thread: how `fpa-sample` paints on a CPU (one batch per
+    core, one runtime thread each). Returns the first call's result; a call paints `copies` batches."""
+
+    def __init__(self, run, copies: int):
+        self.run, self.copies = run, copies
+        self.pool = ThreadPoolExecutor(copies)
+
+    def __call__(self, *args):
+        return list(self.pool.map(lambda _: self.run(*args), range(self.copies)))[0]
 
 
 def bf16_choice(mode: str, device: str) -> tuple[bool, str]:
@@ -137,10 +152,15 @@ def matmul_calls(config: FPAConfig, batch: int, device: str, square: int = 2048,
         if device == "cpu" and "onnx" in available_backends("cpu"):
             session, feed = _ort_matmul(b.numpy()), {"a": a.numpy()}
             calls[f"onnxruntime {label}"] = (lambda s=session, f=feed: s.run(None, f), 2 * m * k * n)
+            cores = torch.get_num_threads()
+            if cores > 1:  # the same product, one per core at once on one thread each
+                single = _ort_matmul(b.numpy(), threads=1)
+                calls[f"onnxruntime {label}, one per core at once"] = (
+                    ConcurrentBatches(lambda s=single, f=feed: s.run(None, f), cores), cores * 2 * m * k * n)
     return calls
 
 
-def _ort_matmul(weight: np.ndarray):
+def _ort_matmul(weight: np.ndarray, threads: int = 0):
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -152,7 +172,7 @@ def _ort_matmul(weight: np.ndarray):
         [numpy_helper.from_array(weight, "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
     return ort.InferenceSession(onnx.ModelProto.SerializeToString(model), options,
                                 providers=["CPUExecutionProvider"])
 
@@ -173,6 +193,10 @@ def samplers(checkpoint: Path, generator: FPAGenerator, device: str, bf16: bool)
             found[f"onnxruntime, LSTM {lstm}"] = make_sampler(
                 checkpoint, backend="onnx", device=device, lstm=lstm,
                 threads=torch.get_num_threads())
+        if device == "cpu" and torch.get_num_threads() > 1:  # as fpa-sample paints on a CPU
+            single = make_sampler(checkpoint, backend="onnx", device=device, lstm="op", threads=1)
+            found["onnxruntime, LSTM op, a batch per core at once"] = ConcurrentBatches(
+                single, torch.get_num_threads())
     if "trt" in available_backends(device):
         from fpa_export.export import build_engine
 
@@ -224,8 +248,8 @@ def bench_model(label: str, checkpoint: Path, batches, device: str, repeats: int
         calls = {name: (lambda run=run, z=z_all[:batch]: run(z)) for name, run in runs.items()}
         calls.update({name: call for name, (call, _) in matmuls.items()})
         seconds = interleaved_medians(calls, repeats, budget_s)
-        for name in runs:
-            rows[name][batch] = batch / seconds[name]
+        for name, run in runs.items():
+            rows[name][batch] = batch * getattr(run, "copies", 1) / seconds[name]
             print(f"  {label:8s} {name:36s} batch {batch:5d}: {rows[name][batch]:9.1f} img/s",
                   file=sys.stderr)
         for name, (_, mm_flops) in matmuls.items():

@@ -55,7 +55,6 @@ def check_writable(out: str | os.PathLike, what: str = "output") -> None:
     out = Path(out)
     if out.is_dir():
         raise FpaError(f"{out}: is a directory; give a file name for the {what}")
-    folder = out.parent
     for folder in (out.parent, *out.parent.parents):  # the nearest existing ancestor must be a folder
         if folder.exists():
             break

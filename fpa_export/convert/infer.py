@@ -16,7 +16,6 @@ import torch
 from fpa_export.common.errors import FpaError
 from fpa_export.models import FPAConfig, UNetConfig
 from .keys import is_alias
-from .options import MODEL_TYPES
 
 DEFAULT_STEPS = 64  # the paper's; used only when the file does not determine T (v1 without step embedding)
 
