@@ -252,3 +252,28 @@ def test_concurrent_painters_give_the_same_images_in_order(model):
         [indices[k:k + 5] for k in range(0, 23, 5)]
     np.testing.assert_array_equal(np.concatenate([b for _, b in one]),
                                   np.concatenate([b for _, b in three]))
+
+
+def test_sample_files_write_atomically_and_refuse_after_close(tmp_path):
+    with SampleFiles(tmp_path) as files:
+        files.write("000001.png", b"one")
+        files.write("000001.png", b"two")  # replaced whole
+    assert [p.name for p in tmp_path.iterdir()] == ["000001.png"]
+    assert (tmp_path / "000001.png").read_bytes() == b"two"
+    if not files.by_path:
+        with pytest.raises(ValueError, match="after it was closed"):
+            files.write("000002.png", b"late")
+        assert not (tmp_path / "000002.png").exists()
+
+
+def test_a_sampler_that_cannot_paint_in_parallel_gets_one_batch_at_a_time(model, tmp_path):
+    path, _ = model
+    sampler = make_sampler(path, backend="torch")
+    sampler.parallel_batches = False
+    report = sample_folder(_run(tmp_path / "serial", threads=2), model=path, sampler=sampler,
+                           progress=False)
+    parallel = sample_folder(_run(tmp_path / "parallel", threads=2), model=path, backend="torch",
+                             progress=False)
+    assert report.written == parallel.written == N
+    assert [p.read_bytes() for p in sorted((tmp_path / "serial").glob("*.png"))] == \
+        [p.read_bytes() for p in sorted((tmp_path / "parallel").glob("*.png"))]

@@ -41,8 +41,9 @@ def png_level(shape: tuple[int, ...]) -> int:
 
     0 (stored) when the stored file fits one 4 KiB block: such a file takes one block on disk whatever
     its compression, and compressing it is most of its encoding time (10,000 default-model images,
-    32×32 grey: zlib level 1 took 0.58 s for 652-byte files, level 0 0.03 s for 1,067-byte ones, 2-core
-    CPU). Larger images use level 1, which encodes faster than the default 6 at nearly its size.
+    32×32 grey, 2-core CPU: zlib level 1 took 0.58 s for files of about 710 bytes, level 0 0.03 s for
+    1,124-byte ones). Larger images use level 1, which encodes faster than the default 6 at nearly
+    its size.
     """
     height, width = shape[:2]
     channels = shape[2] if len(shape) == 3 else 1
@@ -113,8 +114,8 @@ class SampleFiles:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
-        self.fd = os.open(self.folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) \
-            if {os.open, os.rename, os.unlink} <= os.supports_dir_fd else None  # (os.replace: as rename)
+        self.by_path = not {os.open, os.rename, os.unlink} <= os.supports_dir_fd  # (os.replace: as rename)
+        self.fd = None if self.by_path else os.open(self.folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
 
     def __enter__(self) -> "SampleFiles":
         return self
@@ -126,22 +127,25 @@ class SampleFiles:
 
     def write(self, name: str, data: bytes) -> None:
         """`data` to a temporary file `.{name}.{pid}.tmp` in the folder, then renamed over `name`."""
-        if self.fd is None:  # no dir_fd support on this platform: the same steps by path
+        if self.by_path:  # no dir_fd support on this platform: the same steps by path
             return self._write_by_path(name, data)
+        folder = self.fd  # read once: every step of this file uses the same descriptor
+        if folder is None:
+            raise ValueError(f"{self.folder}: written after it was closed")
         temp = f".{name}.{os.getpid()}.tmp"
         try:
             handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
-                             0o666, dir_fd=self.fd)
+                             0o666, dir_fd=folder)
             try:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(handle, view):]
             finally:
                 os.close(handle)
-            os.replace(temp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+            os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
         except BaseException:
             try:
-                os.unlink(temp, dir_fd=self.fd)
+                os.unlink(temp, dir_fd=folder)
             except OSError:
                 pass
             raise

@@ -1,10 +1,10 @@
 """`sample_folder`: n images of a model into a folder — deterministic, resumable, sharded and fast.
 
-The main thread paints batch k+1 while a thread pool encodes and writes batch k (PNG/JPEG encoding and
-file I/O release the GIL, and so do onnxruntime and torch), so on a multi-core CPU the files cost
-little beyond the painting. At most one batch is being written at any time: Ctrl-C or kill -9 loses at
-most that batch, and a rerun completes the folder (see `fpa_export.sampling.imagefiles` for why every
-file is whole or absent).
+Painting threads paint the batches after k (on a CPU one batch per core at once, `painting_plan`) while
+a thread pool encodes and writes batch k (PNG/JPEG encoding and file I/O release the GIL, and so do
+onnxruntime and torch), so on a multi-core CPU the files cost little beyond the painting. At most one
+batch is being written at any time: Ctrl-C or kill -9 loses at most that batch, and a rerun completes
+the folder (see `fpa_export.sampling.imagefiles` for why every file is whole or absent).
 
 torch is not imported here: latents are drawn with numpy where that reproduces torch (`latents`), and
 an onnxruntime sampler on the CPU paints numpy arrays, so sampling an exported graph never imports it.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 import os
@@ -167,6 +167,8 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
     painters, runtime_threads = painting_plan(device, threads)
     if sampler is None:
         sampler = open_sampler(source, backend, device, runtime_threads, precision)
+    if not getattr(sampler, "parallel_batches", False):  # e.g. CUDA graphs: one batch on every thread
+        painters, runtime_threads = 1, threads
     manifest.add_run(wanted, sampler)
     choice = {"backend": sampler.name, "precision": sampler.precision, "painting_threads": threads,
               "writing_threads": workers, "png_compress_level": png_level(_image_shape(source.config))}
@@ -184,11 +186,13 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
             todo, count, broken, have = _plan(outdir, owned, run.image_format, source.config, pool,
                                               workers)
             if run.verify:
-                _verify(outdir, have, run, sampler)
-            batches = _first_batch_then(iter_samples(sampler, todo, run.seed, run.batch_size,
-                                                     run.truncation, painters),
-                                        lambda: _begin(outdir, record, choice, on_start))
-            written = _write_all(pool, workers, files, batches, run, total=count, progress=progress)
+                _verify(outdir, have, run, sampler, painters)
+            # closing: on any error the painters are cancelled and joined before the folder is unlocked
+            with closing(iter_samples(sampler, todo, run.seed, run.batch_size, run.truncation,
+                                      painters)) as painted:
+                batches = _first_batch_then(painted, lambda: _begin(outdir, record, choice, on_start))
+                written = _write_all(pool, workers, files, batches, run, total=count,
+                                     progress=progress)
         except BaseException:
             if created:
                 _remove_if_unused(outdir)
@@ -213,13 +217,13 @@ def open_sampler(model, backend: str, device: str, threads: int, precision: Opti
                         threads=threads)
 
 
-def _verify(outdir: Path, have: set[int], run: SampleRun, sampler) -> None:
+def _verify(outdir: Path, have: set[int], run: SampleRun, sampler, painters: int) -> None:
     """--verify: repaint a spread of the valid files present and compare them (sampling.verify)."""
     from .verify import verify_existing
 
     def paint(indices):
-        return np.concatenate([images for _, images in iter_samples(sampler, indices, run.seed,
-                                                                    run.batch_size, run.truncation)])
+        return np.concatenate([images for _, images in iter_samples(
+            sampler, indices, run.seed, run.batch_size, run.truncation, painters)])
 
     verify_existing(outdir, sorted(have), paint, run.image_format, run.jpeg_quality)
 
