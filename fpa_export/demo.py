@@ -39,11 +39,13 @@ def export_verified(outdir: Path, exporter: str):
     return export_onnx(None, outdir / "default-image.onnx", graph="image", lstm="op", exporter=exporter)
 
 
-def fastest_sampler(onnx_path: Path, threads: int):
+def fastest_sampler(onnx_path: Path, painting_threads: int):
     """(sampler, {name: images/s}) — PyTorch eager and onnxruntime timed on the same batch, with the
-    runtime thread count of each of sampling's painting threads (one)."""
+    runtime threads that each of sampling's painting threads will use (`painting_plan`)."""
     from fpa_export.runtime import available_backends
-    from fpa_export.sampling.pipeline import open_sampler, torch_threads
+    from fpa_export.sampling.pipeline import open_sampler, painting_plan, torch_threads
+
+    threads = painting_plan("cpu", painting_threads)[1]
 
     candidates = [open_sampler(None, "torch", "cpu", threads)]
     if "onnx" in available_backends("cpu"):
@@ -97,7 +99,7 @@ def main(outdir: Path, n: int, exporter: str):
     exported = export_verified(outdir, exporter)
     click.echo(f"    {exported.path}: max |onnxruntime − PyTorch| = {exported.max_abs_diff['image']:.1e}")
     run = SampleRun(outdir / "samples", n=n, seed=0)
-    sampler, rates = fastest_sampler(exported.path, threads=1)
+    sampler, rates = fastest_sampler(exported.path, run.thread_counts()[0])
     speeds = ", ".join(f"{name} {rate:.0f} img/s" for name, rate in rates.items())
     click.echo(f"2/3 sampling {n} images with {sampler.name} (batch {TIMING_BATCH}: {speeds}) …")
     report = sample_folder(run, sampler=sampler)

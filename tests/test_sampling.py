@@ -266,14 +266,19 @@ def test_sample_files_write_atomically_and_refuse_after_close(tmp_path):
         assert not (tmp_path / "000002.png").exists()
 
 
-def test_a_sampler_that_cannot_paint_in_parallel_gets_one_batch_at_a_time(model, tmp_path):
+def test_a_sampler_that_cannot_paint_in_parallel_gets_one_batch_on_every_thread(model, tmp_path,
+                                                                                  monkeypatch):
     path, _ = model
     sampler = make_sampler(path, backend="torch")
     sampler.parallel_batches = False
+    real_threads, runtime = pipeline.torch_threads, []
+    monkeypatch.setattr(pipeline, "torch_threads", lambda n: runtime.append(n) or real_threads(n))
     report = sample_folder(_run(tmp_path / "serial", threads=2), model=path, sampler=sampler,
                            progress=False)
     parallel = sample_folder(_run(tmp_path / "parallel", threads=2), model=path, backend="torch",
                              progress=False)
+    threads = SampleRun("x", n=1, threads=2).thread_counts()[0]
+    assert runtime == [threads, 1]  # one batch on every painting thread; else one thread per batch
     assert report.written == parallel.written == N
     assert [p.read_bytes() for p in sorted((tmp_path / "serial").glob("*.png"))] == \
         [p.read_bytes() for p in sorted((tmp_path / "parallel").glob("*.png"))]

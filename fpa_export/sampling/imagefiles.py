@@ -8,8 +8,9 @@ a rerun finds it because it decodes every existing file before skipping it (`is_
 
 Writing thousands of small files is a measurable share of a sampling run, so the two costs per file are
 kept low: `SampleFiles` writes relative to the folder's open descriptor (os-level calls, no path objects:
-10,000 files in 0.41–0.57 s against 0.80–1.20 s path-based, 2-core CPU, ext4), and `png_level` stores
-images that fit one 4 KiB block uncompressed (see there).
+10,000 files in 0.41–0.57 s against 0.80–1.20 s path-based, 2-core CPU, ext4, after a sync; this file
+system's speed varied up to 3× between runs), and `png_level` stores images that fit one 4 KiB block
+uncompressed (see there).
 """
 from __future__ import annotations
 
@@ -34,6 +35,11 @@ TEMP = re.compile(r"^\.(\d{6,})\.(png|jpg)\.\d+\.tmp$")
 
 def file_name(index: int, fmt: str) -> str:
     return f"{index:06d}.{fmt}"
+
+
+def image_shape(size: int, channels: int) -> tuple[int, ...]:
+    """The array shape of one sample file's image: (S, S) greyscale or (S, S, 3) RGB."""
+    return (size, size) if channels == 1 else (size, size, 3)
 
 
 def png_level(shape: tuple[int, ...]) -> int:
@@ -126,16 +132,17 @@ class SampleFiles:
             self.fd = None
 
     def write(self, name: str, data: bytes) -> None:
-        """`data` to a temporary file `.{name}.{pid}.tmp` in the folder, then renamed over `name`."""
-        if self.by_path:  # no dir_fd support on this platform: the same steps by path
-            return self._write_by_path(name, data)
+        """`data` to a temporary file `.{name}.{pid}.tmp` in the folder, then renamed over `name`:
+        relative to the folder's descriptor, or by path where the platform has no dir_fd."""
         folder = self.fd  # read once: every step of this file uses the same descriptor
-        if folder is None:
-            raise ValueError(f"{self.folder}: written after it was closed")
         temp = f".{name}.{os.getpid()}.tmp"
+        if self.by_path:
+            temp, name = os.path.join(self.folder, temp), os.path.join(self.folder, name)
+        elif folder is None:
+            raise ValueError(f"{self.folder}: written after it was closed")
         try:
-            handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
-                             0o666, dir_fd=folder)
+            handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+                             | getattr(os, "O_BINARY", 0), 0o666, dir_fd=folder)
             try:
                 view = memoryview(data)
                 while view:
@@ -150,15 +157,6 @@ class SampleFiles:
                 pass
             raise
 
-    def _write_by_path(self, name: str, data: bytes) -> None:
-        temp = self.folder / f".{name}.{os.getpid()}.tmp"
-        try:
-            temp.write_bytes(data)
-            os.replace(temp, self.folder / name)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-
 
 def is_valid(path: Path, size: int, channels: int) -> bool:
     """True when `path` decodes completely to an image of the expected size and channel count."""
@@ -166,8 +164,7 @@ def is_valid(path: Path, size: int, channels: int) -> bool:
         array = decode(path)
     except (OSError, ValueError, SyntaxError):
         return False
-    expected = (size, size) if channels == 1 else (size, size, 3)
-    return array.shape == expected
+    return array.shape == image_shape(size, channels)
 
 
 def existing_files(folder: Path) -> dict[int, list[str]]:

@@ -31,8 +31,8 @@ from fpa_export.common.images import to_hwc, to_uint8
 from fpa_export.common.lock import folder_lock
 from fpa_export.runtime.modelfile import open_model
 from . import manifest
-from .imagefiles import (FORMATS, SampleFiles, encode_all, existing_files, file_name, is_valid, png_level,
-                         stale_temporaries)
+from .imagefiles import (FORMATS, SampleFiles, encode_all, existing_files, file_name, image_shape, is_valid,
+                         png_level, stale_temporaries)
 from .latents import check_truncation, latent_array, shard_indices
 
 
@@ -164,14 +164,13 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
                             truncation=run.truncation)
     manifest.merge(manifest.read(outdir), wanted, run.overwrite, bool(existing_files(outdir)))  # early
     threads, workers = run.thread_counts()
-    painters, runtime_threads = painting_plan(device, threads)
     if sampler is None:
-        sampler = open_sampler(source, backend, device, runtime_threads, precision)
-    if not getattr(sampler, "parallel_batches", False):  # e.g. CUDA graphs: one batch on every thread
-        painters, runtime_threads = 1, threads
+        sampler = open_sampler(source, backend, device, painting_plan(device, threads)[1], precision)
+    painters, runtime_threads = painting_plan(device, threads, getattr(sampler, "parallel_batches", False))
     manifest.add_run(wanted, sampler)
+    level = png_level(image_shape(source.config.image_size, source.config.channels))
     choice = {"backend": sampler.name, "precision": sampler.precision, "painting_threads": threads,
-              "writing_threads": workers, "png_compress_level": png_level(_image_shape(source.config))}
+              "writing_threads": workers, "png_compress_level": level}
     created = not outdir.exists()
     start = time.perf_counter()
     # exits in reverse: the pool finishes the batch in flight, then the folder is closed and unlocked
@@ -201,11 +200,12 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
                         sampler.name, len(owned), record, choice)
 
 
-def painting_plan(device: str, threads: int) -> tuple[int, int]:
+def painting_plan(device: str, threads: int, parallel: bool = True) -> tuple[int, int]:
     """(batches painted at once, runtime threads per batch) for `threads` painting threads: on a CPU
-    each thread paints a batch of its own with one runtime thread (see `SampleRun.thread_counts`);
-    a GPU paints one batch at a time."""
-    return (threads, 1) if device_type(device) == "cpu" else (1, threads)
+    each thread paints a batch of its own with one runtime thread (see `SampleRun.thread_counts`); a
+    GPU, or a sampler that cannot paint batches in parallel (`parallel` False: CUDA graphs,
+    torch.compile), paints one batch at a time on every thread."""
+    return (threads, 1) if parallel and device_type(device) == "cpu" else (1, threads)
 
 
 def open_sampler(model, backend: str, device: str, threads: int, precision: Optional[str] = None):
@@ -299,11 +299,6 @@ def _plan(outdir: Path, owned: range, fmt: str, config, pool: ThreadPoolExecutor
     broken = {i for bad in pool.map(check, chunks) for i in bad}
     have = set(candidates) - broken
     return (i for i in owned if i not in have), len(owned) - len(have), len(broken), have
-
-
-def _image_shape(config) -> tuple[int, ...]:
-    size = config.image_size
-    return (size, size) if config.channels == 1 else (size, size, config.channels)
 
 
 def _write_chunk(files: SampleFiles, indices: Sequence[int], images: np.ndarray, fmt: str,
