@@ -16,7 +16,7 @@ import click
 import numpy as np
 import torch
 
-from fpa_export.common.cli import friendly_errors
+from fpa_export.common.cli import Command, friendly_errors
 from fpa_export.export import DEFAULT_EXPORTER, EXPORTERS
 
 TIMING_BATCH = 64
@@ -73,7 +73,7 @@ def write_sample_grid(folder: Path, out: Path, count: int = 64) -> Path:
     return write_png(out, to_hwc(sample_grid(images, columns=8, scale=auto_scale(images.shape[-1]))))
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), default=Path("out/demo"),
               show_default=True)
 @click.option("--n", "n", type=click.IntRange(1), default=300, show_default=True,

@@ -16,6 +16,8 @@ dependent branches), so it exports to ONNX/TensorRT unchanged.
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 
 
@@ -25,9 +27,21 @@ def delta_rule_writes(keys: torch.Tensor, values: torch.Tensor, lrs: torch.Tenso
     keys, values: (N, T, S) — N is any flattened batch (batch × channels).
     lrs: (N, T, r) with r = 1 or S, already squashed (sigmoid); lrs[:, 0] is ignored (step 1).
     Returns U: (N, T, S) with U[:, t] = u_t.
+
+    Sampling in eager mode (no autograd, no tracing or compiling) fills one preallocated (N, T, S)
+    buffer in place: the same products on the same numbers, without re-copying the t earlier writes at
+    every step (8 % of a bf16 forward of the paper-size model, 2-core CPU). Training, exports and
+    compiled graphs keep the functional form (`torch.cat`), which autograd and tracers need.
     """
     num_steps = keys.shape[1]
     gram = torch.bmm(keys, keys.transpose(1, 2))  # (N, T, T): gram[n, t, s] = k_t · k_s
+    if _eager_inference(keys, values, lrs):
+        writes = torch.empty_like(values)
+        writes[:, :1] = values[:, :1]  # step 1 writes the value itself
+        for t in range(1, num_steps):
+            retrieved = torch.bmm(gram[:, t:t + 1, :t], writes[:, :t])  # W_{t-1} k_t, (N, 1, S)
+            torch.mul(lrs[:, t:t + 1], values[:, t:t + 1] - retrieved, out=writes[:, t:t + 1])
+        return writes
     writes = values[:, :1]  # (N, 1, S): step 1 writes the value itself
     for t in range(1, num_steps):
         # W_{t-1} k_t = Σ_{s<t} (k_t · k_s) u_s
@@ -35,6 +49,15 @@ def delta_rule_writes(keys: torch.Tensor, values: torch.Tensor, lrs: torch.Tenso
         write = lrs[:, t:t + 1] * (values[:, t:t + 1] - retrieved)  # (N, 1, S)
         writes = torch.cat([writes, write], dim=1)  # (N, t+1, S)
     return writes
+
+
+def _eager_inference(*tensors: torch.Tensor) -> bool:
+    """True when in-place writes are safe and seen by nobody: no autograd, no tracer, no compiler."""
+    if torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors):
+        return False
+    onnx = sys.modules.get("torch.onnx")  # not imported: no ONNX export (and sampling never imports it)
+    return not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+                or torch.compiler.is_exporting() or (onnx is not None and onnx.is_in_onnx_export()))
 
 
 def canvas_from_writes(writes: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

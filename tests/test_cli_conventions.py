@@ -85,3 +85,55 @@ def test_trunc_is_an_alias_of_truncation(command):
     main = _main(command)
     option = next(p for p in main.params if p.name == "truncation")
     assert "--trunc" in option.opts and "--truncation" in option.opts
+
+
+# A program run of a command (console script, `python -m`: `command()`) ends its process at once when
+# done (common.cli.end_process): threads joined and atexit run, the module teardown skipped.
+QUICK_EXIT = """
+import atexit, os, sys, threading, time
+from pathlib import Path
+out = Path(sys.argv[1])
+class Teardown:
+    def __del__(self, write=os.write):
+        write(1, b"teardown ran\\n")
+keep = Teardown()  # a module global: only the interpreter's teardown deletes it
+atexit.register(lambda: print("atexit ran", flush=True))
+threading.Thread(target=lambda: (time.sleep(0.3), out.write_text("done"))).start()
+if len(sys.argv) > 2:
+    sys.setprofile(lambda *args: None)
+from {module} import main
+main(sys.argv[3:] if len(sys.argv) > 3 else {args!r})
+"""
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_program_run_ends_its_process_at_once_after_threads_and_atexit(command, tmp_path):
+    module = "fpa_export.training.cli" if command == "fpa-train" else f"fpa_export.cli.{MODULES[command]}"
+    script = QUICK_EXIT.format(module=module, args=["--version"])
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "thread")], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [f"{command} {PACKAGE_VERSION}", "atexit ran"]
+    assert (tmp_path / "thread").read_text() == "done"  # the non-daemon thread finished first
+
+
+def test_a_program_run_keeps_its_exit_status_and_one_line_errors(tmp_path):
+    script = QUICK_EXIT.format(module="fpa_export.cli.sample", args=[])
+    run = lambda *args: subprocess.run([sys.executable, "-c", script, str(tmp_path / "t"), "", *args],
+                                       capture_output=True, text=True, timeout=120)
+    usage = subprocess.run([sys.executable, "-c", script, str(tmp_path / "t")], capture_output=True,
+                           text=True, timeout=120)  # no --n: a usage error
+    assert usage.returncode == 2 and "Missing option '--n'" in usage.stderr
+    assert usage.stdout.splitlines() == ["atexit ran"]
+    user = run("--n", "3")  # no --outdir: one line, status 1
+    assert user.returncode == 1 and user.stderr.strip().splitlines() == [
+        "Error: give --outdir (or --no-save with --reference-stats)"]
+
+
+def test_under_a_profiler_a_program_run_exits_normally(tmp_path):
+    """cProfile and coverage write their reports in the normal exit, so it is kept for them."""
+    script = QUICK_EXIT.format(module="fpa_export.cli.sample", args=[])
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "t"), "profiled", "--version"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [f"fpa-sample {PACKAGE_VERSION}", "atexit ran", "teardown ran"]

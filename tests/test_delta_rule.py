@@ -80,3 +80,18 @@ def test_updates_and_partial_sums_add_up_to_the_canvas():
     for t in range(5):  # each partial sum is the reference canvas of the first t+1 steps
         expected = reference_canvas(keys[0, :t + 1].numpy(), values[0, :t + 1].numpy(), lrs[0, :t + 1].numpy())
         np.testing.assert_allclose(partials[0, t].numpy(), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("lr_width", [1, 5])
+def test_sampling_in_place_and_the_autograd_form_give_the_same_bits(lr_width):
+    """Without autograd the writes fill one buffer in place (delta_rule_writes); with it (training) they
+    are concatenated. Both are the same products on the same numbers."""
+    keys, values, lrs = (t.float() for t in random_instructions(7, 9, 5, lr_width, seed=3))
+    with torch.inference_mode():
+        in_place = delta_rule_writes(keys, values, lrs)
+    trained = keys.clone().requires_grad_()
+    functional = delta_rule_writes(trained, values, lrs)
+    assert functional.grad_fn is not None and in_place.grad_fn is None
+    assert torch.equal(in_place, functional.detach())
+    functional.sum().backward()  # the autograd form still trains
+    assert trained.grad is not None and torch.isfinite(trained.grad).all()

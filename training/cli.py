@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from fpa_export.common.cli import HELP_OPTIONS, friendly_errors, version_option
+from fpa_export.common.cli import HELP_OPTIONS, Group, friendly_errors, version_option
 from fpa_export.common.devices import device_option
 from .options import AUG_TYPES
 
@@ -159,7 +159,7 @@ def _report(out: str, result: dict) -> None:
     click.echo(f"Trained to step {result['step']}{best}{skipped}: checkpoints in {out}/ (latest.pt, best.pt)")
 
 
-class _DefaultGroup(click.Group):
+class _DefaultGroup(Group):
     """`fpa-train OPTIONS` runs the `fpa` command; `fpa-train unet OPTIONS` the U-Net stage."""
 
     def parse_args(self, ctx, args):

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
-from fpa_export.common.cli import UserError, friendly_errors, version_option
+from fpa_export.common.cli import Group, UserError, friendly_errors, version_option
 from fpa_export.export.options import DEFAULT_MAX_BATCH, DEFAULT_OPSET, EXPORTERS, GRAPHS, LSTM_MODES
 
 CHECKPOINT = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @version_option("fpa-export")
 def main():
     """Export Fast Weight Painter checkpoints to ONNX and TensorRT.

@@ -5,11 +5,11 @@ import json
 
 import click
 
-from ..common.cli import friendly_errors, version_option
+from ..common.cli import Command, friendly_errors, version_option
 from fpa_export.common.devices import device_option
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @version_option("fpa-fd")
 @click.argument("a")
 @click.argument("b", required=False)

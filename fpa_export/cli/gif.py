@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from fpa_export.common.cli import UserError, friendly_errors, version_option
+from fpa_export.common.cli import Command, UserError, friendly_errors, version_option
 from fpa_export.common.devices import device_option
 from fpa_export.runtime.names import PRECISIONS
 
@@ -14,7 +14,7 @@ MODES = ("partial", "updates", "both")  # = painting.layout.MODES (a test checks
 DEFAULT_GIF = Path("painting.gif")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @version_option("fpa-gif")
 @click.argument("model", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--seed", type=click.IntRange(0), default=None, help="One seed  [default: 0]")

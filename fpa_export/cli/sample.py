@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fpa_export.common.cli import UserError, friendly_errors, version_option
+from fpa_export.common.cli import Command, UserError, friendly_errors, version_option
 from fpa_export.common.devices import device_option
 from fpa_export.runtime.names import BACKENDS, PRECISIONS, SAMPLE_FORMATS as FORMATS
 
@@ -65,7 +65,7 @@ def stats_command(image_dir, out, write_folder, model, image_format, jpeg_qualit
                f"{','.join(map(str, stats.seeds))}{note}) to {out}")
 
 
-class _SampleWithStats(click.Command):
+class _SampleWithStats(Command):
     """`fpa-sample [MODEL] [OPTIONS]` samples; `fpa-sample stats …` runs the statistics command."""
 
     def make_context(self, info_name, args, parent=None, **extra):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..common.cli import friendly_errors, version_option
+from ..common.cli import Group, friendly_errors, version_option
 
 
 def _layers(text: str) -> list[str]:
@@ -62,7 +62,7 @@ def _output(command: str, out, gif, frames, duration, scale):
                   scale=scale)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @version_option("fpa-vis")
 def main():
     """Deep visualisation with UNTRAINED VGG-19 networks (He, Wang & Hopcroft 2016).

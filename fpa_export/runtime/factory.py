@@ -14,8 +14,9 @@ torch otherwise — torch with CUDA graphs on a GPU, torch with low-precision we
 fastest measured for those, docs/SAMPLING.md), and torch for painting steps. A checkpoint given to
 onnxruntime is exported once into the content-keyed cache (`runtime.cache`).
 
-A low-precision torch sampler is verified before it is returned: the probe batch is painted in fp32
-and in the low precision (`runtime.precision.probe`); beyond the tolerance, PrecisionError.
+A low-precision torch sampler is verified before it is returned: the probe batch is painted in the low
+precision and compared with fp32 (`runtime.precision.probe`; the fp32 half is kept by content after
+the first run, `runtime.probe_reference`); beyond the tolerance, PrecisionError.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from fpa_export.common.optional import available
 from .base import Sampler
 from .modelfile import ModelLike, kind_of, open_model
 from .names import BACKENDS, PURPOSES
-from .precision import PrecisionError, check_name, check_precision, probe, record
+from .precision import PrecisionError, check_name, check_precision, paint_reference, probe, record
 
 CPU_ONNX_LSTM = "op"  # on the CPU, onnxruntime runs its fused LSTM op faster than the unrolled cell
 
@@ -124,7 +125,10 @@ def _torch_sampler(source, device: str, precision: str, cuda_graphs: Optional[bo
     sampler = TorchSampler(source.generator, device, cuda_graphs=cuda_graphs, compile=compile,
                            precision=precision)
     if precision != "fp32":
-        reference = TorchSampler(source.generator, device)
+        from .probe_reference import cached_reference
+
+        reference = cached_reference(source.sha256(), device_type(device),
+                                     lambda: paint_reference(TorchSampler(source.generator, device)))
         sampler.precision_record = record(precision, probe(sampler, reference, precision))
     return sampler
 

@@ -9,8 +9,8 @@ Where: bf16 on a CUDA device or on a CPU with bf16 instructions (avx512_bf16 or 
 time); fp16 on CUDA only. Anything else is refused with one line naming what is missing, because an
 emulated bf16 on a CPU without those instructions is slower than fp32 and gains nothing.
 
-The probe: `PROBE_IMAGES` images from a fixed latent draw are painted in fp32 and in the requested
-precision; the sampler is used only if at least 99 % of the uint8 pixel values agree within 2 levels
+The probe: `PROBE_IMAGES` images from a fixed latent draw are painted in fp32 (kept by content after
+the first run: `runtime.probe_reference`) and in the requested precision (on every run); the sampler is used only if at least 99 % of the uint8 pixel values agree within 2 levels
 and the mean difference is at most 0.5 level (non-finite images always fail).
 """
 from __future__ import annotations
@@ -96,19 +96,33 @@ def agreement(reference, images) -> dict:
             "max_levels": int(diff.max())}
 
 
-def probe(low_sampler, reference_sampler, precision: str) -> dict:
-    """Paint the probe batch with both samplers; return the figures, or PrecisionError beyond the
-    tolerance (or on a non-finite image)."""
+def paint_reference(reference_sampler):
+    """The fp32 sampler's uint8 images of the probe latents (the half `runtime.probe_reference` keeps)."""
     import torch
 
     from fpa_export.common.images import to_uint8
 
-    z = probe_latents(reference_sampler.latent_size)
     with torch.inference_mode():
-        reference, low = reference_sampler(z), low_sampler(z)
+        return to_uint8(reference_sampler(probe_latents(reference_sampler.latent_size)))
+
+
+def probe(low_sampler, reference, precision: str) -> dict:
+    """Paint the probe batch with `low_sampler` and compare it with `reference` — the fp32 sampler, or
+    its uint8 probe images already painted (`paint_reference`); return the figures, or PrecisionError
+    beyond the tolerance (or on a non-finite image)."""
+    import numpy as np
+    import torch
+
+    from fpa_export.common.images import to_uint8
+
+    if not isinstance(reference, (torch.Tensor, np.ndarray)):
+        reference = paint_reference(reference)
+    reference = torch.as_tensor(reference)
+    with torch.inference_mode():
+        low = low_sampler(probe_latents(low_sampler.latent_size))
     if not bool(torch.isfinite(low).all()):
         raise PrecisionError(f"--precision {precision}: the probe batch gave non-finite pixels; use fp32")
-    figures = agreement(to_uint8(reference), to_uint8(low))
+    figures = agreement(reference, to_uint8(low))
     if figures["within_2_levels"] < MIN_WITHIN or figures["mean_levels"] > MAX_MEAN_LEVELS:
         raise PrecisionError(
             f"--precision {precision} is too far from fp32 for this model: "
