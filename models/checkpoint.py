@@ -95,9 +95,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         config = FPAConfig.from_dict(ckpt["config"])
     except (ConfigError, TypeError) as err:
         raise CheckpointError(f"{path}: invalid config: {err}") from None
-    generator = FPAGenerator(config)
+    with torch.device("meta"):  # the weights come from the file: no initialisation to pay for
+        generator = FPAGenerator(config, initialise=False)
     _check_state_dict(generator, ckpt["state_dict"], path)
-    generator.load_state_dict(ckpt["state_dict"])
+    weights = {key: value.to(torch.float32, copy=True) for key, value in ckpt["state_dict"].items()}
+    generator.load_state_dict(weights, assign=True)  # the module's own copies, float32
     return generator.to(device).eval(), ckpt
 
 

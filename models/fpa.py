@@ -35,7 +35,8 @@ class Painting:
 class FPAGenerator(nn.Module):
     """The painter. `forward(z)` maps z (B, latent_size) to images (B, C, S, S) in [-1, 1]."""
 
-    def __init__(self, config: FPAConfig):
+    def __init__(self, config: FPAConfig, initialise: bool = True):
+        """`initialise=False` skips the official initialisation (for weights about to be loaded)."""
         super().__init__()
         self.config = config
         c = config
@@ -53,7 +54,8 @@ class FPAGenerator(nn.Module):
         if c.unet is not None:
             from .unet import UNet
             self.unet = UNet(c.unet)
-        self.reset_parameters()
+        if initialise:
+            self.reset_parameters()
 
     @property
     def latent_size(self) -> int:

@@ -137,3 +137,13 @@ def test_under_a_profiler_a_program_run_exits_normally(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == [f"fpa-sample {PACKAGE_VERSION}", "atexit ran", "teardown ran"]
+
+
+def test_a_program_run_collects_garbage_less_often():
+    from fpa_export.common.cli import GC_THRESHOLDS
+
+    code = ("import atexit, gc; atexit.register(lambda: print(*gc.get_threshold()))\n"
+            "from fpa_export.cli.sample import main; main(['--version'])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == " ".join(map(str, GC_THRESHOLDS))
