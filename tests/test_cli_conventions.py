@@ -99,6 +99,9 @@ class Teardown:
 keep = Teardown()  # a module global: only the interpreter's teardown deletes it
 atexit.register(lambda: print("atexit ran", flush=True))
 threading.Thread(target=lambda: (time.sleep(0.3), out.write_text("done"))).start()
+from concurrent.futures import ThreadPoolExecutor
+idle = ThreadPoolExecutor(1)  # never shut down: its idle worker must not keep the process alive
+idle.submit(int).result()
 if len(sys.argv) > 2:
     sys.setprofile(lambda *args: None)
 from {module} import main

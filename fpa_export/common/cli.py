@@ -57,10 +57,14 @@ class Group(_EndsProcess, click.Group):
 
 def end_process(code=0) -> None:
     """Exit now with `code` (as `sys.exit` reads it) once other threads, `atexit` and stdio are done."""
-    current = threading.current_thread()
-    for thread in threading.enumerate():
-        if thread is not current and not thread.daemon:
-            thread.join()
+    shutdown = getattr(threading, "_shutdown", None)  # CPython's own first exit step
+    if shutdown is not None and threading.current_thread() is threading.main_thread():
+        shutdown()  # threading's exit hooks (idle executor workers told to stop), then joins the rest
+    else:
+        current = threading.current_thread()
+        for thread in threading.enumerate():
+            if thread is not current and not thread.daemon:
+                thread.join()
     if code is None:
         status = 0
     elif isinstance(code, int):
