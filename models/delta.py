@@ -28,14 +28,15 @@ def delta_rule_writes(keys: torch.Tensor, values: torch.Tensor, lrs: torch.Tenso
     lrs: (N, T, r) with r = 1 or S, already squashed (sigmoid); lrs[:, 0] is ignored (step 1).
     Returns U: (N, T, S) with U[:, t] = u_t.
 
-    Sampling in eager mode (no autograd, no tracing or compiling) fills one preallocated (N, T, S)
-    buffer in place: the same products on the same numbers, without re-copying the t earlier writes at
-    every step (8 % of a bf16 forward of the paper-size model, 2-core CPU). Training, exports and
-    compiled graphs keep the functional form (`torch.cat`), which autograd and tracers need.
+    Sampling (eager, under `torch.inference_mode`, as every sampler runs) fills one preallocated
+    (N, T, S) buffer in place: the same products on the same numbers, without re-copying the t earlier
+    writes at every step (8 % of a bf16 forward of the paper-size model, 2-core CPU). Everything else
+    (training, a user's `no_grad` code, exports, compiled graphs, vmap) keeps the functional form
+    (`torch.cat`).
     """
     num_steps = keys.shape[1]
     gram = torch.bmm(keys, keys.transpose(1, 2))  # (N, T, T): gram[n, t, s] = k_t · k_s
-    if _eager_inference(keys, values, lrs):
+    if _eager_inference():
         writes = torch.empty_like(values)
         writes[:, :1] = values[:, :1]  # step 1 writes the value itself
         for t in range(1, num_steps):
@@ -51,12 +52,15 @@ def delta_rule_writes(keys: torch.Tensor, values: torch.Tensor, lrs: torch.Tenso
     return writes
 
 
-def _eager_inference(*tensors: torch.Tensor) -> bool:
-    """True when in-place writes are safe and seen by nobody: no autograd, no tracer, no compiler."""
-    if torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors):
+def _eager_inference() -> bool:
+    """True when in-place writes are safe and seen by nobody: inference mode (as every sampler runs),
+    no tracer, compiler, exporter or functorch transform (vmap, jvp)."""
+    if not torch.is_inference_mode_enabled():
         return False
+    transforms = getattr(torch._C, "_are_functorch_transforms_active", None)
     onnx = sys.modules.get("torch.onnx")  # not imported: no ONNX export (and sampling never imports it)
-    return not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+    return not ((transforms is not None and transforms()) or torch.jit.is_tracing()
+                or torch.jit.is_scripting() or torch.compiler.is_compiling()
                 or torch.compiler.is_exporting() or (onnx is not None and onnx.is_in_onnx_export()))
 
 

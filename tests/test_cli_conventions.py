@@ -87,8 +87,9 @@ def test_trunc_is_an_alias_of_truncation(command):
     assert "--trunc" in option.opts and "--truncation" in option.opts
 
 
-# A program run of a command (console script, `python -m`: `command()`) ends its process at once when
-# done (common.cli.end_process): threads joined and atexit run, the module teardown skipped.
+# A program run of a command (console script, `python -m`: `command()` reading sys.argv on the main
+# thread) ends its process at once when done (common.cli.end_process): threads joined and atexit run,
+# the module teardown skipped. Arguments: the thread's output file, "profiled" or "", the command line.
 QUICK_EXIT = """
 import atexit, os, sys, threading, time
 from pathlib import Path
@@ -102,51 +103,87 @@ threading.Thread(target=lambda: (time.sleep(0.3), out.write_text("done"))).start
 from concurrent.futures import ThreadPoolExecutor
 idle = ThreadPoolExecutor(1)  # never shut down: its idle worker must not keep the process alive
 idle.submit(int).result()
-if len(sys.argv) > 2:
+if sys.argv[2] == "profiled":
     sys.setprofile(lambda *args: None)
 from {module} import main
-main(sys.argv[3:] if len(sys.argv) > 3 else {args!r})
+sys.argv = ["prog", *sys.argv[3:]]
+main()
 """
+
+
+def _program(tmp_path, *args, module="fpa_export.cli.sample", profiled=False, stdout=subprocess.PIPE):
+    script = QUICK_EXIT.format(module=module)
+    return subprocess.run([sys.executable, "-c", script, str(tmp_path / "thread"),
+                           "profiled" if profiled else "", *args],
+                          stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_program_run_ends_its_process_at_once_after_threads_and_atexit(command, tmp_path):
     module = "fpa_export.training.cli" if command == "fpa-train" else f"fpa_export.cli.{MODULES[command]}"
-    script = QUICK_EXIT.format(module=module, args=["--version"])
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "thread")], capture_output=True,
-                            text=True, timeout=120)
+    result = _program(tmp_path, "--version", module=module)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == [f"{command} {PACKAGE_VERSION}", "atexit ran"]
     assert (tmp_path / "thread").read_text() == "done"  # the non-daemon thread finished first
 
 
 def test_a_program_run_keeps_its_exit_status_and_one_line_errors(tmp_path):
-    script = QUICK_EXIT.format(module="fpa_export.cli.sample", args=[])
-    run = lambda *args: subprocess.run([sys.executable, "-c", script, str(tmp_path / "t"), "", *args],
-                                       capture_output=True, text=True, timeout=120)
-    usage = subprocess.run([sys.executable, "-c", script, str(tmp_path / "t")], capture_output=True,
-                           text=True, timeout=120)  # no --n: a usage error
+    usage = _program(tmp_path)  # no --n: a usage error
     assert usage.returncode == 2 and "Missing option '--n'" in usage.stderr
     assert usage.stdout.splitlines() == ["atexit ran"]
-    user = run("--n", "3")  # no --outdir: one line, status 1
+    user = _program(tmp_path, "--n", "3")  # no --outdir: one line, status 1
     assert user.returncode == 1 and user.stderr.strip().splitlines() == [
         "Error: give --outdir (or --no-save with --reference-stats)"]
 
 
+def test_a_program_run_with_stdout_closed_still_succeeds(tmp_path):
+    result = _program(tmp_path, "--n", "2", "--outdir", str(tmp_path / "s"), "--backend", "torch",
+                      stdout=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-2000:]
+    closed = subprocess.run(f"{sys.executable} -m fpa_export.cli.sample --version >&-", shell=True,
+                            capture_output=True, text=True, timeout=120)
+    assert closed.returncode == 0, closed.stderr[-2000:]
+
+
 def test_under_a_profiler_a_program_run_exits_normally(tmp_path):
     """cProfile and coverage write their reports in the normal exit, so it is kept for them."""
-    script = QUICK_EXIT.format(module="fpa_export.cli.sample", args=[])
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "t"), "profiled", "--version"],
-                            capture_output=True, text=True, timeout=120)
+    result = _program(tmp_path, "--version", profiled=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == [f"fpa-sample {PACKAGE_VERSION}", "atexit ran", "teardown ran"]
 
 
-def test_a_program_run_collects_garbage_less_often():
+CALLED = """
+import threading
+from fpa_export.cli.sample import main
+for attempt in range(2):  # a script calling the command with arguments: click's SystemExit, no end
+    try:
+        main(["--version"])
+    except SystemExit as stop:
+        print("exit", stop.code, flush=True)
+worker = threading.Thread(target=main)  # sys.argv's command line, but not on the main thread
+worker.start(); worker.join()
+print("after", flush=True)
+"""
+
+
+def test_a_call_with_arguments_or_from_a_thread_does_not_end_the_process():
+    result = subprocess.run([sys.executable, "-c", CALLED], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    version = f"fpa-sample {PACKAGE_VERSION}"
+    assert result.stdout.splitlines() == [version, "exit 0", version, "exit 0", "after"]
+    assert "Missing option '--n'" in result.stderr  # the thread's run: click's usage error, then on
+
+
+@pytest.mark.parametrize("command, expected", [("fpa-sample", "GC_THRESHOLDS"), ("fpa-train", "default")])
+def test_a_program_run_collects_garbage_less_often_except_training(command, expected):
+    import gc
+
     from fpa_export.common.cli import GC_THRESHOLDS
 
-    code = ("import atexit, gc; atexit.register(lambda: print(*gc.get_threshold()))\n"
-            "from fpa_export.cli.sample import main; main(['--version'])")
+    module = "fpa_export.training.cli" if command == "fpa-train" else "fpa_export.cli.sample"
+    code = ("import atexit, gc, sys; atexit.register(lambda: print(*gc.get_threshold()))\n"
+            f"from {module} import main; sys.argv = ['prog', '--version']; main()")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.splitlines()[-1] == " ".join(map(str, GC_THRESHOLDS))
+    wanted = GC_THRESHOLDS if expected == "GC_THRESHOLDS" else gc.get_threshold()
+    assert result.stdout.splitlines()[-1] == " ".join(map(str, wanted))

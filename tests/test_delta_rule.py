@@ -95,3 +95,8 @@ def test_sampling_in_place_and_the_autograd_form_give_the_same_bits(lr_width):
     assert torch.equal(in_place, functional.detach())
     functional.sum().backward()  # the autograd form still trains
     assert trained.grad is not None and torch.isfinite(trained.grad).all()
+    with torch.no_grad():  # a user's no_grad code: the functional form, the same bits
+        assert torch.equal(delta_rule_writes(keys, values, lrs), in_place)
+    with torch.inference_mode():  # a transform inside inference mode keeps the functional form too
+        mapped = torch.func.vmap(delta_rule_writes)(keys[:, None], values[:, None], lrs[:, None])
+    assert torch.allclose(mapped[:, 0], in_place, atol=1e-6)

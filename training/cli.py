@@ -162,6 +162,8 @@ def _report(out: str, result: dict) -> None:
 class _DefaultGroup(Group):
     """`fpa-train OPTIONS` runs the `fpa` command; `fpa-train unet OPTIONS` the U-Net stage."""
 
+    gc_thresholds = None  # hours of training: Python's default garbage collection (common.cli)
+
     def parse_args(self, ctx, args):
         if not args or args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = ["fpa", *args]

@@ -5,14 +5,16 @@ error's class, once: the project's own `FpaError` (and its `MissingExtra`: an op
 install), a missing or unreadable file (`OSError`), and Ctrl-C. A bare `ValueError` or any other
 exception is a bug and keeps its traceback.
 
-Run as a program (a console script or `python -m`, which call the command object), a command ends its
-process as soon as it is done (`Command`, `Group`): other threads joined, `atexit` handlers run,
-stdout/stderr flushed, then `os._exit` with the command's status, skipping the interpreter's teardown
-of every imported module (0.15-0.3 s after `import torch`, measured: docs/SAMPLING.md). Every file a
-command writes is complete (atomic rename) before it returns, so nothing is lost. Under a profiler or
-tracer (cProfile, coverage) the process exits normally, so their reports are written; click's test
-runner calls `.main()` and is unaffected. A program run also collects cyclic garbage less often
-(`GC_THRESHOLDS`), which shortens the start-up of every command that imports torch.
+Run as a program (a console script or `python -m`: the command object called with no arguments, on
+the main thread, not interactively), a command ends its process as soon as it is done (`Command`,
+`Group`): other threads joined, `atexit` handlers run, stdout/stderr flushed, then `os._exit` with
+the command's status, skipping the interpreter's teardown of every imported module (0.15-0.3 s after
+`import torch`, measured: docs/SAMPLING.md). Every file a command writes is complete (atomic rename)
+before it returns, so nothing is lost. Under a profiler or tracer (cProfile, coverage; `sys.monitoring`
+tools on Python 3.12+) the process exits normally, so their reports are written. A call with arguments
+(`main(["--n", "4"])` in a script, a notebook or a thread) and click's test runner (`.main()`) return
+or raise as click does. A program run also collects cyclic garbage less often (`GC_THRESHOLDS`),
+which shortens the start-up of every command that imports torch.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import gc
 import os
 import sys
 import threading
+from typing import Optional
 
 import click
 
@@ -30,21 +33,44 @@ from .errors import FpaError
 
 # A program run collects cyclic garbage less often than Python's default (700, 10, 10): importing torch
 # allocates millions of objects and the default young-generation collections cost 0.05-0.09 s of its
-# 0.9 s (measured: docs/SAMPLING.md). Garbage is still collected, every 50,000 net allocations.
+# 0.9 s (measured: docs/SAMPLING.md). Garbage is still collected, every 50,000 net allocations. A
+# command class whose runs last hours (training) sets `gc_thresholds = None` and keeps the default.
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
 class _EndsProcess:
-    """Mixin for click commands: `command()` (how a program runs it) ends the process when done."""
+    """Mixin for click commands: run as a program, the command ends its process when done."""
+
+    gc_thresholds: Optional[tuple] = GC_THRESHOLDS
 
     def __call__(self, *args, **kwargs):
-        gc.set_threshold(*GC_THRESHOLDS)
+        if not _program_run(args, kwargs):
+            return super().__call__(*args, **kwargs)
+        if self.gc_thresholds:
+            gc.set_threshold(*self.gc_thresholds)
         try:
             return super().__call__(*args, **kwargs)
         except SystemExit as stop:  # click's standalone mode always ends with SystemExit
-            if sys.getprofile() is not None or sys.gettrace() is not None:
+            if _observed():
                 raise
             end_process(stop.code)
+
+
+def _program_run(args: tuple, kwargs: dict) -> bool:
+    """Is this call the program itself: the command line from sys.argv (a console script, `python -m`),
+    on the main thread, outside an interactive session? A call with arguments (a script, a notebook,
+    a thread) returns or raises as click does."""
+    return (not args and "args" not in kwargs and threading.current_thread() is threading.main_thread()
+            and not sys.flags.interactive and not hasattr(sys, "ps1"))
+
+
+def _observed() -> bool:
+    """A profiler, tracer or monitoring tool (cProfile, coverage) is active: it writes its report in
+    the normal exit, so the normal exit is kept."""
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)  # Python 3.12+: cProfile and coverage may use it
+    return monitoring is not None and any(monitoring.get_tool(tool) is not None for tool in range(6))
 
 
 class Command(_EndsProcess, click.Command):
@@ -56,9 +82,10 @@ class Group(_EndsProcess, click.Group):
 
 
 def end_process(code=0) -> None:
-    """Exit now with `code` (as `sys.exit` reads it) once other threads, `atexit` and stdio are done."""
+    """Exit now with `code` (as `sys.exit` reads it) once other threads, `atexit` and stdio are done.
+    Called on the main thread (`_program_run`)."""
     shutdown = getattr(threading, "_shutdown", None)  # CPython's own first exit step
-    if shutdown is not None and threading.current_thread() is threading.main_thread():
+    if shutdown is not None:
         shutdown()  # threading's exit hooks (idle executor workers told to stop), then joins the rest
     else:
         current = threading.current_thread()
@@ -74,9 +101,11 @@ def end_process(code=0) -> None:
         status = 1
     atexit._run_exitfuncs()  # CPython's own exit step: logging, weakref finalizers, temp folders
     for stream in (sys.stdout, sys.stderr):
+        if stream is None or getattr(stream, "closed", False):
+            continue  # no stream (fd closed at start) or closed by the program: nothing to flush
         try:
             stream.flush()
-        except (OSError, ValueError, AttributeError):  # closed or detached (a closed pipe, say)
+        except OSError:  # a closed pipe, a full disk
             if stream is sys.stdout and status == 0:
                 status = 120  # what Python itself exits with when stdout cannot be flushed
     os._exit(status & 0xFF)
