@@ -84,8 +84,8 @@ def test_updates_and_partial_sums_add_up_to_the_canvas():
 
 @pytest.mark.parametrize("lr_width", [1, 5])
 def test_sampling_in_place_and_the_autograd_form_give_the_same_bits(lr_width):
-    """Without autograd the writes fill one buffer in place (delta_rule_writes); with it (training) they
-    are concatenated. Both are the same products on the same numbers."""
+    """Under inference mode (sampling) the writes fill one buffer in place (delta_rule_writes); elsewhere
+    (training, no_grad, vmap) they are concatenated. Both are the same products on the same numbers."""
     keys, values, lrs = (t.float() for t in random_instructions(7, 9, 5, lr_width, seed=3))
     with torch.inference_mode():
         in_place = delta_rule_writes(keys, values, lrs)

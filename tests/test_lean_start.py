@@ -14,7 +14,7 @@ PROBE = """
 import json, sys
 from fpa_export.cli.{command} import main
 try:
-    main.main({args!r}, prog_name="x")  # `main(...)` would end the process when done (common.cli)
+    main({args!r}, prog_name="x")
 except SystemExit as exit:
     code = exit.code
 print(json.dumps({{"code": code, "modules": sorted(sys.modules)}}))

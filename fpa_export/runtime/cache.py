@@ -86,11 +86,15 @@ def _subfolders(folder: Path):
     return [Path(e.path) for e in _entries(folder) if e.is_dir(follow_symlinks=False)]
 
 
-def entry_name(sha256: str, graph: str, lstm: str, exporter: str, fp16: bool) -> str:
+def version_tag() -> str:
+    """The package version as it appears in entry names (`v<version>`, file-name safe)."""
     from fpa_export.common.version import PACKAGE_VERSION
 
-    version = re.sub(r"[^A-Za-z0-9.]+", "_", str(PACKAGE_VERSION))
-    return f"{sha256[:20]}-{graph}-{lstm}-{exporter}-{'fp16' if fp16 else 'fp32'}-v{version}"
+    return "v" + re.sub(r"[^A-Za-z0-9.]+", "_", str(PACKAGE_VERSION))
+
+
+def entry_name(sha256: str, graph: str, lstm: str, exporter: str, fp16: bool) -> str:
+    return f"{sha256[:20]}-{graph}-{lstm}-{exporter}-{'fp16' if fp16 else 'fp32'}-{version_tag()}"
 
 
 def cached_graph(checkpoint: Path, sha256: str, graph: str = "image", lstm: str = "op",

@@ -10,8 +10,9 @@ time); fp16 on CUDA only. Anything else is refused with one line naming what is 
 emulated bf16 on a CPU without those instructions is slower than fp32 and gains nothing.
 
 The probe: `PROBE_IMAGES` images from a fixed latent draw are painted in fp32 (kept by content after
-the first run: `runtime.probe_reference`) and in the requested precision (on every run); the sampler is used only if at least 99 % of the uint8 pixel values agree within 2 levels
-and the mean difference is at most 0.5 level (non-finite images always fail).
+the first run: `runtime.probe_reference`) and in the requested precision (on every run); the sampler
+is used only if at least 99 % of the uint8 pixel values agree within 2 levels and the mean difference
+is at most 0.5 level (non-finite images always fail).
 """
 from __future__ import annotations
 

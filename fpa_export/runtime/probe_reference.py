@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-import re
 from typing import Callable, Optional
 
 import numpy as np
 
-from .cache import cache_dir
+from .cache import cache_dir, version_tag
 from .precision import PROBE_IMAGES, PROBE_SEED
 
 ARRAY_NAME = "reference.npy"
@@ -34,10 +33,7 @@ RECORD_NAME = "reference.json"
 
 
 def entry_folder(sha256: str, device_kind: str, root: Optional[Path] = None) -> Path:
-    from fpa_export.common.version import PACKAGE_VERSION
-
-    version = re.sub(r"[^A-Za-z0-9.]+", "_", str(PACKAGE_VERSION))
-    return Path(root or cache_dir()) / f"{sha256[:20]}-probe-{device_kind}-v{version}"
+    return Path(root or cache_dir()) / f"{sha256[:20]}-probe-{device_kind}-{version_tag()}"
 
 
 def cached_reference(sha256: str, device_kind: str, paint: Callable[[], np.ndarray]) -> np.ndarray:
