@@ -13,7 +13,7 @@ import functools
 import torch
 
 from fpa_export.common.errors import FpaError
-from fpa_export.models import FPAGenerator
+from fpa_export.models import FPAGenerator, fold_step_input
 from .base import Sampler
 from .precision import torch_dtype
 
@@ -30,8 +30,10 @@ class TorchSampler(Sampler):
         self.config = generator.config
         self.device = device
         self.precision = precision
-        # low precision: the weights are cast; FPAGenerator keeps activations, delta rule, tanh in fp32
-        self.generator = copy.deepcopy(generator).to(device=device, dtype=torch_dtype(precision)).eval()
+        # low precision: the step input is folded into the LSTM (models.fold; fp32 keeps its exact bits)
+        # and the weights are cast; FPAGenerator keeps activations, delta rule and tanh in fp32
+        own = copy.deepcopy(generator) if precision == "fp32" else fold_step_input(generator)
+        self.generator = own.to(device=device, dtype=torch_dtype(precision)).eval()
         unrolled = cuda_graphs or compile  # straight-line kernels capture and compile best
         forward = functools.partial(self.generator, unrolled=unrolled)
         self._forward = torch.compile(forward, dynamic=False) if compile else forward
