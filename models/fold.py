@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 
-import torch
 from torch import nn
 
 from .fpa import FPAGenerator
