@@ -23,9 +23,11 @@ def load_generator(path: Optional[str | os.PathLike] = None, device: str | torch
     `path=None` loads the embedded default model. `precision` "bf16"/"fp16" casts the weights (the
     LSTM and projections then run in that precision; the delta rule and final tanh stay fp32); a
     device that cannot run it is refused with one line (`runtime.precision.check_precision`). Unlike
-    the samplers, this generator is not probed against fp32. The parameters do not require grad unless
-    `requires_grad=True`, so `gen(z).clamp(0, 1).numpy()` works as it is. Raises
-    `models.CheckpointError` with a one-line message for anything that is not a valid checkpoint.
+    the samplers, this generator is not probed against fp32 and keeps the checkpoint's own layers (the
+    samplers fold the step input into the LSTM in low precision, `models.fold`). The parameters do
+    not require grad unless `requires_grad=True`, so `gen(z).clamp(0, 1).numpy()` works as it is.
+    Raises `models.CheckpointError` with a one-line message for anything that is not a valid
+    checkpoint.
     """
     from fpa_export.runtime.precision import check_precision, torch_dtype
 
