@@ -44,8 +44,10 @@ def fold_step_input(generator: FPAGenerator) -> FPAGenerator:
     params = {name: param.detach().clone() for name, param in lstm.named_parameters()}
     dtype = lstm.weight_ih_l0.dtype
     params["weight_ih_l0"] = (weight_ih @ step.weight.detach().double()).to(dtype)
-    params["bias_ih_l0"] = (lstm.bias_ih_l0.detach().double() + weight_ih @ step.bias.detach().double()).to(dtype)
+    params["bias_ih_l0"] = (lstm.bias_ih_l0.detach().double()
+                            + weight_ih @ step.bias.detach().double()).to(dtype)
     fused.load_state_dict(params, assign=True)
+    fused.requires_grad_(lstm.weight_hh_l0.requires_grad)
     folded.lstm = fused.train(lstm.training)
     folded.step_input = nn.Identity()
     return folded

@@ -61,3 +61,10 @@ def test_only_the_low_precision_sampler_folds():
         images = bf16(z)
         assert images.dtype == torch.float32
         assert (images - generator(z)).abs().max() < 0.05  # bf16 rounding, not another model
+
+
+def test_the_fold_keeps_whether_the_weights_require_grad():
+    generator = make_generator(8)
+    assert all(p.requires_grad for p in fold_step_input(generator).lstm.parameters())
+    generator.requires_grad_(False)
+    assert not any(p.requires_grad for p in fold_step_input(generator).lstm.parameters())
