@@ -15,7 +15,7 @@ _LAZY = {  # name → the module (importing torch) that defines it
     **dict.fromkeys(("canvas_from_writes", "delta_rule", "delta_rule_writes", "partial_sums",
                      "rank_one_updates"), "delta"),
     **dict.fromkeys(("FPAGenerator", "Painting"), "fpa"),
-    **dict.fromkeys(("can_fold", "fold_step_input"), "fold"),
+    "fold_step_input": "fold",
     **dict.fromkeys(("CheckpointError", "load_checkpoint", "make_checkpoint", "read_checkpoint",
                      "save_checkpoint"), "checkpoint"),
     **dict.fromkeys(("describe", "describe_config"), "summary"),
@@ -36,7 +36,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "ConfigError", "FPAConfig", "UNetConfig", "FPAGenerator", "Painting", "can_fold", "fold_step_input",
+    "ConfigError", "FPAConfig", "UNetConfig", "FPAGenerator", "Painting", "fold_step_input",
     "delta_rule", "delta_rule_writes", "canvas_from_writes", "rank_one_updates", "partial_sums",
     "CheckpointError", "PACKAGE_VERSION", "default_checkpoint_path", "describe", "load_checkpoint", "make_checkpoint",
     "read_checkpoint", "save_checkpoint",
