@@ -182,6 +182,25 @@ def test_load_generator_precision_and_no_grad(model, bf16_cpu):
         load_generator(path, precision="fp16")
 
 
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_low_precision_projection_is_one_matrix_product(requires_grad):
+    """The key/value projection on the LSTM's (transposed) output is one product of the whole batch,
+    however the weights were loaded: no batched product over a per-image copy of the weight (what
+    torch's matmul does on that view when the weight needs no grad, a quarter of a bf16 batch)."""
+    from torch.profiler import profile
+
+    generator = make_generator(5).to(torch.bfloat16).requires_grad_(requires_grad)
+    z = _z(4).to(torch.bfloat16)
+    out_features, hidden = generator.kvb.weight.shape
+    with torch.inference_mode(), profile(record_shapes=True) as trace:
+        generator(z)
+    shapes = [(e.key, e.input_shapes) for e in trace.key_averages(group_by_input_shape=True)]
+    projections = [s for key, s in shapes if key in ("aten::mm", "aten::addmm")
+                   and [hidden, out_features] in s]
+    per_image = [s for key, s in shapes if key == "aten::bmm" and [4, hidden, out_features] in s]
+    assert projections and not per_image, shapes
+
+
 def test_cpu_flags_are_read_from_cpuinfo(monkeypatch, tmp_path):
     P.cpu_bf16_flags.cache_clear()
     text = "processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 avx2\n"
