@@ -111,3 +111,55 @@ def test_digest_memo_skips_rehashing_until_the_file_changes(tmp_path, monkeypatc
     assert digest.file_sha256(target, memo_dir=tmp_path) != first and len(calls) == 2
     (tmp_path / digest.MEMO_NAME).write_text("{not json")
     assert digest.file_sha256(target, memo_dir=tmp_path) == real(target)  # a broken memo is ignored
+
+
+def test_a_rewrite_with_size_and_mtime_put_back_is_hashed_again(tmp_path):
+    """`cp` over a file then `touch -r` (or `cp -p`): same size and mtime, new content."""
+    target, other = tmp_path / "m.bin", tmp_path / "other.bin"
+    target.write_bytes(b"a" * 1000)
+    other.write_bytes(b"b" * 1000)
+    first = digest.file_sha256(target, memo_dir=tmp_path)
+    stat = target.stat()
+    time.sleep(0.01)
+    target.write_bytes(other.read_bytes())  # in place: same inode, same size
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the old mtime put back
+    assert target.stat().st_mtime_ns == stat.st_mtime_ns
+    assert digest.file_sha256(target, memo_dir=tmp_path) == digest.sha256_of(other) != first
+
+
+def test_a_damaged_entry_is_exported_again_not_used(checkpoint, exports):
+    """Bytes overwritten inside the cached graph (its sidecar then records another sha256, and the
+    graph's own record no longer matches its contents): the entry is exported again."""
+    first = _paint(checkpoint)
+    graph = exports[0]
+    data = bytearray(graph.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 400] = bytes(400)
+    graph.write_bytes(bytes(data))
+    assert torch.equal(_paint(checkpoint), first)
+    assert len(exports) == 2 and graph.read_bytes() != bytes(data)
+
+
+def test_an_unwritable_cache_is_still_read_from_its_replacement(checkpoint, monkeypatch, tmp_path):
+    """What went to the temp folder that replaced an unwritable cache is found there next time: the
+    graph's record (no checkpoint load, no torch import) and the probe's fp32 reference."""
+    import numpy as np
+
+    from fpa_export.runtime import probe_reference
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("FPA_EXPORT_CACHE", str(blocker / "cache"))
+    monkeypatch.setattr(cache.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    _paint(checkpoint)
+    sha = digest.file_sha256(checkpoint)
+    assert cache.known_export(sha)["config"]["image_size"] == 8
+    painted = []
+
+    def paint():
+        painted.append(1)
+        return np.zeros((probe_reference.PROBE_IMAGES, 1, 8, 8), np.uint8)
+
+    first = probe_reference.cached_reference(sha, "cpu", paint)
+    assert np.array_equal(probe_reference.cached_reference(sha, "cpu", paint), first)
+    assert len(painted) == 1

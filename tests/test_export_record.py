@@ -99,6 +99,27 @@ def test_a_sidecar_of_another_graph_is_not_believed(exported, tmp_path):
     assert record["inputs"]["checkpoint_sha256"] == read_sidecar(b)["inputs"]["checkpoint_sha256"]
 
 
+@pytest.mark.parametrize("with_sidecar", [False, True])
+def test_a_graph_damaged_after_its_export_is_refused_in_one_line(exported, tmp_path, with_sidecar):
+    """Bytes overwritten inside the weights: neither the sidecar (another sha256) nor the record in
+    the graph (another payload) vouches for it, so it is refused, by name, instead of painting
+    wrong images."""
+    from fpa_export.export.onnx_meta import GraphModified, PAYLOAD_KEY
+    from fpa_export.runtime import make_sampler
+
+    _, _, path = exported
+    assert len(read_metadata(path)[PAYLOAD_KEY]) == 64
+    damaged = _without_sidecar(path, tmp_path, "damaged.onnx")
+    if with_sidecar:
+        sidecar_path(damaged).write_text(sidecar_path(path).read_text())
+    data = bytearray(damaged.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 200] = bytes(200)
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(GraphModified, match="damaged.onnx: the graph's contents are not the ones"):
+        make_sampler(str(damaged), backend="onnx")
+
+
 @pytest.mark.parametrize("text", [
     "[" * 100_000,                                  # RecursionError in json
     '{"inputs": [1, 2], "config": 3}',              # AttributeError / TypeError
@@ -137,9 +158,17 @@ def test_a_truncated_export_loses_its_record(exported, tmp_path):
 def test_onnxruntime_load_failure_is_one_line(exported, tmp_path):
     from fpa_export.runtime import make_sampler
 
+    from fpa_export.export.onnx_meta import GraphModified, PAYLOAD_KEY
+
     model = onnx.load(str(exported[2]))
     model.graph.node[0].op_type = "NoSuchOperator"  # the record stays, the graph cannot load
     broken = tmp_path / "broken.onnx"
+    broken.write_bytes(model.SerializeToString())
+    with pytest.raises(GraphModified):  # edited after its export: refused before onnxruntime sees it
+        make_sampler(str(broken), backend="onnx")
+    kept = [entry for entry in model.metadata_props if entry.key != PAYLOAD_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)  # as a graph of an earlier version, which records no payload
     broken.write_bytes(model.SerializeToString())
     with pytest.raises(ExportError, match="onnxruntime cannot load it") as info:
         sampler = make_sampler(str(broken), backend="onnx")

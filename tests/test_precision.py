@@ -5,6 +5,7 @@ query (`runtime.precision.cpu_bf16_flags`) — torch still computes bf16 correct
 """
 from __future__ import annotations
 
+import copy
 import pathlib
 
 import json
@@ -180,6 +181,21 @@ def test_load_generator_precision_and_no_grad(model, bf16_cpu):
     assert low.kvb.weight.dtype == torch.bfloat16 and low(_z()).dtype == torch.float32
     with pytest.raises(PrecisionError, match="CUDA"):
         load_generator(path, precision="fp16")
+
+
+def test_a_generator_cast_to_low_precision_is_refused_by_samplers(model, tmp_path):
+    """Its images would be recorded as fp32 without a probe: a sampler wants the fp32 generator and a
+    precision, which it verifies."""
+    from fpa_export.runtime import make_sampler
+    from fpa_export.sampling import SampleRun, sample_folder
+
+    _, generator = model
+    low = copy.deepcopy(generator).to(torch.bfloat16)
+    with pytest.raises(PrecisionError, match=r"weights are torch.bfloat16.*precision='bf16'"):
+        make_sampler(low, backend="torch")
+    with pytest.raises(PrecisionError):
+        sample_folder(SampleRun(tmp_path / "out", n=4), model=low, backend="torch", progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("requires_grad", [False, True])

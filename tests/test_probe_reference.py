@@ -58,12 +58,22 @@ def test_a_torn_stale_or_foreign_entry_is_painted_again(damage):
     assert R.cached_reference(SHA, "cpu", paint)[0, 0, 0, 0] == 5 and paint.calls == 1  # rewritten
 
 
-def test_a_cache_that_cannot_be_written_is_no_error(private_cache):
+def test_a_cache_that_cannot_be_written_is_no_error(private_cache, tmp_path, monkeypatch):
+    """Kept in the temp folder that replaces the cache (as graphs are); painted each time, with no
+    error, when that cannot be written either."""
+    from fpa_export.runtime import cache
+
     private_cache.parent.mkdir(parents=True, exist_ok=True)
     private_cache.write_text("a file where the cache folder should be")
+    monkeypatch.setattr(cache.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     paint = Painter()
     assert R.cached_reference(SHA, "cpu", paint).shape[0] == PROBE_IMAGES
+    assert R.cached_reference(SHA, "cpu", paint).shape[0] == PROBE_IMAGES and paint.calls == 1
+    assert list((tmp_path / "tmp").glob(f"fpa-export-cache-*/{SHA[:20]}-probe-cpu-*/{R.ARRAY_NAME}"))
+    (tmp_path / "tmp").rename(tmp_path / "moved")
+    (tmp_path / "tmp").write_text("no folder here either")
     assert R.cached_reference(SHA, "cpu", paint).shape[0] == PROBE_IMAGES and paint.calls == 2
+    assert R.cached_reference(SHA, "cpu", paint).shape[0] == PROBE_IMAGES and paint.calls == 3
 
 
 def test_a_bf16_sampler_paints_the_fp32_reference_only_on_its_first_run(tmp_path, monkeypatch):

@@ -137,6 +137,22 @@ def test_prints_what_it_chose_in_one_line(checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     chosen = [line for line in result.output.splitlines() if line.startswith("Using ")]
     assert chosen == ["Using torch-cpu, fp32, 1 painting + 2 writing threads, PNG compress level 0"]  # 8×8 images: stored
+    result = CliRunner().invoke(main, [checkpoint, "--n", "3", "--outdir", str(tmp_path / "j"),
+                                       "--backend", "torch", "--threads", "1", "--workers", "2",
+                                       "--format", "jpg", "--jpeg-quality", "80"])
+    chosen = [line for line in result.output.splitlines() if line.startswith("Using ")]
+    assert chosen == ["Using torch-cpu, fp32, 1 painting + 2 writing threads, JPEG quality 80"]
+
+
+def test_a_graph_with_another_backend_is_one_short_line(checkpoint, tmp_path):
+    from fpa_export.export import export_onnx
+
+    graph = export_onnx(checkpoint, tmp_path / "g.onnx", exporter="torchscript").path
+    result = CliRunner().invoke(main, [str(graph), "--n", "3", "--outdir", str(tmp_path / "o"),
+                                       "--backend", "torch"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip() == f"Error: {graph}: a .onnx file runs only with backend='onnx'"
+    assert not (tmp_path / "o").exists()
 
 
 def test_stats_writes_the_paper_real_folder_for_fid_tools(tmp_path):

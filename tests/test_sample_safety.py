@@ -181,3 +181,39 @@ def test_samples_json_names_onnxruntime_when_it_ran(model, tmp_path):
     report = sample_folder(_run(folder), model=model, backend="onnx", progress=False)
     versions = json.loads((folder / "samples.json").read_text())["versions"]
     assert report.backend == "onnxruntime-cpu" and versions.get("onnxruntime")
+
+
+def test_shards_write_one_folder_side_by_side_and_overwrite_waits_for_them(model, tmp_path):
+    folder = tmp_path / "shards"
+    sample_folder(_run(folder, shard=(0, 2)), model=model, backend="torch", progress=False)
+    with folder_lock(folder, "sample folder", shared=True):  # shard 0/2 still writing elsewhere
+        report = sample_folder(_run(folder, shard=(1, 2)), model=model, backend="torch", progress=False)
+        assert report.written == 3
+        before = _snapshot(folder)
+        result = CliRunner().invoke(sample_main, [str(model), "--n", "6", "--outdir", str(folder),
+                                                  "--backend", "torch", "--overwrite"])
+        _one_line(result, f"being written by process {os.getpid()}")
+        assert _snapshot(folder) == before
+    assert sorted(p.name for p in folder.glob("*.png")) == [f"{i:06d}.png" for i in range(6)]
+
+
+def test_overwriting_one_shard_with_another_run_never_mixes_the_folder(model, tmp_path):
+    folder = tmp_path / "mixed"
+    sample_folder(_run(folder), model=model, backend="torch", progress=False)
+    sample_folder(_run(folder, shard=(1, 2), seed=5, overwrite=True), model=model, backend="torch",
+                  progress=False)
+    assert json.loads((folder / "samples.json").read_text())["seed"] == 5
+    assert sorted(p.name for p in folder.glob("*.png")) == [f"{i:06d}.png" for i in (1, 3, 5)]
+    other = tmp_path / "reference"
+    sample_folder(_run(other, seed=5), model=model, backend="torch", progress=False)
+    for name in ("000001.png", "000003.png", "000005.png"):
+        assert (folder / name).read_bytes() == (other / name).read_bytes()
+
+
+def test_a_rerun_of_one_shard_with_overwrite_keeps_the_other_shards(model, tmp_path):
+    folder = tmp_path / "redo"
+    sample_folder(_run(folder), model=model, backend="torch", progress=False)
+    kept = (folder / "000000.png").stat().st_ino
+    report = sample_folder(_run(folder, shard=(1, 2), overwrite=True), model=model, backend="torch",
+                           progress=False)
+    assert report.written == 3 and (folder / "000000.png").stat().st_ino == kept

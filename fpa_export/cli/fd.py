@@ -50,6 +50,7 @@ def main(a, b, seeds, n, resolution, sample_seed, save_stats, batch_size, device
     Examples:
       fpa-fd data/faces --save-stats faces.npz          # reference statistics, once
       fpa-fd faces.npz model.pt --n 5000                # a model against them
+      fpa-fd faces.npz model.pt --n 5000 --precision bf16   # its samples painted in bf16
       fpa-fd real/ fake/ --seeds 0-2 --size 64 --json
     """
     from ..fd import metric as fd

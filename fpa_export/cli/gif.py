@@ -63,6 +63,7 @@ def main(model, seed, seeds, index, out, mode, fps, scale, hold_last_ms, columns
       fpa-gif                                        # painting.gif of the default model, seed 0
       fpa-gif model.pt --seeds 0-7 -o paint.gif --mode both
       fpa-gif model.pt --seed 3 --grid steps.png     # the paper's 2×T step grid only
+      fpa-gif model.pt --seeds 0-3 --precision bf16  # painted in bf16, verified against fp32
       fpa-gif model-steps.onnx --seeds 0-3 --fps 12 --scale 4 --mp4 paint.mp4
     """
     from fpa_export.painting import PaintingJob, open_painter, render_painting

@@ -183,8 +183,9 @@ def _announce(choice: dict, summary: str) -> None:
     threads, PNG level)."""
     click.echo(f"Model {summary}", err=True)
     click.echo(f"Using {choice['backend']}, {choice['precision']}, {choice['painting_threads']} "
-               f"painting + {choice['writing_threads']} writing threads, PNG compress level "
-               f"{choice['png_compress_level']}", err=True)
+               f"painting + {choice['writing_threads']} writing threads, "
+               + (f"PNG compress level {choice['png_compress_level']}" if "png_compress_level" in choice
+                  else f"JPEG quality {choice['jpeg_quality']}"), err=True)
 
 
 def _score_only(model, run, backend, device, reference_stats):

@@ -1,7 +1,9 @@
 """One advisory lock per output folder: a second writer is refused with one line and touches nothing.
 
-    with folder_lock(outdir, "sample folder"):
+    with folder_lock(outdir, "sample folder"):               # alone (a run folder, --overwrite)
         ...write into outdir...
+    with folder_lock(outdir, "sample folder", shared=True):  # beside other shared holders (shards)
+        ...write this shard's files...
 
 The lock is an `flock` on the folder itself (its directory file descriptor), so no lock file is left
 among the outputs: an FID tool reading a sample folder sees only images and `samples.json`. The kernel
@@ -42,14 +44,16 @@ def _holder(fd: int) -> Optional[int]:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Path]:
-    """Hold the folder's lock for the duration of the block (the folder is created if missing)."""
+def folder_lock(folder: str | os.PathLike, what: str = "folder", shared: bool = False) -> Iterator[Path]:
+    """Hold the folder's lock for the duration of the block (the folder is created if missing).
+    `shared`: writers that may work side by side (the shards of one sample folder) share the lock;
+    only an exclusive holder excludes them, and an exclusive lock is refused while any is held."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             pid = _holder(fd)
             who = f"process {pid}" if pid is not None else "another process"

@@ -7,18 +7,31 @@ whole record as JSON; a few short keys beside it for people browsing the file in
 its `doc_string` (a readable paragraph). Read back with a few lines of protobuf wire-format parsing
 that seek past the graph, so running an exported graph never imports onnx (start-up time) and never
 builds an onnxruntime session just to learn its config.
+
+Beside the record, `fpa_export.payload_sha256` is the sha256 of everything else in the file (every
+top-level field but doc_string and metadata_props, as stored): a graph that lost its sidecar can still
+show that its bytes are the ones exported (`payload_sha256`), so a graph damaged or edited after its
+export is not believed.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 from typing import BinaryIO, Optional
 
+from fpa_export.common.errors import FpaError
+
 RECORD_KEY = "fpa_export.record"
+PAYLOAD_KEY = "fpa_export.payload_sha256"
 DOC_STRING_FIELD = 6          # ModelProto.doc_string (onnx.proto)
 METADATA_FIELD = 14           # ModelProto.metadata_props: repeated StringStringEntryProto {1: key, 2: value}
 MAX_FIELD_BYTES = 16 << 20    # a metadata entry larger than this is not ours: treat the file as foreign
+
+
+class GraphModified(FpaError):
+    """An .onnx file whose contents changed after its export record was written into it."""
 
 
 class _Malformed(Exception):
@@ -36,10 +49,54 @@ def embed_record(model, record: dict) -> None:
         "fpa_export.verification": verification_summary(record.get("results", {})),
     }
     del model.metadata_props[:]
+    model.doc_string = ""
+    serialized = model.SerializeToString()  # the payload: every field but the two written here
+    props[PAYLOAD_KEY] = payload_sha256(io.BytesIO(serialized), len(serialized))
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     model.doc_string = describe(record)
+
+
+def payload_sha256(handle: BinaryIO, size: int) -> str:
+    """sha256 of the raw bytes of every top-level field of a serialized ModelProto except doc_string
+    and metadata_props, in file order: what `embed_record` records under PAYLOAD_KEY. `_Malformed` for
+    bytes that are not a protobuf message."""
+    digest = hashlib.sha256()
+    while handle.tell() < size:
+        start = handle.tell()
+        field, wire = _tag(handle)
+        if wire == 2:
+            length = _varint(handle)
+            if length > size - handle.tell():
+                raise _Malformed
+            end = handle.tell() + length
+        else:
+            _skip(handle, wire)
+            end = handle.tell()
+        if field in (DOC_STRING_FIELD, METADATA_FIELD):
+            handle.seek(end)
+            continue
+        handle.seek(start)
+        while handle.tell() < end:
+            block = handle.read(min(1 << 20, end - handle.tell()))
+            if not block:
+                raise _Malformed
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def payload_matches(path: str | os.PathLike, metadata: dict[str, str]) -> bool:
+    """True when the file's payload is the one its metadata records, or when it records none (graphs
+    of earlier versions); False for a graph changed after its export, or one that cannot be read."""
+    recorded = metadata.get(PAYLOAD_KEY)
+    if recorded is None:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return payload_sha256(handle, os.fstat(handle.fileno()).st_size) == recorded
+    except (OSError, _Malformed):
+        return False
 
 
 def verification_summary(results: dict) -> str:
@@ -79,11 +136,15 @@ def read_metadata(path: str | os.PathLike) -> Optional[dict[str, str]]:
         return None
 
 
-def read_embedded_record(path: str | os.PathLike) -> Optional[dict]:
-    """The record `embed_record` wrote into an .onnx file, or None (no record, or not valid JSON)."""
+def read_embedded_record(path: str | os.PathLike, check_payload: bool = False) -> Optional[dict]:
+    """The record `embed_record` wrote into an .onnx file, or None (no record, or not valid JSON).
+    `check_payload`: GraphModified when the rest of the file is not what was exported with it."""
     metadata = read_metadata(path)
     if not metadata or RECORD_KEY not in metadata:
         return None
+    if check_payload and not payload_matches(path, metadata):
+        raise GraphModified(f"{path}: the graph's contents are not the ones it was exported with "
+                            "(damaged or edited since); export it again")
     try:
         record = json.loads(metadata[RECORD_KEY])
     except (ValueError, RecursionError):

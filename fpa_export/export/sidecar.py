@@ -74,7 +74,9 @@ _RECORDS_KEPT = 32
 def read_export_record(path: str | os.PathLike) -> Optional[dict]:
     """What an exported file was built from: its sidecar when present, well-formed and recording this
     file's sha256; else, for an .onnx, the record embedded in its metadata (with "output" filled in
-    from the file as read and "record_source": "metadata"); None when neither exists.
+    from the file as read and "record_source": "metadata") once the file's other bytes are shown to be
+    the exported ones (`onnx_meta.payload_sha256`; `GraphModified`, one line, when they are not);
+    None when neither exists.
 
     Remembered for this process by the file's and the sidecar's identity (device, inode, size, mtime):
     a run that reads one graph's record several times hashes the graph once, and a file replaced since
@@ -108,7 +110,7 @@ def _read_export_record(path: Path) -> Optional[dict]:
         return None
     from .onnx_meta import read_embedded_record
 
-    record = read_embedded_record(path)
+    record = read_embedded_record(path, check_payload=True)  # GraphModified: one line
     if not _well_formed(record):
         return None
     output = {"sha256": digest, "bytes": path.stat().st_size}
@@ -142,7 +144,12 @@ def write_sidecar(artefact: str | os.PathLike, data: dict) -> Path:
 
 def reusable(artefact: str | os.PathLike, inputs: dict) -> Optional[dict]:
     """The existing sidecar when `artefact` was built from exactly `inputs` and is unchanged."""
-    record = read_export_record(artefact)  # checks the recorded sha256 against the file
+    from .onnx_meta import GraphModified
+
+    try:
+        record = read_export_record(artefact)  # checks the recorded sha256 against the file
+    except GraphModified:  # changed since its export: built again
+        return None
     if record is None or _normalised(record.get("inputs")) != _normalised(inputs):
         return None
     return record

@@ -163,7 +163,7 @@ def stats_of(source: Source, seeds: Sequence[int], resolution: int, n: int = 200
     else:
         sampler = open_sampler(source, backend, device)
         batches = model_batches(sampler, n, sample_seed, batch_size, resolution)
-        label = f"model {source.text}, {n} samples, sample seed {sample_seed}"
+        label = f"model {source.text}, {n} samples, sample seed {sample_seed}, {sampler.precision}"
     return compute_stats(batches, seeds=seeds, resolution=resolution, source=label, device=device)
 
 

@@ -8,7 +8,9 @@ so a copied or renamed checkpoint reuses its export, and a new package version e
 entry folder is locked (`folder_lock`) while it is exported: a second process exporting the same entry
 waits for the first and then reuses its file, so both succeed and one valid file remains. The graph is
 written atomically and its record (sidecar) after it; an entry is used only when the record's inputs
-match and the graph's sha256 is the one recorded, so an interrupted export is never used (it is redone).
+match and the graph's sha256 is the one recorded (or, without its sidecar, the graph's bytes are the
+ones its embedded record was written with), so an interrupted export or a damaged graph is never used
+(it is redone).
 
 The graph's record holds the checkpoint's config and one-line description (`describe`: step, EMA), so
 that with a filled cache a run learns both without loading the checkpoint — without importing torch
@@ -44,16 +46,32 @@ def cache_dir() -> Path:
 
 
 def usable_cache_dir() -> Path:
-    """`cache_dir()` when it can be written, else a per-user temp folder (one warning line)."""
+    """`cache_dir()` when it can be written, else a per-user temp folder (one warning line per run)."""
     wanted = cache_dir()
     if _writable(wanted):
         return wanted
-    fallback = Path(tempfile.gettempdir()) / f"fpa-export-cache-{os.getuid()}"
+    fallback = _fallback_dir()
     if not _writable(fallback):
         raise FpaError(f"{wanted}: the export cache cannot be written, nor {fallback}; set "
                        "FPA_EXPORT_CACHE to a writable folder")
-    sys.stderr.write(f"Warning: export cache {wanted} is not writable; using {fallback}\n")
+    if wanted not in _WARNED:
+        _WARNED.add(wanted)
+        sys.stderr.write(f"Warning: export cache {wanted} is not writable; using {fallback}\n")
     return fallback
+
+
+_WARNED: set = set()  # unwritable caches already warned about in this process
+
+
+def _fallback_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"fpa-export-cache-{os.getuid()}"
+
+
+def cache_roots() -> list[Path]:
+    """The folders a lookup reads, without creating anything: `cache_dir()`, then the temp folder that
+    replaces it when it cannot be written (`usable_cache_dir`), each only if it exists."""
+    roots = [cache_dir(), _fallback_dir()]
+    return [root for k, root in enumerate(roots) if root.is_dir() and root not in roots[:k]]
 
 
 def _writable(folder: Path) -> bool:
@@ -125,7 +143,8 @@ def known_export(sha256: str) -> Optional[dict]:
     """{"config": …, "describe": str or None} of a checkpoint with this digest, from any valid entry of
     the cache; None when the cache holds none (then the checkpoint itself must be read)."""
     prefix = f"{sha256[:20]}-"
-    for entry in sorted(_subfolders(cache_dir())):  # none when there is no cache folder
+    entries = [entry for root in cache_roots() for entry in sorted(_subfolders(root))]
+    for entry in entries:  # none when there is no cache folder
         record = _valid_record(entry / GRAPH_NAME, sha256) if entry.name.startswith(prefix) else None
         if record is not None:
             describe = record.get("describe")  # absent from records of older versions
@@ -137,9 +156,13 @@ def known_export(sha256: str) -> Optional[dict]:
 def _valid_record(out: Path, sha256: str) -> Optional[dict]:
     """The graph exists and its record (a sidecar that records the graph's own sha256, or the record
     embedded in it: `read_export_record`) names this checkpoint."""
+    from fpa_export.export.onnx_meta import GraphModified
     from fpa_export.export.sidecar import read_export_record
 
-    record = read_export_record(out)  # None for a missing file; "inputs" is a dict when well formed
+    try:
+        record = read_export_record(out)  # None for a missing file; "inputs" is a dict when well formed
+    except GraphModified:  # a damaged entry is exported again
+        return None
     return record if record is not None and record["inputs"].get("checkpoint_sha256") == sha256 else None
 
 

@@ -1,7 +1,9 @@
-"""sha256 of files, remembered by (path, size, mtime_ns) so a large checkpoint is not re-hashed each run.
+"""sha256 of files, remembered by (path, size, mtime_ns, inode, ctime_ns) so a large checkpoint is not
+re-hashed each run.
 
 The memo is a small JSON file in the export cache folder (`digests.json`); a file whose size or
-modification time changed is hashed again. The memo is an optimisation only: when it cannot be read or
+modification time changed is hashed again, and so is one rewritten or replaced with its old size and
+mtime put back (`cp -p`, `touch -r`, a coarse-mtime file system): that changes its inode or ctime. The memo is an optimisation only: when it cannot be read or
 written the digest is simply computed.
 """
 from __future__ import annotations
@@ -17,11 +19,11 @@ MEMO_LIMIT = 512   # entries kept (the most recent), so the memo stays small
 
 
 def file_sha256(path: str | os.PathLike, memo_dir: Path | None = None) -> str:
-    """The sha256 of `path`, from the memo when its size and mtime are those recorded there."""
+    """The sha256 of `path`, from the memo when its size, mtime, inode and ctime are those recorded."""
     path = Path(path)
     stat = path.stat()
     key = str(path.resolve())
-    stamp = [stat.st_size, stat.st_mtime_ns]
+    stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
     memo_path = _memo_path(memo_dir)
     memo = _read(memo_path)
     entry = memo.get(key)

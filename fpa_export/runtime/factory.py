@@ -50,8 +50,9 @@ def make_sampler(model: ModelLike = None, backend: str = "auto", device: str = "
     kind = kind_of(model)
     wanted = {"onnx": "onnx", "tensorrt": "trt"}.get(kind)
     if wanted and backend not in ("auto", wanted):
-        raise FpaError(f"{model}: a .{Path(str(model)).suffix.lstrip('.')} file runs only with "
-                       f"backend={wanted!r}")
+        name = getattr(model, "label", model)  # a path, or an opened ModelFile
+        raise FpaError(f"{name}: a .{Path(str(getattr(model, 'path', model))).suffix.lstrip('.')} "
+                       f"file runs only with backend={wanted!r}")
     source = open_model(model)
     if purpose is not None and wanted:
         _check_graph_purpose(source, purpose)
@@ -59,7 +60,8 @@ def make_sampler(model: ModelLike = None, backend: str = "auto", device: str = "
     precision = check_name(precision or native)
     if source.kind in ("onnx", "tensorrt") and precision != native:
         raise PrecisionError(f"{source.label} was exported in {native} and runs only in {native}; for "
-                             f"--precision {precision} pass the checkpoint it came from (or re-export)")
+                             f"--precision {precision} pass the checkpoint it came from"
+                             + (" (or export it with --fp16)" if precision == "fp16" else ""))
     if backend == "auto":
         backend = choose_backend(source.kind, purpose, device, precision)
     if backend == "torch":
@@ -120,6 +122,13 @@ def _torch_sampler(source, device: str, precision: str, cuda_graphs: Optional[bo
     from .torch_backend import TorchSampler
 
     check_precision(precision, device)
+    if source.kind == "generator":
+        weights = source.generator.kvb.weight.dtype
+        if str(weights) != "torch.float32":  # a sampler casts fp32 weights itself, probing the result
+            low = {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(weights), "bf16")
+            raise PrecisionError(f"this generator's weights are {weights}; a sampler needs the fp32 "
+                                 f"generator (load_generator() without precision) and precision="
+                                 f"'{low}', so that it can verify the result against fp32")
     if cuda_graphs is None:
         cuda_graphs = device_type(device) == "cuda" and not compile
     sampler = TorchSampler(source.generator, device, cuda_graphs=cuda_graphs, compile=compile,

@@ -108,10 +108,10 @@ class ModelFile:
     def _known(self) -> Optional[dict]:
         """What the export cache knows of this checkpoint (config, description), looked up once."""
         if "known" not in self._cache:
-            from .cache import cache_dir, known_export
+            from .cache import cache_roots, known_export
 
             # no cache, nothing to know: then the checkpoint is not even hashed here
-            self._cache["known"] = known_export(self.sha256()) if cache_dir().is_dir() else None
+            self._cache["known"] = known_export(self.sha256()) if cache_roots() else None
         return self._cache["known"]
 
     @property
@@ -185,7 +185,10 @@ def _source_digest(record: dict) -> Optional[str]:
     if record.get("onnx"):
         from fpa_export.export.sidecar import read_export_record
 
-        graph = read_export_record(Path(record["onnx"])) or {}
+        try:
+            graph = read_export_record(Path(record["onnx"])) or {}
+        except FpaError:  # the graph changed since the engine was built: the engine's record stands
+            return None
         return (graph.get("inputs") or {}).get("checkpoint_sha256")
     return None
 

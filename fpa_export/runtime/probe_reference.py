@@ -25,7 +25,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .cache import cache_dir, version_tag
+from fpa_export.common.errors import FpaError
+
+from .cache import cache_dir, cache_roots, usable_cache_dir, version_tag
 from .precision import PROBE_IMAGES, PROBE_SEED
 
 ARRAY_NAME = "reference.npy"
@@ -39,13 +41,17 @@ def entry_folder(sha256: str, device_kind: str, root: Optional[Path] = None) -> 
 def cached_reference(sha256: str, device_kind: str, paint: Callable[[], np.ndarray]) -> np.ndarray:
     """The uint8 fp32 probe images of the weights with digest `sha256` on `device_kind`: from the cache
     when a valid entry holds them, else `paint()` (then kept for the next run)."""
-    folder = entry_folder(sha256, device_kind)
     wanted = _inputs(sha256, device_kind)
-    found = _read(folder, wanted)
-    if found is not None:
-        return found
+    for root in cache_roots():  # the cache, or the temp folder that replaces an unwritable one
+        found = _read(entry_folder(sha256, device_kind, root), wanted)
+        if found is not None:
+            return found
     images = np.ascontiguousarray(paint(), dtype=np.uint8)
-    _write(folder, wanted, images)
+    try:
+        root = usable_cache_dir()
+    except FpaError:
+        return images  # nowhere to keep it: the reference was painted and is right, only not kept
+    _write(entry_folder(sha256, device_kind, root), wanted, images)
     return images
 
 

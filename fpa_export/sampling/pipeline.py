@@ -170,17 +170,22 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
     manifest.add_run(wanted, sampler)
     level = png_level(image_shape(source.config.image_size, source.config.channels))
     choice = {"backend": sampler.name, "precision": sampler.precision, "painting_threads": threads,
-              "writing_threads": workers, "png_compress_level": level}
+              "writing_threads": workers}
+    if run.image_format == "png":
+        choice["png_compress_level"] = level
+    else:
+        choice["jpeg_quality"] = run.jpeg_quality
     created = not outdir.exists()
     start = time.perf_counter()
     # exits in reverse: the pool finishes the batch in flight, then the folder is closed and unlocked
     with torch_threads(runtime_threads if device_type(device) == "cpu" else None), \
-            folder_lock(outdir, "sample folder"), SampleFiles(outdir) as files, \
+            folder_lock(outdir, "sample folder", shared=not run.overwrite), SampleFiles(outdir) as files, \
             ThreadPoolExecutor(workers, thread_name_prefix="fpa-sample-write") as pool:
         try:
             has_files = bool(existing_files(outdir))
-            record = manifest.merge(manifest.read(outdir), wanted, run.overwrite, has_files)
-            _remove_leftovers(outdir, run)
+            old = manifest.read(outdir)
+            record = manifest.merge(old, wanted, run.overwrite, has_files)
+            _remove_leftovers(outdir, run, every_shard=run.overwrite and _differs(old, wanted, has_files))
             owned = shard_indices(run.n, run.shard)
             todo, count, broken, have = _plan(outdir, owned, run.image_format, source.config, pool,
                                               workers)
@@ -269,16 +274,27 @@ def torch_threads(count: Optional[int]):
         torch.set_num_threads(previous)
 
 
-def _remove_leftovers(outdir: Path, run: SampleRun) -> None:
+def _differs(old: Optional[dict], new: dict, has_files: bool) -> bool:
+    """Would the folder's files (with manifest `old`) be refused by a run of `new` without --overwrite?"""
+    try:
+        manifest.merge(old, new, overwrite=False, has_files=has_files)
+    except manifest.FolderMismatch:
+        return True
+    return False
+
+
+def _remove_leftovers(outdir: Path, run: SampleRun, every_shard: bool = False) -> None:
     """Temporary files of this shard's indices from an interrupted run; with --overwrite, every sample
-    file of this shard's indices (other shards clean their own)."""
+    file of this shard's indices (other shards clean their own), or with `every_shard` (the folder
+    held another model, seed or precision: --overwrite holds it alone) every sample file, so a folder
+    never mixes the old run's files with the new one's."""
     first, count = run.shard
     for index, path in stale_temporaries(outdir):
         if index % count == first:
             path.unlink(missing_ok=True)
     if run.overwrite:
         for index, names in existing_files(outdir).items():
-            if index % count == first:
+            if every_shard or index % count == first:
                 for name in names:
                     (outdir / name).unlink(missing_ok=True)
 
