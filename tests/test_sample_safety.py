@@ -217,3 +217,25 @@ def test_a_rerun_of_one_shard_with_overwrite_keeps_the_other_shards(model, tmp_p
     report = sample_folder(_run(folder, shard=(1, 2), overwrite=True), model=model, backend="torch",
                            progress=False)
     assert report.written == 3 and (folder / "000000.png").stat().st_ino == kept
+
+
+def test_a_shard_of_another_run_that_began_meanwhile_is_refused_before_writing(model, tmp_path,
+                                                                                monkeypatch):
+    """Two shards of different runs start on a fresh folder at once (they share its lock): the one
+    whose first batch comes second finds the other's samples.json and stops, writing nothing."""
+    folder = tmp_path / "race"
+    real = pipeline.iter_samples
+
+    def other_run_begins_meanwhile(*args, **kwargs):
+        monkeypatch.setattr(pipeline, "iter_samples", real)  # the other run paints as usual
+        for number, batch in enumerate(real(*args, **kwargs)):
+            if number == 0:
+                sample_folder(_run(folder, shard=(0, 2), seed=9), model=model, backend="torch",
+                              progress=False)
+            yield batch
+
+    monkeypatch.setattr(pipeline, "iter_samples", other_run_begins_meanwhile)
+    with pytest.raises(FolderMismatch, match="seed"):
+        sample_folder(_run(folder, shard=(1, 2)), model=model, backend="torch", progress=False)
+    assert json.loads((folder / "samples.json").read_text())["seed"] == 9
+    assert sorted(p.name for p in folder.glob("*.png")) == [f"{i:06d}.png" for i in (0, 2, 4)]

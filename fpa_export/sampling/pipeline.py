@@ -194,7 +194,8 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
             # closing: on any error the painters are cancelled and joined before the folder is unlocked
             with closing(iter_samples(sampler, todo, run.seed, run.batch_size, run.truncation,
                                       painters)) as painted:
-                batches = _first_batch_then(painted, lambda: _begin(outdir, record, choice, on_start))
+                batches = _first_batch_then(painted, lambda: _begin(outdir, record, choice, on_start,
+                                                                    run.overwrite))
                 written = _write_all(pool, workers, files, batches, run, total=count,
                                      progress=progress)
         except BaseException:
@@ -233,8 +234,12 @@ def _verify(outdir: Path, have: set[int], run: SampleRun, sampler, painters: int
     verify_existing(outdir, sorted(have), paint, run.image_format, run.jpeg_quality)
 
 
-def _begin(outdir: Path, record: dict, choice: dict, on_start) -> None:
-    """The run is known valid (its first batch is painted): write the manifest, announce the choice."""
+def _begin(outdir: Path, record: dict, choice: dict, on_start, overwrite: bool) -> None:
+    """The run is known valid (its first batch is painted): write the manifest, announce the choice.
+    A shard checks the folder's manifest once more first (FolderMismatch, nothing written): another
+    shard's run of another model may have begun since (the shards share the folder's lock)."""
+    if not overwrite:  # --overwrite holds the folder alone
+        record = manifest.merge(manifest.read(outdir), record, overwrite=False)
     manifest.write(outdir, record)
     if on_start is not None:
         on_start(choice)
