@@ -314,3 +314,24 @@ def test_reuse_restores_a_missing_sidecar_from_the_embedded_record(exported, tmp
     assert again.reused and again.sidecar.is_file()
     assert json.loads(again.sidecar.read_text())["inputs"]["checkpoint_sha256"] == \
         json.loads((path.parent / (path.name + ".json")).read_text())["inputs"]["checkpoint_sha256"]
+
+
+def test_an_edited_embedded_record_is_refused_too(exported, tmp_path):
+    """The record is what gets believed: changing the image size inside it is a modified graph."""
+    from fpa_export.export.onnx_meta import GraphModified
+    from fpa_export.runtime import make_sampler
+
+    _, generator, path = exported
+    data = path.read_bytes()
+    size = generator.config.image_size
+    edited = data.replace(f'"image_size": {size},'.encode(), f'"image_size": {size + 1},'.encode(), 1)
+    assert edited != data and len(edited) == len(data)
+    for with_sidecar in (False, True):
+        target = tmp_path / f"edited{with_sidecar}.onnx"
+        target.write_bytes(edited)
+        if with_sidecar:
+            sidecar_path(target).write_text(sidecar_path(path).read_text())
+        with pytest.raises(GraphModified):
+            make_sampler(str(target), backend="onnx")
+        again = export_onnx(exported[0], target, exporter="torchscript")
+        assert not again.reused and read_export_record(target)["config"]["image_size"] == size

@@ -191,8 +191,13 @@ def test_a_generator_cast_to_low_precision_is_refused_by_samplers(model, tmp_pat
 
     _, generator = model
     low = copy.deepcopy(generator).to(torch.bfloat16)
-    with pytest.raises(PrecisionError, match=r"weights are torch.bfloat16.*precision='bf16'"):
+    with pytest.raises(PrecisionError, match=r"has torch.bfloat16 weights.*precision='bf16'"):
         make_sampler(low, backend="torch")
+    partly = copy.deepcopy(generator)
+    partly.lstm.to(torch.float16)  # the rest stays fp32
+    with pytest.raises(PrecisionError, match=r"has torch.float16 weights.*precision='fp16'"):
+        make_sampler(partly, backend="torch")
+    make_sampler(copy.deepcopy(generator).double(), backend="torch")  # fp64 paints in fp32, as before
     with pytest.raises(PrecisionError):
         sample_folder(SampleRun(tmp_path / "out", n=4), model=low, backend="torch", progress=False)
     assert not (tmp_path / "out").exists()

@@ -239,3 +239,22 @@ def test_a_shard_of_another_run_that_began_meanwhile_is_refused_before_writing(m
         sample_folder(_run(folder, shard=(1, 2)), model=model, backend="torch", progress=False)
     assert json.loads((folder / "samples.json").read_text())["seed"] == 9
     assert sorted(p.name for p in folder.glob("*.png")) == [f"{i:06d}.png" for i in (0, 2, 4)]
+
+
+def test_of_two_runs_racing_for_a_fresh_folder_one_claims_it(model, tmp_path, monkeypatch):
+    """Both read "no samples.json"; the second to create it finds the first's and is refused."""
+    from fpa_export.sampling import manifest
+
+    folder = tmp_path / "claim"
+    folder.mkdir()
+    first = dict(manifest.build({"sha256": "a" * 64, "precision": "fp32"}, {}, seed=0, n=4,
+                                image_format="png", jpeg_quality=None, truncation=1.0), backends=["x"])
+    second = dict(first, seed=1)
+    assert manifest.claim(folder, first)["seed"] == 0
+    real, calls = manifest.read, []
+    monkeypatch.setattr(manifest, "read", lambda f: calls.append(1) or (None if len(calls) == 1 else real(f)))
+    with pytest.raises(FolderMismatch, match="seed"):
+        manifest.claim(folder, second)  # read "none", lost the race to create it, then compared
+    assert len(calls) == 2 and json.loads((folder / "samples.json").read_text())["seed"] == 0
+    monkeypatch.setattr(manifest, "read", real)
+    assert manifest.claim(folder, dict(first, backends=["y"]))["backends"] == ["x", "y"]

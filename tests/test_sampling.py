@@ -103,6 +103,31 @@ def test_same_files_for_batch_sizes_backends_and_shards(model, tmp_path):
     assert report.written == 1 and report.manifest["backends"] == ["onnxruntime-cpu", "torch-cpu"]
 
 
+DEAD_PID = 4_194_999  # above Linux's largest pid_max (2**22): never a live process
+
+
+def test_a_live_writers_temporary_is_left_alone(model, tmp_path):
+    """Another process of the same shard is writing it (two runs of one shard both paint identical
+    files): only a dead writer's temporaries are removed."""
+    import subprocess
+    import sys
+
+    path, _ = model
+    folder = tmp_path / "live"
+    folder.mkdir()
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = folder / f".000002.png.{writer.pid}.tmp"
+        live.write_bytes(b"being written")
+        sample_folder(_run(folder), model=path, backend="torch", progress=False)
+        assert live.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+    sample_folder(_run(folder), model=path, backend="torch", progress=False)
+    assert not live.exists()
+
+
 def test_resume_after_deleted_and_truncated_files(model, tmp_path):
     path, _ = model
     folder = tmp_path / "resume"
@@ -112,7 +137,7 @@ def test_resume_after_deleted_and_truncated_files(model, tmp_path):
     (folder / "000005.png").unlink()
     data = (folder / "000003.png").read_bytes()
     (folder / "000003.png").write_bytes(data[: len(data) // 2])
-    (folder / ".000004.png.999.tmp").write_bytes(b"half")  # left by a killed run
+    (folder / f".000004.png.{DEAD_PID}.tmp").write_bytes(b"half")  # left by a killed run
     report = sample_folder(_run(folder, batch_size=2), model=path, backend="torch", progress=False)
     assert (report.written, report.skipped, report.regenerated) == (3, N - 3, 1)
     assert {p.name: p.read_bytes() for p in folder.glob("*.png")} == before

@@ -102,7 +102,9 @@ class _SampleWithStats(Command):
               help="Write only indices i with i % N == I (run N processes into one folder); env: "
                    "I/N from $RANK/$WORLD_SIZE (torchrun), and --device cuda means cuda:$LOCAL_RANK.")
 @click.option("--overwrite", is_flag=True,
-              help="Replace a folder made with another model, seed or format (this shard's files).")
+              help="Replace a folder made with another model, seed, precision or format (all its "
+                   "images; the same run: this shard's). Needs the folder to itself: rerun the "
+                   "shards of a changed run one after another, or into a new folder.")
 @click.option("--verify", is_flag=True,
               help="On resume, also repaint a spread of up to 32 existing files and compare them (by "
                    "default files are only checked to decode at the right size).")

@@ -16,8 +16,10 @@ from typing import Any
 TEMP_SUFFIX = ".tmp"
 
 
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call `write(file_object)` on a temporary file beside `path`, fsync it, then rename over `path`."""
+def atomic_write(path: str | os.PathLike, write, exclusive: bool = False) -> Path:
+    """Call `write(file_object)` on a temporary file beside `path`, fsync it, then rename over `path`.
+    `exclusive`: only if `path` does not exist yet (a hard link, which fails with FileExistsError when
+    another process got there first), so of two such writers exactly one succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
@@ -29,22 +31,28 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """`data` to `path`, atomically."""
-    return atomic_write(path, lambda handle: handle.write(data))
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, exclusive: bool = False) -> Path:
+    """`data` to `path`, atomically (`exclusive`: see `atomic_write`)."""
+    return atomic_write(path, lambda handle: handle.write(data), exclusive)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, *, sort_keys: bool = True, indent: int = 2) -> Path:
-    """`obj` as indented JSON (one trailing newline) to `path`, atomically."""
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, sort_keys: bool = True, indent: int = 2,
+                      exclusive: bool = False) -> Path:
+    """`obj` as indented JSON (one trailing newline) to `path`, atomically (`exclusive`: see
+    `atomic_write`)."""
     text = json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n"
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    return atomic_write_bytes(path, text.encode("utf-8"), exclusive)
 
 
 def check_writable(out: str | os.PathLike, what: str = "output") -> None:

@@ -8,10 +8,10 @@ its `doc_string` (a readable paragraph). Read back with a few lines of protobuf 
 that seek past the graph, so running an exported graph never imports onnx (start-up time) and never
 builds an onnxruntime session just to learn its config.
 
-Beside the record, `fpa_export.payload_sha256` is the sha256 of everything else in the file (every
-top-level field but doc_string and metadata_props, as stored): a graph that lost its sidecar can still
-show that its bytes are the ones exported (`payload_sha256`), so a graph damaged or edited after its
-export is not believed.
+Last, `fpa_export.payload_sha256` is the sha256 of everything else in the file as stored (every
+top-level field, the record included, but the readable doc_string): a graph that lost its sidecar can
+still show that its bytes and its record are the ones exported (`payload_sha256`), so a graph or a
+record damaged or edited after its export is not believed.
 """
 from __future__ import annotations
 
@@ -49,19 +49,19 @@ def embed_record(model, record: dict) -> None:
         "fpa_export.verification": verification_summary(record.get("results", {})),
     }
     del model.metadata_props[:]
-    model.doc_string = ""
-    serialized = model.SerializeToString()  # the payload: every field but the two written here
-    props[PAYLOAD_KEY] = payload_sha256(io.BytesIO(serialized), len(serialized))
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     model.doc_string = describe(record)
+    serialized = model.SerializeToString()  # the payload: everything but doc_string and this entry
+    entry = model.metadata_props.add()
+    entry.key, entry.value = PAYLOAD_KEY, payload_sha256(io.BytesIO(serialized), len(serialized))
 
 
 def payload_sha256(handle: BinaryIO, size: int) -> str:
-    """sha256 of the raw bytes of every top-level field of a serialized ModelProto except doc_string
-    and metadata_props, in file order: what `embed_record` records under PAYLOAD_KEY. `_Malformed` for
-    bytes that are not a protobuf message."""
+    """sha256 of the raw bytes of every top-level field of a serialized ModelProto, in file order,
+    except doc_string and the PAYLOAD_KEY entry of metadata_props (the record is included): what
+    `embed_record` records under PAYLOAD_KEY. `_Malformed` for bytes that are not a protobuf message."""
     digest = hashlib.sha256()
     while handle.tell() < size:
         start = handle.tell()
@@ -74,8 +74,15 @@ def payload_sha256(handle: BinaryIO, size: int) -> str:
         else:
             _skip(handle, wire)
             end = handle.tell()
-        if field in (DOC_STRING_FIELD, METADATA_FIELD):
+        if field == DOC_STRING_FIELD:
             handle.seek(end)
+            continue
+        if field == METADATA_FIELD and wire == 2:
+            if end - start > MAX_FIELD_BYTES:
+                raise _Malformed
+            data = handle.read(end - handle.tell())
+            if _entry(data)[0] != PAYLOAD_KEY:
+                digest.update(_bytes_at(handle, start, end))
             continue
         handle.seek(start)
         while handle.tell() < end:
@@ -84,6 +91,15 @@ def payload_sha256(handle: BinaryIO, size: int) -> str:
                 raise _Malformed
             digest.update(block)
     return digest.hexdigest()
+
+
+def _bytes_at(handle: BinaryIO, start: int, end: int) -> bytes:
+    """The bytes [start, end) of `handle`, leaving it at `end`."""
+    handle.seek(start)
+    data = handle.read(end - start)
+    if len(data) != end - start:
+        raise _Malformed
+    return data
 
 
 def payload_matches(path: str | os.PathLike, metadata: dict[str, str]) -> bool:
@@ -95,7 +111,7 @@ def payload_matches(path: str | os.PathLike, metadata: dict[str, str]) -> bool:
     try:
         with open(path, "rb") as handle:
             return payload_sha256(handle, os.fstat(handle.fileno()).st_size) == recorded
-    except (OSError, _Malformed):
+    except (OSError, _Malformed, UnicodeDecodeError):
         return False
 
 

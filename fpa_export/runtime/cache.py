@@ -51,7 +51,7 @@ def usable_cache_dir() -> Path:
     if _writable(wanted):
         return wanted
     fallback = _fallback_dir()
-    if not _writable(fallback):
+    if not _writable(fallback, mode=0o700):  # private: see `cache_roots`
         raise FpaError(f"{wanted}: the export cache cannot be written, nor {fallback}; set "
                        "FPA_EXPORT_CACHE to a writable folder")
     if wanted not in _WARNED:
@@ -71,12 +71,23 @@ def cache_roots() -> list[Path]:
     """The folders a lookup reads, without creating anything: `cache_dir()`, then the temp folder that
     replaces it when it cannot be written (`usable_cache_dir`), each only if it exists."""
     roots = [cache_dir(), _fallback_dir()]
-    return [root for k, root in enumerate(roots) if root.is_dir() and root not in roots[:k]]
+    return [root for k, root in enumerate(roots)
+            if root.is_dir() and root not in roots[:k] and (k == 0 or _owned_privately(root))]
 
 
-def _writable(folder: Path) -> bool:
+def _owned_privately(folder: Path) -> bool:
+    """The temp-dir replacement is read only when this user owns it and no one else may write it (in
+    a shared temp dir another user could have made it first)."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        st = folder.stat()
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+def _writable(folder: Path, mode: int = 0o777) -> bool:
+    try:
+        folder.mkdir(mode=mode, parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=folder)
         os.close(fd)
         os.unlink(probe)

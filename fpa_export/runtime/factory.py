@@ -123,12 +123,12 @@ def _torch_sampler(source, device: str, precision: str, cuda_graphs: Optional[bo
 
     check_precision(precision, device)
     if source.kind == "generator":
-        weights = source.generator.kvb.weight.dtype
-        if str(weights) != "torch.float32":  # a sampler casts fp32 weights itself, probing the result
-            low = {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(weights), "bf16")
-            raise PrecisionError(f"this generator's weights are {weights}; a sampler needs the fp32 "
+        low = {str(p.dtype) for p in source.generator.parameters()} & {"torch.bfloat16", "torch.float16"}
+        if low:  # a sampler casts fp32 weights itself, probing the result against fp32
+            name = {"torch.bfloat16": "bf16", "torch.float16": "fp16"}[sorted(low)[0]]
+            raise PrecisionError(f"this generator has {sorted(low)[0]} weights; a sampler needs the fp32 "
                                  f"generator (load_generator() without precision) and precision="
-                                 f"'{low}', so that it can verify the result against fp32")
+                                 f"'{name}', so that it can verify the result against fp32")
     if cuda_graphs is None:
         cuda_graphs = device_type(device) == "cuda" and not compile
     sampler = TorchSampler(source.generator, device, cuda_graphs=cuda_graphs, compile=compile,

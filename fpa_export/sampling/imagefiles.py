@@ -30,7 +30,7 @@ PNG_BLOCK = 4096   # bytes: the allocation block of common file systems (ext4, x
 PNG_OVERHEAD = 68  # bytes of a stored PNG (< 64 KiB) beyond its rows: signature, chunks, zlib frame
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NAME = re.compile(r"^(\d{6,})\.(png|jpg)$")
-TEMP = re.compile(r"^\.(\d{6,})\.(png|jpg)\.\d+\.tmp$")
+TEMP = re.compile(r"^\.(\d{6,})\.(png|jpg)\.(\d+)\.tmp$")  # index, format, pid of the writer
 
 
 def file_name(index: int, fmt: str) -> str:
@@ -179,8 +179,21 @@ def existing_files(folder: Path) -> dict[int, list[str]]:
 
 
 def stale_temporaries(folder: Path) -> list[tuple[int, Path]]:
-    """Temporary files left by an interrupted run: (index, path)."""
+    """Temporary files left by an interrupted run: (index, path). A file whose writer (the pid in its
+    name) is this process or another live process on this machine is being written, and not listed."""
     if not folder.is_dir():
         return []
     return [(int(m.group(1)), folder / entry.name) for entry in os.scandir(folder)
-            if (m := TEMP.match(entry.name))]
+            if (m := TEMP.match(entry.name)) and not _alive(int(m.group(3)))]
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # no signal sent: only whether the process exists
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid > 0  # exists, another user's (a PermissionError), or not a pid at all
+    return pid > 0

@@ -15,6 +15,7 @@ runs (they agree within one uint8 level) and are all listed.
 """
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 from typing import Optional
@@ -119,6 +120,34 @@ def merge(old: Optional[dict], new: dict, overwrite: bool, has_files: bool = Fal
 
 def write(folder: Path, manifest: dict) -> Path:
     return atomic_write_json(Path(folder) / MANIFEST, manifest)
+
+
+def claim(folder: Path, manifest: dict) -> dict:
+    """Write `manifest` as the folder's unless another run's is there (FolderMismatch, nothing
+    written); return what was written. For shards that share the folder: a manifest is created only
+    where none exists (one of two racing runs wins), else merged with the one found."""
+    for _ in range(CLAIM_ATTEMPTS):
+        found = read(folder)
+        if found is not None:
+            merged = merge(found, manifest, overwrite=False)
+            write(folder, merged)  # same identity: racing writers differ in their backends at most
+            return merged
+        try:
+            atomic_write_json(Path(folder) / MANIFEST, manifest, exclusive=True)
+            return manifest
+        except FileExistsError:
+            continue  # another run created it first: compare with that one
+        except OSError as error:
+            if error.errno not in LINK_UNSUPPORTED:
+                raise
+            write(folder, manifest)  # a file system without hard links: the check above only
+            return manifest
+    raise FolderMismatch(f"{Path(folder) / MANIFEST} exists but cannot be read as a file; remove it "
+                         "or pass --overwrite")
+
+
+CLAIM_ATTEMPTS = 10
+LINK_UNSUPPORTED = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK)
 
 
 def _difference(key: str, old, new) -> str:

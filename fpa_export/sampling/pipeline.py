@@ -236,11 +236,12 @@ def _verify(outdir: Path, have: set[int], run: SampleRun, sampler, painters: int
 
 def _begin(outdir: Path, record: dict, choice: dict, on_start, overwrite: bool) -> None:
     """The run is known valid (its first batch is painted): write the manifest, announce the choice.
-    A shard checks the folder's manifest once more first (FolderMismatch, nothing written): another
+    A shard claims the folder's manifest (`manifest.claim`; FolderMismatch, nothing written): another
     shard's run of another model may have begun since (the shards share the folder's lock)."""
-    if not overwrite:  # --overwrite holds the folder alone
-        record = manifest.merge(manifest.read(outdir), record, overwrite=False)
-    manifest.write(outdir, record)
+    if overwrite:  # --overwrite holds the folder alone
+        manifest.write(outdir, record)
+    else:
+        manifest.claim(outdir, record)
     if on_start is not None:
         on_start(choice)
 
