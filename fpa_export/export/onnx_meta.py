@@ -70,34 +70,28 @@ def payload_sha256(handle: BinaryIO, size: int) -> str:
             length = _varint(handle)
             if length > size - handle.tell():
                 raise _Malformed
-            end = handle.tell() + length
+            body, end = handle.tell(), handle.tell() + length
         else:
             _skip(handle, wire)
-            end = handle.tell()
+            body = end = handle.tell()
+        handle.seek(start)
         if field == DOC_STRING_FIELD:
             handle.seek(end)
-            continue
-        if field == METADATA_FIELD and wire == 2:
-            if end - start > MAX_FIELD_BYTES:
+        elif field == METADATA_FIELD and wire == 2:
+            if length > MAX_FIELD_BYTES:
                 raise _Malformed
-            data = handle.read(end - handle.tell())
-            if _entry(data)[0] != PAYLOAD_KEY:
-                digest.update(_bytes_at(handle, start, end))
-            continue
-        handle.seek(start)
-        while handle.tell() < end:
-            block = handle.read(min(1 << 20, end - handle.tell()))
-            if not block:
-                raise _Malformed
-            digest.update(block)
+            raw = _read_exactly(handle, end - start)  # tag, length and the entry, read once
+            if _entry(raw[body - start:])[0] != PAYLOAD_KEY:
+                digest.update(raw)
+        else:
+            while handle.tell() < end:  # the graph: tens of MB, hashed in blocks
+                digest.update(_read_exactly(handle, min(1 << 20, end - handle.tell())))
     return digest.hexdigest()
 
 
-def _bytes_at(handle: BinaryIO, start: int, end: int) -> bytes:
-    """The bytes [start, end) of `handle`, leaving it at `end`."""
-    handle.seek(start)
-    data = handle.read(end - start)
-    if len(data) != end - start:
+def _read_exactly(handle: BinaryIO, count: int) -> bytes:
+    data = handle.read(count)
+    if len(data) != count:
         raise _Malformed
     return data
 
@@ -152,13 +146,13 @@ def read_metadata(path: str | os.PathLike) -> Optional[dict[str, str]]:
         return None
 
 
-def read_embedded_record(path: str | os.PathLike, check_payload: bool = False) -> Optional[dict]:
-    """The record `embed_record` wrote into an .onnx file, or None (no record, or not valid JSON).
-    `check_payload`: GraphModified when the rest of the file is not what was exported with it."""
+def read_embedded_record(path: str | os.PathLike) -> Optional[dict]:
+    """The record `embed_record` wrote into an .onnx file, or None (no record, or not valid JSON);
+    GraphModified when the file is not what was exported with it (`payload_matches`)."""
     metadata = read_metadata(path)
     if not metadata or RECORD_KEY not in metadata:
         return None
-    if check_payload and not payload_matches(path, metadata):
+    if not payload_matches(path, metadata):
         raise GraphModified(f"{path}: the graph's contents are not the ones it was exported with "
                             "(damaged or edited since); export it again")
     try:

@@ -110,7 +110,7 @@ def _read_export_record(path: Path) -> Optional[dict]:
         return None
     from .onnx_meta import read_embedded_record
 
-    record = read_embedded_record(path, check_payload=True)  # GraphModified: one line
+    record = read_embedded_record(path)  # GraphModified (one line) for a changed graph
     if not _well_formed(record):
         return None
     output = {"sha256": digest, "bytes": path.stat().st_size}

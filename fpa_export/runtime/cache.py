@@ -70,9 +70,11 @@ def _fallback_dir() -> Path:
 def cache_roots() -> list[Path]:
     """The folders a lookup reads, without creating anything: `cache_dir()`, then the temp folder that
     replaces it when it cannot be written (`usable_cache_dir`), each only if it exists."""
-    roots = [cache_dir(), _fallback_dir()]
-    return [root for k, root in enumerate(roots)
-            if root.is_dir() and root not in roots[:k] and (k == 0 or _owned_privately(root))]
+    primary, fallback = cache_dir(), _fallback_dir()
+    roots = [primary] if primary.is_dir() else []
+    if fallback != primary and fallback.is_dir() and _owned_privately(fallback):
+        roots.append(fallback)
+    return roots
 
 
 def _owned_privately(folder: Path) -> bool:

@@ -3,8 +3,8 @@ re-hashed each run.
 
 The memo is a small JSON file in the export cache folder (`digests.json`); a file whose size or
 modification time changed is hashed again, and so is one rewritten or replaced with its old size and
-mtime put back (`cp -p`, `touch -r`, a coarse-mtime file system): that changes its inode or ctime. The memo is an optimisation only: when it cannot be read or
-written the digest is simply computed.
+mtime put back (`cp -p`, `touch -r`, a coarse-mtime file system): that changes its inode or ctime.
+The memo is an optimisation only: when it cannot be read or written the digest is simply computed.
 """
 from __future__ import annotations
 

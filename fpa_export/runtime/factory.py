@@ -122,13 +122,6 @@ def _torch_sampler(source, device: str, precision: str, cuda_graphs: Optional[bo
     from .torch_backend import TorchSampler
 
     check_precision(precision, device)
-    if source.kind == "generator":
-        low = {str(p.dtype) for p in source.generator.parameters()} & {"torch.bfloat16", "torch.float16"}
-        if low:  # a sampler casts fp32 weights itself, probing the result against fp32
-            name = {"torch.bfloat16": "bf16", "torch.float16": "fp16"}[sorted(low)[0]]
-            raise PrecisionError(f"this generator has {sorted(low)[0]} weights; a sampler needs the fp32 "
-                                 f"generator (load_generator() without precision) and precision="
-                                 f"'{name}', so that it can verify the result against fp32")
     if cuda_graphs is None:
         cuda_graphs = device_type(device) == "cuda" and not compile
     sampler = TorchSampler(source.generator, device, cuda_graphs=cuda_graphs, compile=compile,

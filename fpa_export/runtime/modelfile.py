@@ -183,11 +183,12 @@ def _source_digest(record: dict) -> Optional[str]:
     if inputs.get("checkpoint_sha256"):
         return inputs["checkpoint_sha256"]
     if record.get("onnx"):
+        from fpa_export.export.onnx_meta import GraphModified
         from fpa_export.export.sidecar import read_export_record
 
         try:
             graph = read_export_record(Path(record["onnx"])) or {}
-        except FpaError:  # the graph changed since the engine was built: the engine's record stands
+        except GraphModified:  # the graph changed since the engine was built: the engine's record stands
             return None
         return (graph.get("inputs") or {}).get("checkpoint_sha256")
     return None

@@ -15,7 +15,7 @@ import torch
 from fpa_export.common.errors import FpaError
 from fpa_export.models import FPAGenerator, fold_step_input
 from .base import Sampler
-from .precision import torch_dtype
+from .precision import PrecisionError, torch_dtype
 
 
 class TorchSampler(Sampler):
@@ -25,6 +25,7 @@ class TorchSampler(Sampler):
                  cuda_graphs: bool = False, compile: bool = False, max_graphs: int = 4,
                  precision: str = "fp32"):
         device = torch.device(device)
+        _check_fp32_weights(generator)
         if cuda_graphs and device.type != "cuda":
             raise FpaError("CUDA graphs need device='cuda'")
         self.config = generator.config
@@ -67,6 +68,17 @@ class TorchSampler(Sampler):
                 self._graphs.popitem(last=False)
             self._graphs[batch] = _CapturedForward(self._forward, batch, self.latent_size, self.device)
         return self._graphs[batch]
+
+
+def _check_fp32_weights(generator: FPAGenerator) -> None:
+    """A sampler casts fp32 weights itself and is probed against fp32; weights already cast to bf16 or
+    fp16 would be painted (and recorded) as something they are not: PrecisionError, one line."""
+    names = {torch_dtype(name): name for name in ("bf16", "fp16")}
+    low = sorted({names[p.dtype] for p in generator.parameters() if p.dtype in names})
+    if low:
+        raise PrecisionError(f"this generator has {torch_dtype(low[0])} weights; a sampler needs the "
+                             f"fp32 generator (load_generator() without precision) and precision="
+                             f"'{low[0]}', so that it can verify the result against fp32")
 
 
 class _CapturedForward:

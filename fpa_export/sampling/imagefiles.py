@@ -188,12 +188,15 @@ def stale_temporaries(folder: Path) -> list[tuple[int, Path]]:
 
 
 def _alive(pid: int) -> bool:
+    """Is `pid` this process or another live one on this machine?"""
     if pid == os.getpid():
         return True
+    if pid <= 0:
+        return False  # 0 and negative numbers name process groups, not a writer
     try:
         os.kill(pid, 0)  # no signal sent: only whether the process exists
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or too large to be a pid
         return False
-    except (PermissionError, OverflowError):
-        return pid > 0  # exists, another user's (a PermissionError), or not a pid at all
-    return pid > 0
+    except PermissionError:
+        return True  # another user's live process
+    return True

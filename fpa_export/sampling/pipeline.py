@@ -183,9 +183,15 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
             ThreadPoolExecutor(workers, thread_name_prefix="fpa-sample-write") as pool:
         try:
             has_files = bool(existing_files(outdir))
-            old = manifest.read(outdir)
-            record = manifest.merge(old, wanted, run.overwrite, has_files)
-            _remove_leftovers(outdir, run, every_shard=run.overwrite and _differs(old, wanted, has_files))
+            try:
+                record, replaced = manifest.merge(manifest.read(outdir), wanted, False, has_files), False
+            except manifest.FolderMismatch:
+                if not run.overwrite:
+                    raise
+                replaced = True  # the folder held another run: --overwrite replaces all of it
+            if run.overwrite:
+                record = wanted
+            _remove_leftovers(outdir, run, every_shard=replaced)
             owned = shard_indices(run.n, run.shard)
             todo, count, broken, have = _plan(outdir, owned, run.image_format, source.config, pool,
                                               workers)
@@ -278,15 +284,6 @@ def torch_threads(count: Optional[int]):
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def _differs(old: Optional[dict], new: dict, has_files: bool) -> bool:
-    """Would the folder's files (with manifest `old`) be refused by a run of `new` without --overwrite?"""
-    try:
-        manifest.merge(old, new, overwrite=False, has_files=has_files)
-    except manifest.FolderMismatch:
-        return True
-    return False
 
 
 def _remove_leftovers(outdir: Path, run: SampleRun, every_shard: bool = False) -> None:
