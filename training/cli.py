@@ -1,6 +1,8 @@
 """`fpa-train`: train an FPA (default command) or the U-Net stage on a trained FPA (`fpa-train unet`)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from fpa_export.common.cli import HELP_OPTIONS, Group, friendly_errors, version_option
@@ -156,7 +158,9 @@ def _run_options(kw: dict):
 def _report(out: str, result: dict) -> None:
     best = "" if result["best"] == float("inf") else f", best FD {result['best']:.4g}"
     skipped = f", {result['skipped']} unreadable image(s) skipped" if result.get("skipped") else ""
-    click.echo(f"Trained to step {result['step']}{best}{skipped}: checkpoints in {out}/ (latest.pt, best.pt)")
+    names = [name for name in ("latest.pt", "best.pt") if (Path(out) / name).is_file()]
+    where = f"checkpoints in {out}/ ({', '.join(names)})" if names else f"no checkpoint written in {out}/"
+    click.echo(f"Trained to step {result['step']}{best}{skipped}: {where}")
 
 
 class _DefaultGroup(Group):

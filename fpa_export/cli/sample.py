@@ -131,7 +131,7 @@ def main(model, n, outdir, batch_size, seed, backend, device, precision, image_f
       fpa-sample model.pt --n 50000 --outdir out/fid --format jpg
       fpa-sample model.pt --n 50000 --outdir out/fid-bf16 --precision bf16
       fpa-sample model.pt --n 50000 --outdir out/fid --shard 0/4    # one of 4 processes
-      torchrun --nproc-per-node 4 --no-python fpa-sample model.pt --n 50000 \\
+      torchrun --nproc-per-node 4 --no-python -- fpa-sample model.pt --n 50000 \\
           --outdir out/fid --shard env --device cuda
       fpa-sample model.pt --n 10000 --no-save --reference-stats faces.npz
       fpa-sample stats data/faces -o faces.npz --model model.pt

@@ -32,6 +32,8 @@ from .names import BACKENDS, PURPOSES
 from .precision import PrecisionError, check_name, check_precision, paint_reference, probe, record
 
 CPU_ONNX_LSTM = "op"  # on the CPU, onnxruntime runs its fused LSTM op faster than the unrolled cell
+OPTIONS = {"torch": ("cuda_graphs", "compile"), "onnx": ("cuda_graph", "threads", "lstm", "exporter"),
+           "trt": ()}
 
 
 def make_sampler(model: ModelLike = None, backend: str = "auto", device: str = "cpu",
@@ -40,7 +42,9 @@ def make_sampler(model: ModelLike = None, backend: str = "auto", device: str = "
     """A `Sampler` for `model` on `device` ("cpu", "cuda", "cuda:1") in `precision`.
 
     Options: torch — cuda_graphs (default: on for CUDA), compile; onnx — cuda_graph, threads, lstm
-    ("unrolled" | "op", for checkpoints), exporter. `threads` is ignored by the other backends.
+    ("unrolled" | "op", for checkpoints), exporter. `threads` is ignored by the other backends. With
+    backend "auto", a torch-only option given (compile, cuda_graphs) picks torch; an option the
+    chosen backend does not have is refused with one line.
     torch is imported only by the backends that need it (onnxruntime on the CPU does not).
     """
     if backend not in BACKENDS:
@@ -63,7 +67,10 @@ def make_sampler(model: ModelLike = None, backend: str = "auto", device: str = "
                              f"--precision {precision} pass the checkpoint it came from"
                              + (" (or export it with --fp16)" if precision == "fp16" else ""))
     if backend == "auto":
-        backend = choose_backend(source.kind, purpose, device, precision)
+        torch_only = any(options.get(name) is not None for name in OPTIONS["torch"])
+        backend = "torch" if torch_only and not wanted else choose_backend(source.kind, purpose, device,
+                                                                            precision)
+    _check_options(backend, options)
     if backend == "torch":
         options.pop("threads", None)
         sampler = _torch_sampler(source, device, precision, **options)
@@ -80,6 +87,16 @@ def make_sampler(model: ModelLike = None, backend: str = "auto", device: str = "
         verified = "at export (fpa-export verifies every graph)" if precision != "fp32" else ""
         sampler.precision_record = record(precision, verified=verified)
     return sampler
+
+
+def _check_options(backend: str, options: dict) -> None:
+    known = OPTIONS[backend] + ("threads",)  # threads: ignored where it does not apply
+    unknown = sorted(name for name in options if name not in known)
+    if unknown:
+        others = [b for b, names in OPTIONS.items() if unknown[0] in names]
+        hint = f" (an option of backend={others[0]!r})" if others else ""
+        raise FpaError(f"backend={backend!r} has no option {unknown[0]!r}{hint}; its options: "
+                       f"{', '.join(OPTIONS[backend]) or 'none'}")
 
 
 def _check_graph_purpose(source, purpose: str) -> None:
