@@ -30,7 +30,7 @@ def main():
 @main.command("onnx")
 @click.argument("checkpoint", required=False, type=CHECKPOINT)
 @click.option("-o", "--out", type=click.Path(path_type=Path),
-              help="Output .onnx (default: <checkpoint>-<graph>[-fp16][-uint8].onnx here).")
+              help="Output .onnx (default: <checkpoint>-<graph>[-fp16][-uint8][-rgb][-lstmop].onnx here).")
 @click.option("--graph", type=click.Choice(GRAPHS), default="image", show_default=True,
               help="image: z → image; steps: z → per-step updates and partial sums.")
 @click.option("--fp16", is_flag=True, help="Float16 weight products (for TensorRT); I/O stays float32.")
