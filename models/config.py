@@ -1,4 +1,4 @@
-"""Configurations of the networks: `FPAConfig` (the painter, FPA_SPEC §1–2) and `UNetConfig` (§5).
+"""Configurations of the networks: `FPAConfig` (the painter, docs/MODEL.md §1–2) and `UNetConfig` (§5).
 
 Both are frozen dataclasses saved inside every checkpoint as plain dicts (`to_dict` / `from_dict`), so a
 checkpoint never needs code to be unpickled. The defaults of `FPAConfig` are the paper's CelebA model

@@ -1,4 +1,4 @@
-"""The delta learning rule that paints an FPA image (FPA_SPEC §1) — written once, used everywhere.
+"""The delta learning rule that paints an FPA image (docs/MODEL.md §1) — written once, used everywhere.
 
 Each channel's canvas is an S×S matrix W built from T rank-1 updates. With keys k_t, values v_t and
 learning rates beta_t (shape (S,) or (1,)):

@@ -1,4 +1,5 @@
-"""The Fast Weight Painter generator (FPA_SPEC §1–3, §5): z → LSTM → keys/values/lrs → delta rule.
+"""The Fast Weight Painter generator (docs/MODEL.md §1–3, §5): z → LSTM → keys, values, lrs → delta
+rule.
 
 An LSTM emits, per painting step, a key, a value and a learning rate for each channel; the delta rule
 (`models.delta`) turns them into one rank-1 update of the channel's S×S canvas per step. The image is
@@ -62,7 +63,7 @@ class FPAGenerator(nn.Module):
         return self.config.latent_size
 
     def reset_parameters(self) -> None:
-        """The official initialisation (FPA_SPEC §3); what is not listed keeps PyTorch's default."""
+        """The official initialisation (docs/MODEL.md §3); what is not listed keeps PyTorch's default."""
         c = self.config
         bound = 1.0 / math.sqrt(c.hidden_size)
         for param in self.lstm.parameters():

@@ -1,4 +1,4 @@
-"""An LSTM unrolled into gate arithmetic, reusing a trained `nn.LSTM`'s weights (FPA_SPEC §2).
+"""An LSTM unrolled into gate arithmetic, reusing a trained `nn.LSTM`'s weights (docs/MODEL.md §2).
 
 `nn.LSTM` is what training uses (fast fused kernels). For export, a straight line of matmuls and
 element-wise ops is the portable form: no ONNX `LSTM`/`Loop` op, so TensorRT can fuse it and CUDA graphs

@@ -1,4 +1,4 @@
-"""The U-Net that refines a finished painting (FPA_SPEC §5, the `*_unet` variants of the paper).
+"""The U-Net that refines a finished painting (docs/MODEL.md §5, the `*_unet` variants of the paper).
 
 The image of a U-Net model is tanh(U(tanh(W_T))); this file holds U, a lucidrains-style U-Net
 (denoising-diffusion-pytorch, as vendored in the official IDSIA/fpainter code) without time conditioning.

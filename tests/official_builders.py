@@ -1,4 +1,4 @@
-"""Builders of whole official-layout checkpoints for the converter's tests (FPA_SPEC §7).
+"""Builders of whole official-layout checkpoints for the converter's tests (docs/MODEL.md §7).
 
 They write what the official `Trainer.save` writes, around a generator of ours, so the converter can be
 tested without the official code. Test fixtures only: nothing in the package imports this file.

@@ -1,4 +1,4 @@
-"""fpa-convert (FPA_SPEC §7): files in the official key layout convert back bit-exactly, the converted
+"""fpa-convert (docs/MODEL.md §7): files in the official key layout convert back bit-exactly, the converted
 models match an independent re-statement of the official forward pass, and every contradiction or
 malformed input ends in a one-line error."""
 from __future__ import annotations

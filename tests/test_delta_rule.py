@@ -9,7 +9,7 @@ from fpa_export.models import canvas_from_writes, delta_rule, delta_rule_writes,
 
 
 def reference_canvas(keys: np.ndarray, values: np.ndarray, lrs: np.ndarray) -> np.ndarray:
-    """FPA_SPEC §1 literally: an explicit S×S matrix, retrieval and update pixel by pixel."""
+    """docs/MODEL.md §1 literally: an explicit S×S matrix, retrieval and update pixel by pixel."""
     num_steps, size = keys.shape
     canvas = np.zeros((size, size))
     for t in range(num_steps):

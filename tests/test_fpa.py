@@ -1,4 +1,4 @@
-"""FPAGenerator: parameter counts, initialisation, shapes, paint() bookkeeping (FPA_SPEC §1–3)."""
+"""FPAGenerator: parameter counts, initialisation, shapes, paint() bookkeeping (docs/MODEL.md §1–3)."""
 from __future__ import annotations
 
 import math
@@ -88,7 +88,7 @@ def test_each_update_is_rank_one():
 
 
 def test_channel_major_split_of_kvb():
-    """kvb's outputs are keys | values | lrs, each in channel-major blocks (FPA_SPEC §1)."""
+    """kvb's outputs are keys | values | lrs, each in channel-major blocks (docs/MODEL.md §1)."""
     gen = make_generator(channels=3, key_softmax=False, lr_sigmoid=False).double()
     z = torch.randn(2, gen.latent_size, dtype=torch.float64)
     keys, values, lrs = gen.painting_instructions(z)

@@ -1,4 +1,4 @@
-"""The unrolled LSTM used by every exported graph (models.lstm.unrolled_lstm, FPA_SPEC §2).
+"""The unrolled LSTM used by every exported graph (models.lstm.unrolled_lstm, docs/MODEL.md §2).
 
 References are independent of the code under test: `nn.LSTM`'s fused kernel, and a stack of
 `nn.LSTMCell`s sharing its weights, stepped by hand. All in float64, tolerance 1e-6 as the export spec asks.

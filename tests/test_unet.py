@@ -1,4 +1,4 @@
-"""The refinement U-Net (FPA_SPEC §5): parameter count, official state_dict layout, shapes, numerics.
+"""The refinement U-Net (docs/MODEL.md §5): parameter count, official state_dict layout, shapes, numerics.
 
 The numerics are checked against a float64 functional re-implementation that reads the weights by their
 official key names and loops over attention heads, so it shares no code with `models.unet`.

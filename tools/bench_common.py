@@ -139,7 +139,7 @@ TINY_PAPER = dict(image_size=8, num_steps=4, latent_size=16, mini_latent_size=2,
 
 
 def save_paper_checkpoint(path: Path, tiny: bool = False, seed: int = 0, **changes) -> Path:
-    """The paper-size model (FPA_SPEC §2 at T = 64: 64×64 RGB, LSTM 1024) with random weights, saved
+    """The paper-size model (docs/MODEL.md §2 at T = 64: 64×64 RGB, LSTM 1024) with random weights, saved
     as a checkpoint of ours (speed does not depend on the weights). `tiny`: a toy config instead;
     `changes`: config fields to override (e.g. channels=1)."""
     import torch

@@ -1,6 +1,6 @@
 """Benchmark the sampling backends: images/s per backend × batch size, all in one process.
 
-For each model (the paper configuration of FPA_SPEC §2 at T = 64 with random weights, and the embedded
+For each model (the paper configuration of docs/MODEL.md §2 at T = 64 with random weights, and the embedded
 default model) it times every available backend of `fpa_export.runtime` and an "official-style"
 baseline, reports the FLOPs per image and, in the same run, the fastest matmul this machine does, so
 every ratio in the output comes from one run. On a multi-core CPU two rows run as `fpa-sample` paints:
@@ -312,7 +312,7 @@ def summarise(result: dict, batches) -> list[str]:
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batches", default=None, help="Comma-separated batch sizes  [default: by device]")
 @click.option("--models", default="paper,default", show_default=True,
-              help="paper: FPA_SPEC §2 at T=64, random weights; default: the embedded model.")
+              help="paper: docs/MODEL.md §2 at T=64, random weights; default: the embedded model.")
 @click.option("--threads", type=int, default=None, help="CPU threads  [default: all cores]")
 @click.option("--repeats", type=int, default=15, show_default=True, help="Most timed rounds.")
 @click.option("--budget", type=float, default=20.0, show_default=True,

@@ -1,6 +1,6 @@
 """The prepared GPU check: one call, under 5 minutes on one CUDA GPU, one JSON and one markdown table.
 
-Default and paper-size model (FPA_SPEC §2 at T = 64, random weights) × torch eager / CUDA graphs /
+Default and paper-size model (docs/MODEL.md §2 at T = 64, random weights) × torch eager / CUDA graphs /
 torch.compile / onnxruntime-gpu with IO binding (with and without its CUDA graphs) / TensorRT where
 importable × fp32 / bf16 / fp16 × batch 1 / 64 / 1024: images/s, batch-1 latency, difference from fp32
 eager on the same latents; then `fpa-sample --n 50000` of the paper model end to end (a fresh process,

@@ -1,4 +1,5 @@
-"""Training of Fast Weight Painters (FPA_SPEC §6): data sets, discriminator, losses, EMA, loop, `fpa-train`.
+"""Training of Fast Weight Painters (docs/MODEL.md §6): data sets, discriminator, losses, EMA, loop and
+`fpa-train`.
 
 Imports `models`; nothing in `fpa_export` imports this package.
 """

@@ -25,7 +25,7 @@ def train_fpa(out: str | Path, model: FPAConfig, train: TrainConfig, options: Ru
 
 def train_unet(out: str | Path, fpa_checkpoint: str | Path, unet: UNetConfig, train: TrainConfig,
                options: RunOptions, resume: bool = False, base: str = "raw", fresh_d: bool = False) -> dict:
-    """Stage 2 (FPA_SPEC §5): a U-Net on top of the frozen FPA of `fpa_checkpoint`.
+    """Stage 2 (docs/MODEL.md §5): a U-Net on top of the frozen FPA of `fpa_checkpoint`.
 
     As the official recipe: the frozen base is the checkpoint's raw generator G (`base="ema"`: its EMA
     generator instead), the discriminator and its Adam state continue from the checkpoint's train state

@@ -1,4 +1,4 @@
-"""Optional DiffAugment for the discriminator's inputs (FPA_SPEC §6; off in the official default).
+"""Optional DiffAugment for the discriminator's inputs (docs/MODEL.md §6; off in the official default).
 
 With probability `prob` per call, a batch (differentiably; the trainer calls it separately for the
 reals and the fakes, as the official code does) goes through the listed transforms in order:

@@ -9,7 +9,7 @@ from fpa_export.common.cli import HELP_OPTIONS, Group, friendly_errors, version_
 from fpa_export.common.devices import device_option
 from .options import AUG_TYPES
 
-# Discriminator sizes. 'paper' is lightweight-gan's (FPA_SPEC §6); 'cpu-small' is the D of the shipped
+# Discriminator sizes. 'paper' is lightweight-gan's (docs/MODEL.md §6); 'cpu-small' is the D of the shipped
 # default model (tools/train_default.sh): channel cap 64, no attention before the 32-px stage, 2 × 16 heads.
 D_PRESETS = {
     "paper": dict(fmap_max=512, d_attn_res="32", d_attn_heads=8, d_attn_dim_head=64),
@@ -177,7 +177,7 @@ class _DefaultGroup(Group):
 @click.group(cls=_DefaultGroup, context_settings=CTX)
 @version_option("fpa-train")
 def main():
-    """Train Fast Weight Painters (GAN, FPA_SPEC §6).
+    """Train Fast Weight Painters (GAN, docs/MODEL.md §6).
 
     \b
     Examples:
@@ -215,7 +215,7 @@ def fpa_command(**kw):
 @_friendly
 @click.pass_context
 def unet_command(ctx, source, **kw):
-    """Train the U-Net refinement of a trained FPA (FPA_SPEC §5); the FPA stays bit-identical.
+    """Train the U-Net refinement of a trained FPA (docs/MODEL.md §5); the FPA stays bit-identical.
 
     As the official recipe: the frozen FPA is the checkpoint's raw generator (--base ema: its EMA one),
     the discriminator and its Adam state continue (--fresh-d: new ones), G's optimiser is fresh.

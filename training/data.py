@@ -1,4 +1,4 @@
-"""Training data (FPA_SPEC §6): real images as float tensors in [0, 1], shape (C, S, S).
+"""Training data (docs/MODEL.md §6): real images as float tensors in [0, 1], shape (C, S, S).
 
 Sources:
 - an image folder, searched recursively for jpg/jpeg/png/webp/bmp/tif/tiff files (any case); each image is

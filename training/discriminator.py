@@ -1,11 +1,11 @@
-"""The discriminator of lightweight-gan as the official FPA code uses it (FPA_SPEC §6), scaled to S.
+"""The discriminator of lightweight-gan as the official FPA code uses it (docs/MODEL.md §6), scaled to S.
 
 Residual stages halve the image until the feature map is 8×8; stage channels are min(2^(12−n), fmap_max)
 at resolution 2^n (3→128→256→512 at S = 64), the first stage takes the image channels. A pre-normed
 linear attention sits before the stage whose input width is listed in `attn_res_layers` (32 by default).
 Logits come from a 3×3 stride-2 conv → LeakyReLU → 4×4 conv (the official `disc_output_size=1`); a
 second small head looks at the image resized to 32×32; a decoder reconstructs the input from the 8×8
-features (auxiliary MSE loss, computed on real images only). No blur (FPA_SPEC §6).
+features (auxiliary MSE loss, computed on real images only). No blur (docs/MODEL.md §6).
 Sizes of 512 px and more are refused: there the official D has non-residual first layers and a second
 decoder, which this module does not build.
 """

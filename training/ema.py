@@ -1,4 +1,4 @@
-"""Exponential moving average of the generator with the official schedule (FPA_SPEC §6).
+"""Exponential moving average of the generator with the official schedule (docs/MODEL.md §6).
 
 With `step` the number of training iterations completed before the current one (0-based, as the official
 `self.steps`), after the iteration's optimiser steps:

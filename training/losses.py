@@ -1,4 +1,4 @@
-"""GAN losses of the official code (FPA_SPEC §6), with its sign convention.
+"""GAN losses of the official code (docs/MODEL.md §6), with its sign convention.
 
 The discriminator pushes real logits below −1 and fake logits above +1; the generator minimises the mean
 fake logit. Both heads (full image and 32×32) use the same losses.

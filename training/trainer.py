@@ -1,4 +1,4 @@
-"""One GAN training iteration of the FPA (FPA_SPEC §6) and the state a run resumes from.
+"""One GAN training iteration of the FPA (docs/MODEL.md §6) and the state a run resumes from.
 
 Per iteration (`Trainer.step`), for each of `grad_accum` micro-batches:
 - discriminator: D sees reals (with the auxiliary reconstruction loss) and detached fakes in one forward
@@ -9,7 +9,7 @@ before step `imle_steps` (0 by default) the iteration is instead an IMLE warm-up
 (`training.imle`; not in the paper);
 then Adam steps (2e-4, betas 0.5/0.9) and the EMA schedule (`training.ema`).
 
-U-Net stage (`unet_stage=True`, FPA_SPEC §5): the FPA part of the generator is frozen and its canvas is
+U-Net stage (`unet_stage=True`, docs/MODEL.md §5): the FPA part of the generator is frozen and its canvas is
 computed without gradients; only the U-Net is optimised and averaged. For every model with a U-Net (the
 stage, and an FPA+U-Net trained end to end) the discriminator's hinge terms are halved, as the official
 code does for all its `*_unet` models (its `hinge_loss_bis` divides the summed hinge terms by the number

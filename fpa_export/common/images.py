@@ -1,4 +1,4 @@
-"""Image conventions shared by training, sampling, GIFs and metrics (FPA_SPEC §6).
+"""Image conventions shared by training, sampling, GIFs and metrics (docs/MODEL.md §6).
 
 - Generator outputs live in [-1, 1] (tanh), but real images are fed in [0, 1]: the generator learns to
   paint in [0, 1] and, as in the paper, saving or scoring clamps to [0, 1] (negative values are black).

@@ -1,4 +1,4 @@
-"""Importing checkpoints of the official research code (IDSIA/fpainter; FPA_SPEC §7), in one package.
+"""Importing checkpoints of the official research code (IDSIA/fpainter; docs/MODEL.md §7), in one package.
 
     keys.py      the official key layout, written once (our tensor names ↔ theirs)
     infer.py     hyper-parameters read off the official tensor shapes

@@ -1,4 +1,4 @@
-"""Import checkpoints of the official research code (IDSIA/fpainter) into our format (FPA_SPEC §7).
+"""Import checkpoints of the official research code (IDSIA/fpainter) into our format (docs/MODEL.md §7).
 
 An official `model_<N>.pt` holds the state dict of the whole GAN but no hyper-parameters. We read it
 with `weights_only=True`, take the generator tensors (EMA prefix `GE.` by default), infer from their

@@ -1,4 +1,4 @@
-"""Reading an official generator's hyper-parameters off its tensor shapes (FPA_SPEC §7).
+"""Reading an official generator's hyper-parameters off its tensor shapes (docs/MODEL.md §7).
 
 The official files store no hyper-parameters, but the shapes fix most of them: H and L from the LSTM,
 d, m, T and e from the v2 input layers, S, C and r from the kvb layer's C·(2S + r) outputs, the U-Net's

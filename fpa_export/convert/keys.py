@@ -1,4 +1,4 @@
-"""The key layout of the official research code (IDSIA/fpainter; FPA_SPEC §7), written once.
+"""The key layout of the official research code (IDSIA/fpainter; docs/MODEL.md §7), written once.
 
 One table maps every tensor of our `FPAGenerator` to its name in the official generator, and both
 directions use it: `to_official_state_dict` (ours → official, e.g. to build test files) and

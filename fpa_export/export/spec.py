@@ -4,7 +4,7 @@ Two graphs per checkpoint, both with a dynamic batch axis and static C, S, T fro
   image: z (B, d) float32 → image (B, C, S, S): float32 in [-1, 1], or uint8 (`fpa_export.common.images.to_uint8`);
          with `rgb`, a greyscale model's one channel repeated to three (B, 3, S, S), the input that
          FID tools scoring an ONNX generator expect (torch-fidelity: Bx3xHxW)
-  steps: z (B, d) float32 → updates, partials (B, T, C, S, S) float32 (FPA_SPEC §4, for GIFs)
+  steps: z (B, d) float32 → updates, partials (B, T, C, S, S) float32 (docs/MODEL.md §4, for GIFs)
 An fp16 graph computes its weight matrix products in float16 but keeps float32 inputs and outputs.
 A description only: no torch here (the torch modules of the graphs are in `graphs`).
 """

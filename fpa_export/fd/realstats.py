@@ -1,4 +1,4 @@
-"""Real-image statistics prepared once, and the Fréchet distance of samples against them (FPA_SPEC §6).
+"""Real-image statistics prepared once, and the Fréchet distance of samples against them (docs/MODEL.md §6).
 
 The paper's protocol puts real images through the pipeline the fakes go through: resized to the model's
 image size (shorter side, bilinear, then centre crop), converted to the model's channels, and saved in

@@ -1,4 +1,4 @@
-"""Visualising the painting (FPA_SPEC §4): GIFs, MP4s and step grids of rank-by-rank generation.
+"""Visualising the painting (docs/MODEL.md §4): GIFs, MP4s and step grids of rank-by-rank generation.
 
     from fpa_export.painting import PaintingJob, open_painter, render_painting
     render_painting(open_painter("ckpt.pt"), PaintingJob(seeds=range(8)), gif=Path("painting.gif"))

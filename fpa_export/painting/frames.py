@@ -1,4 +1,4 @@
-"""The frames of a painting (FPA_SPEC §4): per-step rank-1 updates and partial sums, made visible.
+"""The frames of a painting (docs/MODEL.md §4): per-step rank-1 updates and partial sums, made visible.
 
 Raw frames are nearly black early on (one rank-1 update is tiny next to the finished canvas), so, as
 in the paper, every frame x of a sample is rescaled to the Frobenius norm of THAT sample's final canvas

@@ -2,7 +2,7 @@
 
 All backends agree on the boundary: z is a float32 torch tensor (B, latent_size) on any device; images
 come back as float32 torch tensors (B, C, S, S) on the CPU, in [-1, 1]; `steps(z)` returns the rank-1
-updates and partial sums (B, T, C, S, S) each (FPA_SPEC §4), or raises NotImplementedError where the
+updates and partial sums (B, T, C, S, S) each (docs/MODEL.md §4), or raises NotImplementedError where the
 backend has no steps graph.
 
 `images_array(z)` is the same boundary in numpy (float32 arrays in and out): what sampling uses, so that
