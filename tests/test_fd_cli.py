@@ -50,6 +50,7 @@ def test_json_output_has_the_checked_fields(folders):
     record = json.loads(result.output)
     assert {"fd", "fd_std", "n_a", "n_b", "extractor", "seeds"} <= set(record)
     assert (record["n_a"], record["n_b"], record["seeds"], record["resolution"]) == (24, 20, [0, 2], 32)
+    assert (record["a"], record["b"]) == (str(a), str(b))  # a saved line says what it compared
     per_seed = list(record["fd_per_seed"].values())
     assert record["fd"] == pytest.approx(np.mean(per_seed)) and record["fd"] > 0
     assert record["fd_std"] == pytest.approx(np.std(per_seed, ddof=1))
@@ -68,7 +69,7 @@ def test_saved_statistics_reproduce_the_folder_result(folders, tmp_path):
     saved = tmp_path / "a.npz"
     only = invoke(a, "--save-stats", saved, "--seeds", "0,1", "--size", "32", "--json")
     assert only.exit_code == 0, only.output
-    assert json.loads(only.output)["n_a"] == 24
+    assert json.loads(only.output)["n_a"] == 24 and json.loads(only.output)["a"] == str(a)
     direct = json.loads(invoke(a, b, "--seeds", "0,1", "--size", "32", "--json").output)
     from_npz = json.loads(invoke(saved, b, "--json").output)   # seeds and size come from the file
     assert from_npz["fd_per_seed"] == direct["fd_per_seed"]

@@ -71,6 +71,16 @@ def test_unsupported_precisions_are_one_line_errors_naming_what_is_missing(model
         make_sampler(path, precision="int8")
 
 
+def test_an_empty_precision_is_a_mistake_not_fp32(model, tmp_path):
+    """None means "the model's own" (fp32 for a checkpoint); '' (an unset variable, say) is refused."""
+    path, _ = model
+    with pytest.raises(PrecisionError, match="got ''"):
+        make_sampler(path, backend="torch", precision="")
+    with pytest.raises(PrecisionError, match="got ''"):
+        sample_folder(SampleRun(tmp_path / "out", n=2, precision=""), path, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_bf16_runs_the_network_low_and_the_painting_in_fp32(model, bf16_cpu, monkeypatch):
     path, generator = model
     seen = []

@@ -65,7 +65,7 @@ def main(a, b, seeds, n, resolution, sample_seed, save_stats, batch_size, device
 
         check_writable(save_stats, "statistics file")  # before the (slow) features
         stats = fd.stats_only(a, save_stats, **options)
-        record = {"saved": str(save_stats), "n_a": stats.n, "extractor": stats.extractor,
+        record = {"a": a, "saved": str(save_stats), "n_a": stats.n, "extractor": stats.extractor,
                   "seeds": stats.seeds, "resolution": stats.resolution}
         click.echo(json.dumps(record) if as_json else
                    f"Saved statistics of {stats.n} images ({stats.extractor}, seeds "
@@ -73,7 +73,7 @@ def main(a, b, seeds, n, resolution, sample_seed, save_stats, batch_size, device
         return
     result = fd.fd_between(a, b, save_a=save_stats, **options)
     saved = {"saved": str(save_stats)} if save_stats else {}
-    click.echo(fd.result_json(result, **saved) if as_json else fd.result_text(result))
+    click.echo(fd.result_json(result, a=a, b=b, **saved) if as_json else fd.result_text(result))
     if save_stats and not as_json:
         click.echo(f"Statistics of A saved to {save_stats}")
 

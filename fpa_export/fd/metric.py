@@ -235,7 +235,8 @@ def stats_only(a: str, out: str | Path, seeds: Optional[Sequence[int]] = None,
 
 
 def result_json(result: FDResult, **extra) -> str:
-    """One JSON object: fd (mean over seeds), fd_std, per-seed values, N, extractor, seeds, resolution."""
+    """One JSON object: fd (mean over seeds), fd_std, per-seed values, N, extractor, seeds, resolution,
+    and `extra` (the CLI adds the sources `a` and `b` as given, so a saved line says what it compared)."""
     record = {
         "fd": result.fd, "fd_std": result.fd_std,
         "fd_per_seed": {str(seed): value for seed, value in sorted(result.per_seed.items())},

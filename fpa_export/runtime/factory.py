@@ -61,7 +61,7 @@ def make_sampler(model: ModelLike = None, backend: str = "auto", device: str = "
     if purpose is not None and wanted:
         _check_graph_purpose(source, purpose)
     native = source.native_precision
-    precision = check_name(precision or native)
+    precision = check_name(native if precision is None else precision)  # '' is a mistake, not fp32
     if source.kind in ("onnx", "tensorrt") and precision != native:
         raise PrecisionError(f"{source.label} was exported in {native} and runs only in {native}; for "
                              f"--precision {precision} pass the checkpoint it came from"

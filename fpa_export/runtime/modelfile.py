@@ -146,7 +146,7 @@ class ModelFile:
     def identity(self, precision: Optional[str] = None) -> dict:
         """{"sha256", "kind", "path", "precision"}: what a sample folder records about its model."""
         return {"sha256": self.sha256(), "kind": self.kind, "path": self.label,
-                "precision": precision or self.native_precision}
+                "precision": self.native_precision if precision is None else precision}
 
 
 ModelLike = Union[None, str, os.PathLike, ModelFile, object]

@@ -30,6 +30,7 @@ from fpa_export.common.errors import FpaError
 from fpa_export.common.images import to_hwc, to_uint8
 from fpa_export.common.lock import folder_lock
 from fpa_export.runtime.modelfile import open_model
+from fpa_export.runtime.precision import check_name
 from . import manifest
 from .imagefiles import (FORMATS, SampleFiles, encode_all, existing_files, file_name, image_shape, is_valid,
                          png_level, stale_temporaries)
@@ -158,7 +159,8 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
     run.check()
     outdir = Path(run.outdir)
     source = open_model(model)
-    precision = (sampler.precision if sampler is not None else run.precision) or source.native_precision
+    precision = sampler.precision if sampler is not None else run.precision
+    precision = source.native_precision if precision is None else check_name(precision)
     wanted = manifest.build(source.identity(precision), source.config.to_dict(), seed=run.seed, n=run.n,
                             image_format=run.image_format, jpeg_quality=run.jpeg_quality,
                             truncation=run.truncation)
