@@ -187,3 +187,36 @@ def test_a_program_run_collects_garbage_less_often_except_training(command, expe
     assert result.returncode == 0, result.stderr[-2000:]
     wanted = GC_THRESHOLDS if expected == "GC_THRESHOLDS" else gc.get_threshold()
     assert result.stdout.splitlines()[-1] == " ".join(map(str, wanted))
+
+
+@pytest.mark.parametrize("command, args, text", [
+    ("fpa-sample", ["--n", "4", "--batch-size", "0"], "Invalid value for '--batch-size'"),
+    ("fpa-sample", ["--n", "4", "--precision", "BF16"], "Invalid value for '--precision'"),
+    ("fpa-sample", ["--n", "4", "--seed", "-1"], "Invalid value for '--seed'"),
+    ("fpa-sample", [], "Missing option '--n'"),
+    ("fpa-sample", ["stats"], "Missing argument 'IMAGE_DIR'"),
+    ("fpa-sample", ["no-such-model.pt", "--n", "4"], "does not exist"),
+    ("fpa-export", ["onnx", "--opset", "13"], "Invalid value for '--opset'"),
+    ("fpa-export", ["tflite"], "No such command 'tflite'"),
+    ("fpa-gif", ["--fps", "0"], "Invalid value for '--fps'"),
+    ("fpa-fd", ["default", "--size", "8"], "Invalid value for '--size'"),
+    ("fpa-vis", ["invert", "--bogus"], "No such option '--bogus'"),
+    ("fpa-convert", [], "Missing argument"),
+    ("fpa-train", ["--steps", "0", "--out", "x"], "Invalid value for '--steps'"),
+    ("fpa-train", ["unet"], "Missing option '--from'"),
+])
+def test_usage_mistakes_are_one_line_naming_the_help(command, args, text):
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(_main(command), args, prog_name=command)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and text in lines[0], result.output
+    assert lines[0].endswith(" --help)") and f"(see: {command}" in lines[0]
+
+
+def test_a_group_called_bare_shows_its_help():
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(_main("fpa-vis"), [], prog_name="fpa-vis")
+    assert result.output.startswith("Usage: fpa-vis") and "Commands:" in result.output

@@ -161,3 +161,43 @@ def test_cli(grey, tmp_path):
         result = runner.invoke(main, [str(path), "--mp4", str(tmp_path / "a.mp4")])
         assert result.exit_code == 1 and "fpa-export[video]" in result.output
         assert not (tmp_path / "a.mp4").exists()
+
+
+def test_limits_are_checked_before_painting(grey, tmp_path, monkeypatch):
+    from fpa_export.cli import gif
+    from fpa_export.painting import layout, render, writers
+
+    # fpa-gif spells these out so that --help stays light
+    assert gif.MODES == layout.MODES and gif.MAX_SCALE == render.MAX_SCALE
+    assert gif.MIN_FPS == render.MIN_FPS and gif.MAX_DELAY_MS == writers.MAX_DELAY_MS
+    path, generator = grey
+    out = tmp_path / "a.gif"
+    for args in (["--seeds", "0-1000000"], ["--seeds", "0-20000"], ["--seeds", "0-"], ["--scale", "17"],
+                 ["--fps", "0.001"], ["--hold-last", "60001"], ["--seed", "-1"]):
+        result = CliRunner().invoke(main, [str(path), "-o", str(out), *args])
+        assert result.exit_code != 0 and "Traceback" not in result.output, (args, result.output)
+        assert len(result.output.strip().splitlines()) == 1, (args, result.output)
+    assert not out.exists()
+
+    def refuses_painting(*args, **kwargs):
+        raise AssertionError("painted before the size was checked")
+
+    monkeypatch.setattr(render, "paint", refuses_painting)
+    with pytest.raises(render.FpaError, match="65,535 px a side"):
+        render_painting(generator, PaintingJob(seeds=range(20_000)), gif=out)
+    monkeypatch.setattr(render, "MAX_MEMORY", 1 << 20)
+    with pytest.raises(render.FpaError, match=r"64 seed\(s\) in tiles of 64 px need about"):
+        render_painting(generator, PaintingJob(seeds=range(64)), gif=out)
+
+
+def test_the_size_check_knows_the_real_geometry(grey):
+    from fpa_export.painting.layout import animation_size, picture_size
+
+    _, generator = grey
+    frames = display_frames(*_raw_steps(generator, batch=5), generator.config)
+    for mode in ("partial", "both"):
+        for columns in (1, 2, 8):
+            picture = animation(frames, mode, columns=columns, scale=3)
+            assert animation_size(5, columns, mode, 8 * 3) == (picture.shape[3], picture.shape[2])
+    picture = step_grid(frames, scale=2)
+    assert picture_size(2 * 5, T, 8 * 2) == (picture.shape[2], picture.shape[1])

@@ -16,7 +16,7 @@ from PIL import Image
 
 from fpa_export.models import save_checkpoint
 from fpa_export.cli.sample import main
-from fpa_export.sampling.imagefiles import SampleFiles, decode
+from fpa_export.sampling.imagefiles import decode
 from tests.conftest import make_generator
 
 FPA_SAMPLE = str(Path(sys.executable).parent / "fpa-sample")
@@ -72,18 +72,24 @@ def test_user_errors_are_one_line(checkpoint, tmp_path):
 
 
 def test_full_disk_is_one_line_and_keeps_earlier_files(checkpoint, tmp_path, monkeypatch):
-    real_write, calls = SampleFiles.write, []
+    from fpa_export.sampling import imagefiles
 
-    def write_until_full(files, name, data):
-        calls.append(name)
-        if len(calls) > 5:
-            raise OSError(errno.ENOSPC, "No space left on device", name)
-        real_write(files, name, data)
+    calls = []
 
-    monkeypatch.setattr(SampleFiles, "write", write_until_full)
+    class FullDisk:  # the os module as the sample writer sees it, with a disk that fills up
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def write(self, fd, data):
+            calls.append(fd)
+            if len(calls) > 5:
+                raise OSError(errno.ENOSPC, "No space left on device")  # os.write names no file
+            return os.write(fd, data)
+
+    monkeypatch.setattr(imagefiles, "os", FullDisk())
     result = _invoke(checkpoint, "--n", 12, "--outdir", tmp_path / "f", "--backend", "torch",
                      "--batch-size", 5, "--workers", 1)
-    _one_line_error(result, "No space left on device")
+    _one_line_error(result, f"No space left on device ({tmp_path / 'f' / '000005.png'})")
     files = sorted((tmp_path / "f").glob("*.png"))
     assert len(files) == 5 and all(decode(p).shape == (8, 8) for p in files)
 
@@ -180,3 +186,41 @@ def test_stats_writes_the_paper_real_folder_for_fid_tools(tmp_path):
         assert (out / f"{k:06d}.jpg").read_bytes() == expected
     refused = CliRunner().invoke(sample_main, ["stats", str(real)])
     assert refused.exit_code != 0 and "--write-folder" in refused.output
+
+
+def test_reference_stats_are_checked_before_any_image_is_written(checkpoint, real_dir, tmp_path):
+    from fpa_export.fd import metric
+
+    other = tmp_path / "other.npz"  # real statistics of 16-px images, not this model's 8-px ones
+    big = save_checkpoint(tmp_path / "big.pt", make_generator(5, channels=1, image_size=16))
+    assert _invoke("stats", real_dir, "-o", other, "--model", big, "--seeds", 1).exit_code == 0
+    plain = tmp_path / "plain.npz"  # features without a pipeline record
+    metric.save_stats(plain, metric.compute_stats([metric.torch.rand(4, 3, 32, 32)], seeds=[0],
+                                                  resolution=32, source="x"))
+    text = tmp_path / "text.npz"
+    text.write_text("not statistics\n")
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(other.read_bytes()[:200])
+    for stats, message in ((other, "prepared for 16 px"), (plain, "no pipeline record"),
+                           (text, "not a statistics file"), (cut, "a damaged statistics file")):
+        folder = tmp_path / f"s-{stats.stem}"
+        _one_line_error(_invoke(checkpoint, "--n", 6, "--outdir", folder, "--backend", "torch",
+                                "--reference-stats", stats), message)
+        assert not folder.exists(), stats
+
+
+def test_the_run_is_announced_before_the_progress_bar_is_drawn(checkpoint, tmp_path, monkeypatch):
+    import tqdm as tqdm_module
+    from fpa_export.sampling import SampleRun, sample_folder
+
+    events = []
+    real_bar = tqdm_module.tqdm
+
+    def bar(*args, **kwargs):
+        events.append("bar")
+        return real_bar(*args, **kwargs)
+
+    monkeypatch.setattr(tqdm_module, "tqdm", bar)
+    sample_folder(SampleRun(tmp_path / "a", n=5, batch_size=2), model=checkpoint, backend="torch",
+                  on_start=lambda choice: events.append("announced"))
+    assert events == ["announced", "bar"]

@@ -128,6 +128,35 @@ def test_a_live_writers_temporary_is_left_alone(model, tmp_path):
     assert not live.exists()
 
 
+def test_a_killed_writer_not_yet_reaped_is_dead(model, tmp_path):
+    """A writer killed while its parent has not waited for it (a zombie: the pid still exists) wrote
+    its last byte: its temporary is removed like any dead writer's."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    path, _ = model
+    folder = tmp_path / "zombie"
+    folder.mkdir()
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        writer.kill()  # not waited for: the process stays a zombie
+        stat = Path(f"/proc/{writer.pid}/stat")
+        deadline = time.monotonic() + 10
+        while stat.exists() and stat.read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        if not stat.exists():
+            pytest.skip("no /proc here to tell a zombie")
+        left = folder / f".000002.png.{writer.pid}.tmp"
+        left.write_bytes(b"cut short")
+        sample_folder(_run(folder), model=path, backend="torch", progress=False)
+        assert not left.exists() and (folder / "000002.png").exists()
+    finally:
+        writer.wait()
+
+
 def test_resume_after_deleted_and_truncated_files(model, tmp_path):
     path, _ = model
     folder = tmp_path / "resume"

@@ -17,6 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from fpa_export import load_generator
+from fpa_export.common.errors import FpaError
 from fpa_export.models import read_checkpoint
 from tests.conftest import tiny_config, tiny_unet_config
 from tests.test_train_data import make_folder
@@ -208,10 +209,24 @@ def test_cli_errors_are_one_line(tmp_path):
     result = runner.invoke(main, ["--data", str(empty), *TINY_MODEL_ARGS, "--out", str(tmp_path / "r")])
     assert result.exit_code == 1 and "no images found" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()  # refused once the folder was locked: no empty folder left
     result = runner.invoke(main, ["unet", "--from", str(tmp_path / "missing.pt"), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "does not exist" in result.output
     result = runner.invoke(main, ["--help"])
     assert result.exit_code == 0 and "Examples:" in result.output
+    for args, text in ((["--lr", "-1"], "--lr must be positive"), (["--lr", "nan"], "--lr must be positive"),
+                       (["--ema-beta", "2"], "--ema-beta must be in [0, 1]"),
+                       (["--ema-beta", "-0.1"], "--ema-beta must be in [0, 1]")):
+        out = tmp_path / "refused"
+        result = runner.invoke(main, ["--data", "digits", *TINY_MODEL_ARGS, "--out", str(out), *args])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: {text}"), result.output
+        assert not out.exists()  # a refused run leaves no folder behind
+    with pytest.raises(FpaError, match="--ema-beta"):  # the library refuses them too
+        EMASchedule(beta=1.5)
+    with pytest.raises(FpaError, match="--lr"):
+        TrainConfig(lr=0.0)
 
 
 def test_cli_imle_warm_up_then_gan_with_mode_seeking(tmp_path):

@@ -13,6 +13,8 @@ from typing import Iterable
 
 import torch
 
+from fpa_export.common.errors import FpaError
+
 
 @dataclass(frozen=True)
 class EMASchedule:
@@ -22,6 +24,10 @@ class EMASchedule:
     reset_every: int = 1000    # period of the hard resets EMA ← G
     reset_offset: int = 2      # resets at steps ≡ reset_offset (mod reset_every)
     reset_until: int = 25000   # no resets after this step
+
+    def __post_init__(self):
+        if not 0.0 <= self.beta <= 1.0:  # outside, the "average" leaves the generator's range
+            raise FpaError(f"--ema-beta must be in [0, 1] (the weight of the old average), got {self.beta}")
 
     def should_update(self, step: int) -> bool:
         return step > self.start and step % self.every == 0

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import nn
 
+from fpa_export.common.errors import FpaError
 from fpa_export.models import FPAConfig, FPAGenerator
 from .augment import AUG_TYPES, diff_augment
 from .discriminator import Discriminator
@@ -57,6 +58,12 @@ class TrainConfig:
     amp: bool = False                       # fp16 autocast + grad scaling (CUDA only)
     seed: int = 42
     unet_stage: bool = False                # train only the U-Net on a frozen FPA
+
+    def __post_init__(self):
+        if not self.lr > 0:  # also NaN
+            raise FpaError(f"--lr must be positive, got {self.lr}")
+        if not all(0.0 <= beta < 1.0 for beta in self.betas):
+            raise FpaError(f"Adam betas must be in [0, 1), got {self.betas}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -21,7 +21,7 @@ from fpa_export.common.devices import device_option
 @click.option("--size", "resolution", type=click.IntRange(min=32), default=None,
               show_default="of a given .npz, else the model's image size, else 64",
               help="Resolution in pixels at which images are compared.")
-@click.option("--sample-seed", type=int, default=0, show_default=True,
+@click.option("--sample-seed", type=click.IntRange(0), default=0, show_default=True,
               help="Seed of the latent noise for model sources.")
 @click.option("--save-stats", type=click.Path(dir_okay=False), default=None,
               help="Write the statistics of A to this .npz (with only A given: compute and save).")

@@ -9,7 +9,13 @@ from fpa_export.common.cli import Command, UserError, friendly_errors, version_o
 from fpa_export.common.devices import device_option
 from fpa_export.runtime.names import PRECISIONS
 
-MODES = ("partial", "updates", "both")  # = painting.layout.MODES (a test checks); not imported: fast --help
+# = painting.layout.MODES, painting.render.MAX_SCALE and MIN_FPS, painting.writers.MAX_DELAY_MS
+# (a test checks);
+# not imported: a fast --help
+MODES = ("partial", "updates", "both")
+MAX_SCALE = 16
+MIN_FPS = 0.02
+MAX_DELAY_MS = 60_000
 
 DEFAULT_GIF = Path("painting.gif")
 
@@ -28,12 +34,13 @@ DEFAULT_GIF = Path("painting.gif")
 @click.option("--mode", type=click.Choice(MODES), default="partial", show_default=True,
               help="partial: the canvas after t steps; updates: the t-th rank-1 update; both: updates "
                    "above partial sums (the paper's layout).")
-@click.option("--fps", type=click.FloatRange(0, min_open=True), default=8.0, show_default=True,
-              help="Frames per second (GIF delays are multiples of 10 ms, at least 20 ms).")
-@click.option("--scale", type=click.IntRange(0), default=0, show_default="0 = tiles of ≥ 64 px",
+@click.option("--fps", type=click.FloatRange(MIN_FPS), default=8.0, show_default=True,
+              help="Frames per second (GIF delays are multiples of 10 ms, at least 20 ms; a frame "
+                   "lasts at most a minute).")
+@click.option("--scale", type=click.IntRange(0, MAX_SCALE), default=0, show_default="0 = tiles of ≥ 64 px",
               help="Nearest-neighbour upscaling factor.")
-@click.option("--hold-last", "hold_last_ms", type=click.IntRange(0), default=1500, show_default=True,
-              help="How long the last frame stays, in milliseconds.")
+@click.option("--hold-last", "hold_last_ms", type=click.IntRange(0, MAX_DELAY_MS), default=1500,
+              show_default=True, help="How long the last frame stays, in milliseconds.")
 @click.option("--columns", type=click.IntRange(1), default=8, show_default=True,
               help="Seeds per row of the animation.")
 @click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), default=None,

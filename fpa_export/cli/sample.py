@@ -11,7 +11,7 @@ from fpa_export.common.devices import device_option
 from fpa_export.runtime.names import BACKENDS, PRECISIONS, SAMPLE_FORMATS as FORMATS
 
 
-@click.command("stats", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("stats", cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("image_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Output .npz of statistics.")
@@ -86,7 +86,7 @@ class _SampleWithStats(Command):
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder of {i:06d}.png files and samples.json (required unless --no-save).")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: onnxruntime on a CPU when installed, torch (CUDA graphs) on a GPU.")
 @click.option("--device", default="cpu", show_default=True, callback=device_option, help="cpu, cuda, cuda:N or mps.")
@@ -152,8 +152,12 @@ def main(model, n, outdir, batch_size, seed, backend, device, precision, image_f
     if reference_stats is not None and run.shard[1] > 1:
         raise UserError("--reference-stats needs every image: run it without --shard")
     model = open_model(model)  # what the file is, decided and loaded once for the whole run
-    if no_save:
+    if reference_stats is not None:  # statistics of other images are refused before any painting
+        from fpa_export.fd.realstats import load_reference
+
         run.check()
+        load_reference(reference_stats, model.config, run.image_format, run.jpeg_quality)
+    if no_save:
         _score_only(model, run, backend, device, reference_stats)
         return
     report = sample_folder(run, model=model, backend=backend, device=device,
@@ -192,12 +196,11 @@ def _announce(choice: dict, summary: str) -> None:
 
 def _score_only(model, run, backend, device, reference_stats):
     from fpa_export.fd.metric import result_text
-    from fpa_export.fd.realstats import load_reference, score_samples
+    from fpa_export.fd.realstats import score_samples
     from fpa_export.sampling import iter_samples
     from fpa_export.sampling.pipeline import open_sampler
 
     config = model.config
-    load_reference(reference_stats, config, run.image_format, run.jpeg_quality)  # refuse early
     # one batch at a time on all painting threads: the feature network shares torch's threads
     sampler = open_sampler(model, backend, device, run.thread_counts()[0], run.precision)
     batches = (images for _, images in iter_samples(sampler, range(run.n), run.seed, run.batch_size,

@@ -3,7 +3,9 @@
 Shared by every `fpa-*` command and `fpa-train`. What counts as the user's mistake is decided by the
 error's class, once: the project's own `FpaError` (and its `MissingExtra`: an optional package to
 install), a missing or unreadable file (`OSError`), and Ctrl-C. A bare `ValueError` or any other
-exception is a bug and keeps its traceback.
+exception is a bug and keeps its traceback. A mistake on the command line itself (an unknown option,
+a value out of range, a missing argument) is one line too, naming the `--help` to read (`UsageLine`,
+exit status 2 as click's own usage errors).
 
 Run as a program (a console script or `python -m`: the command object called with no arguments, on
 the main thread, not interactively), a command ends its process as soon as it is done (`Command`,
@@ -27,6 +29,7 @@ import threading
 from typing import Optional
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
 from .errors import FpaError
 
@@ -38,10 +41,38 @@ from .errors import FpaError
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
+class UsageLine(click.ClickException):
+    """A mistake on the command line itself (an unknown option, a bad or missing value, an unknown
+    subcommand) as one line, `Error: <what> (see: <command> --help)`, with click's usage status 2."""
+
+    exit_code = 2
+
+
+def _one_line(err: click.UsageError) -> click.UsageError:
+    if isinstance(err, NoArgsIsHelpError):  # a group called bare: its help is the answer
+        return err
+    message = " ".join(err.format_message().split())  # click's messages may wrap
+    hint = f" (see: {err.ctx.command_path} --help)" if err.ctx is not None else ""
+    return UsageLine(message + hint)
+
+
 class _EndsProcess:
-    """Mixin for click commands: run as a program, the command ends its process when done."""
+    """Mixin for click commands: run as a program, the command ends its process when done; a usage
+    mistake is one line (`UsageLine`) instead of click's usage text, hint and error."""
 
     gc_thresholds: Optional[tuple] = GC_THRESHOLDS
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as err:  # parsing: unknown option, invalid or missing value
+            raise _one_line(err) from err
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as err:  # a group's unknown or missing subcommand
+            raise _one_line(err) from err
 
     def __call__(self, *args, **kwargs):
         if not _program_run(args, kwargs):
@@ -78,7 +109,10 @@ class Command(_EndsProcess, click.Command):
 
 
 class Group(_EndsProcess, click.Group):
-    """A click group that ends its process quickly when run as a program (module docstring)."""
+    """A click group that ends its process quickly when run as a program (module docstring); its
+    subcommands are `Command`s (one-line usage errors)."""
+
+    command_class = Command
 
 
 def end_process(code=0) -> None:

@@ -45,10 +45,12 @@ def _holder(fd: int) -> Optional[int]:
 
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike, what: str = "folder", shared: bool = False) -> Iterator[Path]:
-    """Hold the folder's lock for the duration of the block (the folder is created if missing).
+    """Hold the folder's lock for the duration of the block (the folder is created if missing; a
+    block that fails leaves no folder it created and left empty: a refused run leaves nothing).
     `shared`: writers that may work side by side (the shards of one sample folder) share the lock;
     only an exclusive holder excludes them, and an exclusive lock is refused while any is held."""
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
@@ -61,7 +63,19 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder", shared: bool = 
                              "wait for it to finish or use another folder") from None
         try:
             yield folder
+        except BaseException:
+            if created:
+                _remove_if_empty(folder)
+            raise
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        if not any(os.scandir(folder)):
+            folder.rmdir()
+    except OSError:  # not empty after all (another writer's file), or already gone
+        pass

@@ -13,6 +13,7 @@ writes files and picks comparable settings. Python API for other commands:
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -82,7 +83,14 @@ def load_stats(path: str | Path) -> StatsSet:
     try:
         with np.load(path, allow_pickle=False) as data:
             return StatsSet.from_arrays({key: data[key] for key in data.files}, where=str(path))
-    except (OSError, EOFError, KeyError) as err:
+    except FpaError:
+        raise
+    except (zipfile.BadZipFile, EOFError) as err:  # an .npz cut short or damaged
+        raise FpaError(f"{path}: a damaged statistics file ({err}); prepare it again") from None
+    except ValueError:  # not an .npz at all: numpy takes any other bytes for a pickle
+        raise FpaError(f"{path}: not a statistics file (.npz from `fpa-fd --save-stats` or "
+                       "`fpa-sample stats`)") from None
+    except (OSError, KeyError) as err:
         raise FpaError(f"{path}: not a readable statistics file ({err})") from None
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from fpa_export.common.errors import FpaError
-from fpa_export.common.images import GRID_PAD_VALUE as PAD_VALUE, arrange, grid, to_hwc, to_uint8  # noqa: F401
+from fpa_export.common.images import (GRID_PAD_VALUE as PAD_VALUE, GRID_PADDING, arrange, grid, to_hwc,  # noqa: F401
+                                      to_uint8)
 from .frames import PaintingFrames
 
 MODES = ("partial", "updates", "both")
@@ -60,6 +61,18 @@ def _frame(update: np.ndarray, partial: np.ndarray, mode: str, columns: int) -> 
         return grid(arrange(partial if mode == "partial" else update, columns))
     top, bottom = arrange(update, columns), arrange(partial, columns)  # (R, K, C, S, S) each
     return grid(np.stack([top, bottom], axis=1).reshape(-1, *top.shape[1:]))
+
+
+def picture_size(rows: int, columns: int, side: int) -> tuple[int, int]:
+    """(width, height) in pixels of a padded grid of rows × columns tiles of `side` px (`grid`)."""
+    return (columns * (side + GRID_PADDING) + GRID_PADDING, rows * (side + GRID_PADDING) + GRID_PADDING)
+
+
+def animation_size(samples: int, columns: int, mode: str, side: int) -> tuple[int, int]:
+    """(width, height) of each frame `animation` draws for `samples` samples of `side` px."""
+    columns = min(columns, samples)
+    rows = -(-samples // columns) * (2 if mode == "both" else 1)
+    return picture_size(rows, columns, side)
 
 
 def upscale(pictures: np.ndarray, scale: int) -> np.ndarray:

@@ -7,8 +7,14 @@ from typing import Optional, Sequence
 
 from fpa_export.common.errors import FpaError
 from .frames import PaintingFrames, paint
-from .layout import MODES, animation, step_grid, to_hwc
-from .writers import animation_format, picture_format, write_animation, write_mp4, write_picture
+from .layout import MODES, animation, animation_size, picture_size, step_grid, to_hwc
+from .writers import (MAX_DELAY_MS, animation_format, picture_format, write_animation, write_mp4,
+                      write_picture)
+
+MAX_SCALE = 16              # as fpa-vis --scale
+MIN_FPS = 0.02              # a frame of 50 s at most (MAX_DELAY_MS: a minute)
+MAX_SIDE = 65_535           # pixels a side: the largest GIF or JPEG picture
+MAX_MEMORY = 4 << 30        # bytes a painting may hold at once: frames, tiles and pictures
 
 
 @dataclass
@@ -30,6 +36,38 @@ class PaintingJob:
             raise FpaError("give at least one seed")
         if self.index < 0 or self.scale < 0 or self.hold_last_ms < 0 or self.columns < 1:
             raise FpaError("--index, --scale and --hold-last must be ≥ 0, columns ≥ 1")
+        if self.scale > MAX_SCALE:
+            raise FpaError(f"--scale is at most {MAX_SCALE}, got {self.scale}")
+        if not MIN_FPS <= self.fps or self.hold_last_ms > MAX_DELAY_MS:
+            raise FpaError(f"--fps must be at least {MIN_FPS:g} and --hold-last at most {MAX_DELAY_MS} ms "
+                           f"(the longest delay a GIF frame can hold), got {self.fps:g} and "
+                           f"{self.hold_last_ms}")
+
+    def check_size(self, config, movie: bool = True, grid: bool = False) -> None:
+        """Refuse, before any painting, a painting whose pictures exceed `MAX_SIDE` pixels a side or
+        whose frames and pictures would need more than `MAX_MEMORY` (too many seeds, too large a
+        --scale)."""
+        side = config.image_size * (self.scale or auto_scale(config.image_size))
+        count, frames = len(self.seeds), config.num_steps + (config.unet is not None)
+        pixels = count * config.num_steps * config.channels * config.image_size ** 2
+        needed = 2 * pixels * 4 * 2  # updates and partial sums in float32, drawn and displayed
+        needed += 2 * count * frames * config.channels * side ** 2  # their uint8 tiles, upscaled
+        pictures = []
+        if movie:
+            width, height = animation_size(count, self.columns, self.mode, side)
+            pictures.append(("animation frames", width, height))
+            needed += frames * width * height * config.channels
+        if grid:
+            width, height = picture_size(2 * count, frames, side)
+            pictures.append(("step grid", width, height))
+            needed += width * height * config.channels
+        for what, width, height in pictures:
+            if max(width, height) > MAX_SIDE:
+                raise FpaError(f"the {what} would be {width}×{height} px, more than {MAX_SIDE:,} px a "
+                               "side: use fewer seeds, more --columns or a smaller --scale")
+        if needed > MAX_MEMORY:
+            raise FpaError(f"{count} seed(s) in tiles of {side} px need about {needed / 2**30:.1f} GiB "
+                           f"(at most {MAX_MEMORY >> 30} GiB): use fewer seeds or a smaller --scale")
 
 
 @dataclass
@@ -71,6 +109,7 @@ def render_painting(sampler, job: PaintingJob, gif: Optional[Path] = None, grid:
     animation (.gif, .png as animated PNG, .mp4) and `grid` a .png or .jpg, by their suffixes."""
     job.check()
     _check_suffixes(gif, grid, mp4)
+    job.check_size(sampler.config, movie=gif is not None or mp4 is not None, grid=grid is not None)
     from fpa_export.common.atomic import check_writable
 
     for target in (gif, grid, mp4):  # a read-only folder fails now, not after the painting

@@ -6,7 +6,7 @@ The file's suffix decides its format, or the write is refused before anything is
 
 GIF frame delays are stored in units of 10 ms, and browsers show delays under 20 ms as 100 ms, so a
 frame lasts round(1000 / fps) ms rounded to 10 ms and at least 20 ms (at most 50 fps). The last frame
-is held for `hold_last_ms`. The GIF loops forever (loop=0). Pillow merges identical consecutive frames
+is held for `hold_last_ms`; no frame is held more than a minute (`MAX_DELAY_MS`). The GIF loops forever (loop=0). Pillow merges identical consecutive frames
 into one (adding their delays), which changes the frame count but not the animation. Greyscale frames
 are stored exactly; RGB frames go through Pillow's 256-colour palette quantisation, as every GIF does.
 Every file is written atomically.
@@ -24,6 +24,7 @@ from fpa_export.common.optional import available
 from fpa_export.common.atomic import atomic_write
 
 MIN_GIF_DELAY_MS = 20
+MAX_DELAY_MS = 60_000  # a frame's delay (--fps, --hold-last): a GIF stores at most 655.35 s per frame
 PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 ANIMATION_FORMATS = {".gif": "gif", ".png": "apng", ".apng": "apng", ".mp4": "mp4"}
 JPEG_QUALITY = 95

@@ -150,11 +150,13 @@ class SampleFiles:
             finally:
                 os.close(handle)
             os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
-        except BaseException:
+        except BaseException as err:
             try:
                 os.unlink(temp, dir_fd=folder)
             except OSError:
                 pass
+            if isinstance(err, OSError) and err.filename is None:  # os.write names no file: say which
+                raise OSError(err.errno, err.strerror, str(Path(self.folder) / Path(name).name)) from err
             raise
 
 
@@ -198,5 +200,16 @@ def _alive(pid: int) -> bool:
     except (ProcessLookupError, OverflowError):  # gone, or too large to be a pid
         return False
     except PermissionError:
-        return True  # another user's live process
-    return True
+        return not _zombie(pid)  # another user's process
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A process that has exited and waits for its parent to reap it (state Z in /proc; Linux): it
+    writes nothing more. Elsewhere, or when /proc cannot tell, False."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    fields = stat.rpartition(")")[2].split()  # the name in parentheses may itself hold spaces
+    return bool(fields) and fields[0] in ("Z", "X")

@@ -46,6 +46,7 @@ def latent_array(indices: Sequence[int], seed: int, latent_size: int,
                  truncation: float = 1.0) -> np.ndarray:
     """z for each index: float32 numpy (len(indices), latent_size); the one latent rule."""
     check_truncation(truncation)
+    check_seed(seed)
     seeds = [index_seed(seed, index) for index in indices]
     if latent_size >= 16 and randn.exact_here():
         z = randn.randn_rows(seeds, latent_size)
@@ -63,6 +64,12 @@ def _torch_draws(seeds: Sequence[int], latent_size: int) -> np.ndarray:
         generator.manual_seed(seed)
         torch.randn(latent_size, generator=generator, out=z[row])
     return z.numpy()
+
+
+def check_seed(seed: int) -> None:
+    """Seeds are non-negative integers, in every command (as `parse_seed_range` lists them)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise FpaError(f"a seed is a non-negative integer, got {seed!r}")
 
 
 def check_truncation(truncation: float) -> None:
@@ -94,21 +101,30 @@ def shard_indices(n: int, shard: tuple[int, int] = (0, 1)) -> range:
     return range(index, n, count)
 
 
+MAX_LISTED_SEEDS = 100_000  # a list of seeds names networks or tiles, never a sampling run's indices
+
+
 def parse_seed_range(text: str) -> list[int]:
-    """'3' → [3]; '0-7' → [0, …, 7]; '1,4,9' → [1, 4, 9] (ranges allowed inside lists)."""
+    """'3' → [3]; '0-7' → [0, …, 7]; '1,4,9' → [1, 4, 9] (ranges allowed inside lists); seeds are
+    non-negative and at most `MAX_LISTED_SEEDS` are listed."""
+    usage = f"seeds must look like 3, 0-7 or 1,4,9 (non-negative), got {text!r}"
     seeds: list[int] = []
     try:
         for part in str(text).split(","):
             part = part.strip()
             if not part:
                 continue
-            first, _, last = part.partition("-")
-            low, high = int(first), int(last) if last else int(first)
-            if high < low:
+            first, dash, last = part.partition("-")
+            low, high = int(first), int(last) if dash else int(first)  # '0-' is no range: int('') fails
+            if high < low or low < 0:
                 raise ValueError
+            if len(seeds) + high - low + 1 > MAX_LISTED_SEEDS:
+                raise FpaError(f"{text!r} lists more than {MAX_LISTED_SEEDS:,} seeds")
             seeds.extend(range(low, high + 1))
+    except FpaError:
+        raise
     except ValueError:
-        raise FpaError(f"seeds must look like 3, 0-7 or 1,4,9 (non-negative), got {text!r}") from None
-    if not seeds or min(seeds) < 0:
-        raise FpaError(f"seeds must look like 3, 0-7 or 1,4,9 (non-negative), got {text!r}")
+        raise FpaError(usage) from None
+    if not seeds:
+        raise FpaError(usage)
     return seeds

@@ -15,7 +15,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 import os
 from pathlib import Path
 import sys
@@ -34,7 +34,7 @@ from fpa_export.runtime.precision import check_name
 from . import manifest
 from .imagefiles import (FORMATS, SampleFiles, encode_all, existing_files, file_name, image_shape, is_valid,
                          png_level, stale_temporaries)
-from .latents import check_truncation, latent_array, shard_indices
+from .latents import check_seed, check_truncation, latent_array, shard_indices
 
 
 @dataclass
@@ -80,6 +80,7 @@ class SampleRun:
         if not 1 <= self.jpeg_quality <= 100:
             raise FpaError(f"--jpeg-quality must be in 1..100, got {self.jpeg_quality}")
         check_truncation(self.truncation)
+        check_seed(self.seed)
         if Path(self.outdir).exists() and not Path(self.outdir).is_dir():
             raise FpaError(f"{self.outdir}: exists and is not a folder")
 
@@ -177,39 +178,33 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
         choice["png_compress_level"] = level
     else:
         choice["jpeg_quality"] = run.jpeg_quality
-    created = not outdir.exists()
     start = time.perf_counter()
     # exits in reverse: the pool finishes the batch in flight, then the folder is closed and unlocked
     with torch_threads(runtime_threads if device_type(device) == "cpu" else None), \
             folder_lock(outdir, "sample folder", shared=not run.overwrite), SampleFiles(outdir) as files, \
             ThreadPoolExecutor(workers, thread_name_prefix="fpa-sample-write") as pool:
+        has_files = bool(existing_files(outdir))
         try:
-            has_files = bool(existing_files(outdir))
-            try:
-                record, replaced = manifest.merge(manifest.read(outdir), wanted, False, has_files), False
-            except manifest.FolderMismatch:
-                if not run.overwrite:
-                    raise
-                replaced = True  # the folder held another run: --overwrite replaces all of it
-            if run.overwrite:
-                record = wanted
-            _remove_leftovers(outdir, run, every_shard=replaced)
-            owned = shard_indices(run.n, run.shard)
-            todo, count, broken, have = _plan(outdir, owned, run.image_format, source.config, pool,
-                                              workers)
-            if run.verify:
-                _verify(outdir, have, run, sampler, painters)
-            # closing: on any error the painters are cancelled and joined before the folder is unlocked
-            with closing(iter_samples(sampler, todo, run.seed, run.batch_size, run.truncation,
-                                      painters)) as painted:
-                batches = _first_batch_then(painted, lambda: _begin(outdir, record, choice, on_start,
-                                                                    run.overwrite))
-                written = _write_all(pool, workers, files, batches, run, total=count,
-                                     progress=progress)
-        except BaseException:
-            if created:
-                _remove_if_unused(outdir)
-            raise
+            record, replaced = manifest.merge(manifest.read(outdir), wanted, False, has_files), False
+        except manifest.FolderMismatch:
+            if not run.overwrite:
+                raise
+            replaced = True  # the folder held another run: --overwrite replaces all of it
+        if run.overwrite:
+            record = wanted
+        _remove_leftovers(outdir, run, every_shard=replaced)
+        owned = shard_indices(run.n, run.shard)
+        todo, count, broken, have = _plan(outdir, owned, run.image_format, source.config, pool,
+                                          workers)
+        if run.verify:
+            _verify(outdir, have, run, sampler, painters)
+        # closing: on any error the painters are cancelled and joined before the folder is unlocked
+        with closing(iter_samples(sampler, todo, run.seed, run.batch_size, run.truncation,
+                                  painters)) as painted:
+            batches = _first_batch_then(painted, lambda: _begin(outdir, record, choice, on_start,
+                                                                run.overwrite))
+            written = _write_all(pool, workers, files, batches, run, total=count,
+                                 progress=progress)
     return SampleReport(outdir, written, len(owned) - count, broken, time.perf_counter() - start,
                         sampler.name, len(owned), record, choice)
 
@@ -260,15 +255,6 @@ def _first_batch_then(batches: Iterator, action: Callable[[], None]) -> Iterator
         if number == 0:
             action()
         yield batch
-
-
-def _remove_if_unused(outdir: Path) -> None:
-    """A folder this run created and left empty (a refused run): remove it again."""
-    try:
-        if not any(os.scandir(outdir)):
-            outdir.rmdir()
-    except OSError:
-        pass
 
 
 @contextmanager
@@ -344,10 +330,12 @@ def _write_all(pool: ThreadPoolExecutor, workers: int, files: SampleFiles, batch
         written += done
         return done
 
+    batches = iter(batches)
+    first = next(batches, None)  # painted (and the run announced by `_begin`) before the bar is drawn
     with tqdm(total=total, unit="img", desc="sampling", disable=not progress or None,
               dynamic_ncols=True) as bar:
         try:
-            for indices, images in batches:
+            for indices, images in chain([first] if first is not None else [], batches):
                 bar.update(finished())
                 images = to_hwc(images)
                 step = -(-len(indices) // workers)
