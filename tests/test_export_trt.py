@@ -252,7 +252,7 @@ def test_no_gpu_foreign_timing_cache_and_onnx_output_path(monkeypatch, onnx_file
     with pytest.raises(ExportError, match="needs an NVIDIA GPU"):
         build_engine(onnx_file, tmp_path / "m.plan")
     monkeypatch.setattr("fpa_export.export.trt_build._gpu_name", lambda: "Fake GPU")
-    with pytest.raises(ExportError, match="own file name"):
+    with pytest.raises(ExportError, match="written as .plan"):
         build_engine(onnx_file, onnx_file)
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"foreign-gpu")

@@ -164,3 +164,15 @@ def test_model_and_the_fpa_sample_folder_of_the_same_seed_score_the_same(tmp_pat
     assert torch.equal(from_model.stats[0].mu, from_files.stats[0].mu)
     other_seed = fd.stats_of(fd.classify(str(checkpoint)), [0], 32, n=24, sample_seed=6)
     assert not torch.equal(other_seed.stats[0].mu, from_files.stats[0].mu)
+
+
+def test_a_size_whose_features_cannot_fit_is_one_line_before_the_features(tmp_path):
+    from click.testing import CliRunner
+
+    from fpa_export.cli.fd import main
+    from fpa_export.fd.frechet import check_feature_memory
+
+    check_feature_memory(256, 100)  # the largest default-batch size that fits: fine
+    result = CliRunner().invoke(main, ["default", "default", "--n", "2", "--size", "100000"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "lower --size or --batch-size" in result.output.strip().splitlines()[-1]

@@ -142,3 +142,16 @@ def test_model_at_seed_is_image_zero_of_fpa_sample_with_that_seed(files, tmp_pat
     assert np.array_equal((image[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy(), saved)
     other, _ = load_source(f"{checkpoint}@4")
     assert not torch.equal(image, other)
+
+
+@pytest.mark.parametrize("args", [["invert", "default", "--size", "100000"],
+                                  ["texture", "default", "--out-size", "5000"]])
+def test_sizes_beyond_the_limit_are_one_line(args, tmp_path):
+    from click.testing import CliRunner
+
+    from fpa_export.cli.vis import main
+
+    result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "v.png"), "--steps", "1"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "at most 1024 px" in result.output.strip().splitlines()[-1]
+    assert not (tmp_path / "v.png").exists()

@@ -20,7 +20,15 @@ PAPER_HIDDEN_SIZE = 1024
 CTX = {"show_default": True, "max_content_width": 100, **HELP_OPTIONS}
 
 
-_friendly = friendly_errors(interrupted="Interrupted; the last checkpoint is kept (continue with --resume).")
+def _interrupted(params: dict) -> str:
+    """What Ctrl-C leaves: the last checkpoint to resume from, or (before the first) nothing to resume."""
+    out = params.get("out")
+    if out is not None and (Path(out) / "latest.pt").is_file():
+        return "Interrupted; the last checkpoint is kept (continue with --resume)."
+    return "Interrupted before the first checkpoint; nothing to resume (run the command again as it was)."
+
+
+_friendly = friendly_errors(interrupted=_interrupted)
 
 
 def _options(specs):

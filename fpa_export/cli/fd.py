@@ -58,12 +58,11 @@ def main(a, b, seeds, n, resolution, sample_seed, save_stats, batch_size, device
     seed_list = fd.parse_seeds(seeds) if seeds is not None else None
     options = dict(seeds=seed_list, resolution=resolution, n=n, sample_seed=sample_seed,
                    batch_size=batch_size, device=device, backend=backend, precision=precision)
+    if b is None and save_stats is None:
+        raise click.UsageError("give B to compare with, or --save-stats to save A's statistics")
+    if save_stats is not None:
+        fd.check_stats_output(save_stats, {"A": a, "B": b})  # before the (slow) features
     if b is None:
-        if save_stats is None:
-            raise click.UsageError("give B to compare with, or --save-stats to save A's statistics")
-        from fpa_export.common.atomic import check_writable
-
-        check_writable(save_stats, "statistics file")  # before the (slow) features
         stats = fd.stats_only(a, save_stats, **options)
         record = {"a": a, "saved": str(save_stats), "n_a": stats.n, "extractor": stats.extractor,
                   "seeds": stats.seeds, "resolution": stats.resolution}

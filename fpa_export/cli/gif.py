@@ -89,7 +89,8 @@ def main(model, seed, seeds, index, out, mode, fps, scale, hold_last_ms, columns
     model = open_model(model)  # decided and loaded once
     try:
         painter = open_painter(model, backend, device, precision)
-        result = render_painting(painter, job, gif=out, grid=grid, mp4=mp4)
+        result = render_painting(painter, job, gif=out, grid=grid, mp4=mp4,
+                                 inputs={"the model": model.path})
     except ImportError as err:
         raise UserError(str(err)) from None
     except NotImplementedError as err:

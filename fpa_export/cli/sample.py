@@ -48,10 +48,8 @@ def stats_command(image_dir, out, write_folder, model, image_format, jpeg_qualit
 
     if out is None and write_folder is None:
         raise UserError("give -o STATS.npz, --write-folder DIR, or both")
-    from fpa_export.common.atomic import check_writable
-
     if out is not None:
-        check_writable(out, "statistics file")  # before the (slow) features
+        fd.check_stats_output(out, {"the model": model})  # before the (slow) features
     if write_folder is not None:
         _write_real_folder(image_dir, write_folder, model, image_format, jpeg_quality)
         if out is None:

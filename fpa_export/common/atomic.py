@@ -75,6 +75,48 @@ def check_writable(out: str | os.PathLike, what: str = "output") -> None:
         raise FpaError(f"{out}: cannot write to {folder} ({err.strerror or err})") from None
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when paths `a` and `b` name one file (the same inode where both exist, else the same
+    resolved path): `ckpt.pt`, `./ckpt.pt` and a hard link to it are one file."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def check_outputs(outputs: dict[str, Any], inputs: dict[str, Any] | None = None, error=None) -> None:
+    """Refuse, in one line and before any work, a command whose outputs would overwrite one of its
+    inputs or each other: `outputs` and `inputs` map a description ("the graph", "the checkpoint")
+    to a path or None (not given). The one rule every command's file arguments go through; `error`
+    is the FpaError subclass raised (a layer's own, e.g. ExportError)."""
+    from .errors import FpaError
+
+    error = error or FpaError
+    given = [(what, path) for what, path in outputs.items() if path is not None]
+    for what, path in given:
+        for source, original in (inputs or {}).items():
+            if original is not None and same_file(path, original):
+                raise error(f"{path}: {what} would overwrite {source}; give another file name")
+    for number, (what, path) in enumerate(given):
+        for other, other_path in given[number + 1:]:
+            if same_file(path, other_path):
+                raise error(f"{path}: {what} and {other} name the same file, so one would "
+                               "overwrite the other; give two file names")
+
+
+def check_suffix(path: str | os.PathLike, suffixes: tuple[str, ...], what: str, error=None) -> None:
+    """Refuse an output whose name does not end in one of `suffixes` (e.g. a graph written as
+    `model.pt`, statistics written over `ckpt.pt`): every command then reads files by what they are.
+    `error`: as for `check_outputs`."""
+    from .errors import FpaError
+
+    error = error or FpaError
+    name = Path(path).name.lower()
+    if not name.endswith(tuple(s.lower() for s in suffixes)):
+        raise error(f"{path}: a {what} is written as {' or '.join(suffixes)}; give a name ending "
+                       f"so")
+
+
 # `.<target>.<8 random characters>.tmp`: the temporary file `atomic_write` names (tempfile.mkstemp).
 TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[A-Za-z0-9_]{8}" + re.escape(TEMP_SUFFIX))
 

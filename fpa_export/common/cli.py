@@ -149,11 +149,13 @@ class UserError(click.ClickException):
     """A problem with the user's input; click prints 'Error: <message>' and exits with status 1."""
 
 
-def friendly_errors(func=None, *, catch: tuple = (), interrupted: str = "Interrupted; finished outputs are kept."):
+def friendly_errors(func=None, *, catch: tuple = (), interrupted=
+                    "Interrupted; finished outputs are kept."):
     """Turn validation errors (the library's, plus `catch`) into one-line CLI errors, never a traceback.
 
     Use bare (`@friendly_errors`) or configured (`@friendly_errors(catch=(TrainingError,), interrupted=...)`);
-    Ctrl-C prints `interrupted` and exits with status 130.
+    Ctrl-C prints `interrupted` (a text, or a function of the command's keyword arguments that returns
+    one: what is kept depends on how far the run got) and exits with status 130.
     """
     if func is None:
         return functools.partial(friendly_errors, catch=catch, interrupted=interrupted)
@@ -171,7 +173,7 @@ def friendly_errors(func=None, *, catch: tuple = (), interrupted: str = "Interru
             where = f" ({err.filename})" if getattr(err, "filename", None) else ""
             raise UserError(f"{err.strerror or err}{where}")
         except KeyboardInterrupt:
-            click.echo(interrupted, err=True)
+            click.echo(interrupted(kwargs) if callable(interrupted) else interrupted, err=True)
             raise SystemExit(130)
     return wrapper
 

@@ -16,6 +16,7 @@ the numpy ones and never imports it).
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -181,6 +182,13 @@ def write_real_folder(image_dir: str | Path, out: str | Path, size: int, channel
 
     if image_format not in ("jpg", "png"):
         raise FpaError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
+    source, target = Path(image_dir).resolve(), Path(out).resolve()
+    if target == source or source in target.parents:  # the copies would be read as real images
+        raise FpaError(f"{out}: the folder to write is inside the images read ({image_dir}); give a "
+                       "folder outside it")
+    if target.is_dir() and any(os.scandir(target)):  # old files would be scored beside the new
+        raise FpaError(f"{out}: this folder holds files already (FID tools would read them with the "
+                       "real images); give a new or empty folder")
     paths = list_images(image_dir)
     if not paths:
         raise FpaError(f"{image_dir}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")

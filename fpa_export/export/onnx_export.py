@@ -23,7 +23,7 @@ import warnings
 
 import torch
 
-from fpa_export.common.atomic import atomic_write
+from fpa_export.common.atomic import atomic_write, check_outputs, check_suffix
 from fpa_export.common.errors import MissingExtra
 from fpa_export.models import FPAGenerator, describe, load_checkpoint
 from fpa_export.loading import resolve_checkpoint
@@ -86,6 +86,9 @@ def export_onnx(checkpoint=None, out=None, graph: str = "image", fp16: bool = Fa
     spec = ExportSpec(generator.config, graph=graph, fp16=fp16, uint8=uint8, rgb=rgb, lstm=lstm)
     out = Path(out) if out is not None else default_output(checkpoint, spec)
     check_writable(out)
+    check_suffix(out, (".onnx",), "graph", ExportError)
+    check_outputs({"the graph": out, "its sidecar": sidecar_path(out)}, {"the checkpoint": checkpoint},
+                  ExportError)
     sweep_stale_temporaries(out.parent)
     inputs = {"checkpoint_sha256": sha256_file(checkpoint), "spec": spec.to_dict(), "opset": opset,
               "exporter": exporter, "verify": verify, "atol": atol,

@@ -15,7 +15,7 @@ import time
 from typing import Optional
 import warnings
 
-from fpa_export.common.atomic import atomic_write
+from fpa_export.common.atomic import atomic_write, check_outputs, check_suffix
 from fpa_export.common.optional import require
 from .sidecar import (ExportError, check_writable, read_export_record, reusable, sha256_file,
                       sidecar_path, write_sidecar)
@@ -24,7 +24,7 @@ from .tempfiles import sweep_stale_temporaries
 from . import trt_verify
 
 DEFAULT_OPT_BATCH = 256
-from .options import DEFAULT_MAX_BATCH  # noqa: E402,F401
+from .options import DEFAULT_MAX_BATCH, ENGINE_SUFFIXES  # noqa: E402,F401
 
 
 def import_tensorrt():
@@ -81,9 +81,9 @@ def build_engine(source, out=None, *, min_batch: int = 1, opt_batch: Optional[in
     gpu = _gpu_name()
     if gpu is None:
         raise ExportError("TensorRT needs an NVIDIA GPU with CUDA, and torch sees none here")
-    if out is not None and Path(out).suffix.lower() == ".onnx":
-        raise ExportError(f"{out}: an engine needs its own file name (.plan), not an .onnx path")
     if out is not None:
+        check_suffix(out, ENGINE_SUFFIXES, "TensorRT engine", ExportError)  # not the .onnx path
+        check_outputs({"the engine": out}, {"the source": source}, ExportError)
         check_writable(Path(out))
     onnx_path = _onnx_source(source, out, graph, fp16, exporter)
     onnx_record = read_export_record(onnx_path)  # the sidecar, or the record inside the .onnx
@@ -92,6 +92,8 @@ def build_engine(source, out=None, *, min_batch: int = 1, opt_batch: Optional[in
                           "a sidecar); export the graph with it first")
     spec = ExportSpec.from_dict(onnx_record["inputs"]["spec"])
     out = Path(out) if out is not None else onnx_path.with_suffix(".plan")
+    check_outputs({"the engine": out, "its sidecar": sidecar_path(out)}, {"the graph": onnx_path},
+                  ExportError)
     sweep_stale_temporaries(out.parent)
     inputs = {"onnx_sha256": sha256_file(onnx_path),
               # the source checkpoint, so the engine shares its identity wherever the .onnx later is

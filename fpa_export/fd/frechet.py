@@ -195,6 +195,21 @@ def extractor_family(base_width: int = FD_BASE_WIDTH) -> str:
     return f"ranvgg19-w{base_width}-avg-he-{FEATURE_VERSION}"
 
 
+MAX_FEATURE_MEMORY = 4 * 2**30  # bytes of the extractor's largest activations for one batch
+
+
+def check_feature_memory(resolution: int, batch_size: int) -> None:
+    """Refuse, in one line, a resolution and batch whose features would not fit in memory: the first
+    block's activations are 64 channels at full resolution, two live at once (float32). `--size
+    100000` used to run until the kernel killed the process. Checked by `metric.stats_of` before any
+    image is read or painted (both are brought to the resolution first)."""
+    need = batch_size * 64 * resolution * resolution * 4 * 2
+    if need > MAX_FEATURE_MEMORY:
+        raise FpaError(f"features at {resolution} px in batches of {batch_size} need about "
+                       f"{need / 2**30:.1f} GiB (at most {MAX_FEATURE_MEMORY / 2**30:.0f}); lower "
+                       "--size or --batch-size")
+
+
 @torch.no_grad()
 def compute_stats(batches: Iterable[torch.Tensor], seeds: Sequence[int] = (0,), resolution: int = 64,
                   source: str = "", device: str | torch.device = "cpu",

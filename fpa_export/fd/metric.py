@@ -22,8 +22,10 @@ import numpy as np
 import torch
 
 from fpa_export.common.errors import FpaError
-from fpa_export.common.atomic import atomic_write
-from fpa_export.fd.frechet import FDResult, StatsSet, compare, compute_stats, frechet_distance  # noqa: F401
+from fpa_export.common.atomic import atomic_write, check_outputs, check_suffix, check_writable
+from fpa_export.export.options import ENGINE_SUFFIXES
+from fpa_export.fd.frechet import (FDResult, StatsSet, check_feature_memory, compare, compute_stats,  # noqa: F401
+                                   frechet_distance)
 from fpa_export.common.images import IMAGE_SUFFIXES, iter_image_batches, list_images, resize_center_crop, to_hwc_array, to_uint8
 
 __all__ = ["compute_stats", "save_stats", "load_stats", "compare", "frechet_distance", "fd_between",
@@ -31,7 +33,7 @@ __all__ = ["compute_stats", "save_stats", "load_stats", "compare", "frechet_dist
 
 DEFAULT_RESOLUTION = 64
 MIN_RESOLUTION = 32   # five poolings: 32 px leaves 2×2 positions at the last layer
-EXPORTED_SUFFIXES = (".onnx", ".plan", ".engine", ".trt")
+EXPORTED_SUFFIXES = (".onnx", *ENGINE_SUFFIXES)
 NOT_COMPARABLE = "a relative metric: NOT comparable with published (Inception) FID"
 
 
@@ -69,6 +71,14 @@ def classify(text: str) -> Source:
     if path.is_dir():
         return Source("folder", path, text)
     return Source("stats" if path.suffix.lower() == ".npz" else "model", path, text)
+
+
+def check_stats_output(path: str | Path, inputs: dict | None = None) -> None:
+    """Before the (slow) features: `path` is an `.npz` that can be written and overwrites none of
+    `inputs` (description → path), else one line (a checkpoint or an image given as `-o` is refused)."""
+    check_writable(path, "statistics file")
+    check_suffix(path, (".npz",), "statistics file")
+    check_outputs({"the statistics": path}, inputs)
 
 
 def save_stats(path: str | Path, stats: StatsSet) -> Path:
@@ -165,6 +175,7 @@ def stats_of(source: Source, seeds: Sequence[int], resolution: int, n: int = 200
     """Statistics of one source under the given extractor seeds and resolution."""
     if source.kind == "stats":
         return _checked_stats(load_stats(source.path), seeds, resolution, source.text)
+    check_feature_memory(resolution, min(batch_size, n) if source.kind != "folder" else batch_size)
     if source.kind == "folder":
         batches = folder_batches(source.path, resolution, batch_size)
         label = f"folder {source.text}"

@@ -104,13 +104,16 @@ def _check_suffixes(animation: Optional[Path], grid: Optional[Path], mp4: Option
 
 
 def render_painting(sampler, job: PaintingJob, gif: Optional[Path] = None, grid: Optional[Path] = None,
-                    mp4: Optional[Path] = None) -> PaintingOutputs:
+                    mp4: Optional[Path] = None, inputs: Optional[dict] = None) -> PaintingOutputs:
     """Paint `job.seeds` with `sampler` and write whichever of gif / grid / mp4 is given; `gif` is any
-    animation (.gif, .png as animated PNG, .mp4) and `grid` a .png or .jpg, by their suffixes."""
+    animation (.gif, .png as animated PNG, .mp4) and `grid` a .png or .jpg, by their suffixes.
+    Outputs that name one file, or a file of `inputs` (description → path), are refused first."""
+    from fpa_export.common.atomic import check_outputs, check_writable
+
     job.check()
     _check_suffixes(gif, grid, mp4)
+    check_outputs({"the animation": gif, "the step grid": grid, "the video": mp4}, inputs)
     job.check_size(sampler.config, movie=gif is not None or mp4 is not None, grid=grid is not None)
-    from fpa_export.common.atomic import check_writable
 
     for target in (gif, grid, mp4):  # a read-only folder fails now, not after the painting
         if target is not None:

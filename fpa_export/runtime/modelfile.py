@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from fpa_export.common.errors import FpaError
-
-ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
+from fpa_export.export.options import ENGINE_SUFFIXES  # torch-free
 
 
 class ModelFileError(FpaError):

@@ -180,6 +180,28 @@ def existing_files(folder: Path) -> dict[int, list[str]]:
     return found
 
 
+def stray_images(folder: Path, n: int, fmt: str, overwrite: bool = False) -> list[str]:
+    """Image files in `folder` that are not samples 0..n-1 in `fmt` (someone's `img_1.png`, a copied
+    `000500.png` past --n, a `.jpg` beside a PNG run): FID tools read every image of a folder, so a run
+    refuses to add to them. With `overwrite` only files not named as samples count (the run removes
+    the sample files itself). Sorted names; non-image files (notes, samples.json) are no concern."""
+    from fpa_export.common.images import IMAGE_SUFFIXES
+
+    if not folder.is_dir():
+        return []
+    strays = []
+    for entry in os.scandir(folder):
+        if not entry.name.lower().endswith(IMAGE_SUFFIXES):
+            continue
+        match = NAME.match(entry.name)
+        if match is None:
+            strays.append(entry.name)
+        elif not overwrite and (entry.name != file_name(int(match.group(1)), fmt)
+                                or int(match.group(1)) >= n):
+            strays.append(entry.name)
+    return sorted(strays)
+
+
 def stale_temporaries(folder: Path) -> list[tuple[int, Path]]:
     """Temporary files left by an interrupted run: (index, path). A file whose writer (the pid in its
     name) is this process or another live process on this machine is being written, and not listed."""

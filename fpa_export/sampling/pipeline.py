@@ -33,7 +33,7 @@ from fpa_export.runtime.modelfile import open_model
 from fpa_export.runtime.precision import check_name
 from . import manifest
 from .imagefiles import (FORMATS, SampleFiles, encode_all, existing_files, file_name, image_shape, is_valid,
-                         png_level, stale_temporaries)
+                         png_level, stale_temporaries, stray_images)
 from .latents import check_seed, check_truncation, latent_array, shard_indices
 
 
@@ -166,6 +166,7 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
                             image_format=run.image_format, jpeg_quality=run.jpeg_quality,
                             truncation=run.truncation)
     manifest.merge(manifest.read(outdir), wanted, run.overwrite, bool(existing_files(outdir)))  # early
+    _check_strays(outdir, run)
     threads, workers = run.thread_counts()
     if sampler is None:
         sampler = open_sampler(source, backend, device, painting_plan(device, threads)[1], precision)
@@ -207,6 +208,16 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
                                  progress=progress)
     return SampleReport(outdir, written, len(owned) - count, broken, time.perf_counter() - start,
                         sampler.name, len(owned), record, choice)
+
+
+def _check_strays(outdir: Path, run: SampleRun) -> None:
+    """Refuse a folder holding images that are not this run's samples (FID tools would score them)."""
+    strays = stray_images(outdir, run.n, run.image_format, run.overwrite)
+    if strays:
+        shown = ", ".join(strays[:3]) + (f" and {len(strays) - 3} more" if len(strays) > 3 else "")
+        raise FpaError(f"{outdir}: holds image files that are not samples 0..{run.n - 1} of this run "
+                       f"({shown}); FID tools would score them too: move them away or use another "
+                       "--outdir")
 
 
 def painting_plan(device: str, threads: int, parallel: bool = True) -> tuple[int, int]:

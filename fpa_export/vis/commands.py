@@ -12,7 +12,7 @@ from fpa_export.fd.features import RandomVGG19
 from .invert import invert, psnr, stacked_network
 from .optimize import Optimisation
 from .output import write_animation, write_picture
-from .sources import load_source
+from .sources import check_size, load_source
 from .style import transfer_style
 from .texture import synthesize_texture
 
@@ -28,11 +28,20 @@ class Output:
     scale: int = 1
 
     def __post_init__(self):
+        from ..common.atomic import check_outputs
         from ..painting.writers import animation_format, picture_format
 
         picture_format(self.png)
         if self.gif is not None:
             animation_format(self.gif)
+        check_outputs({"the picture": self.png, "the animation": self.gif})
+
+    def check_sources(self, *sources: str) -> None:
+        """Before any work: no output overwrites a source image (`invert photo.png -o photo.png`)."""
+        from ..common.atomic import check_outputs
+
+        check_outputs({"the picture": self.png, "the animation": self.gif},
+                      {f"the source image {source}": source for source in sources})
 
     def frame_every(self, steps: int) -> int:
         return max(1, steps // self.frames) if self.gif else 0
@@ -53,6 +62,7 @@ def run_invert(source: str, output: Output, layer: str = "conv3_1", size: Option
                seed: int = 0, net_seed: int = 0, width: int = 64, steps: int = 200,
                stacked: int = 0, stacked_steps: int = 30) -> str:
     """`fpa-vis invert`: reconstruct `source` from its `layer` features, from white noise."""
+    output.check_sources(source)
     target, described = load_source(source, size, seed)
     chosen = ""
     if stacked > 1:
@@ -70,6 +80,8 @@ def run_texture(source: str, output: Output, layers: Sequence[str], size: Option
                 out_size: Optional[int] = None, seed: int = 0, net_seed: int = 0, width: int = 64,
                 steps: int = 200) -> str:
     """`fpa-vis texture`: a new image with the Gram statistics of `source`."""
+    output.check_sources(source)
+    check_size(out_size, "--out-size")
     image, described = load_source(source, size, seed)
     network = RandomVGG19(seed=net_seed, base_width=width)
     result, _ = synthesize_texture(image, network, layers, size=out_size, steps=steps,
@@ -83,6 +95,7 @@ def run_style(content: str, style: str, output: Output, content_layer: str, styl
               style_weight: float = 1.0, size: Optional[int] = None, seed: int = 0, net_seed: int = 0,
               width: int = 64, steps: int = 200) -> str:
     """`fpa-vis style`: `content` repainted with the Gram statistics of `style`."""
+    output.check_sources(content, style)
     content_image, content_text = load_source(content, size, seed)
     style_image, style_text = load_source(style, content_image.shape[-1], seed)
     network = RandomVGG19(seed=net_seed, base_width=width)

@@ -54,9 +54,21 @@ def model_sample(path: Optional[Path], seed: int) -> torch.Tensor:
                        f"--graph image`, or give the checkpoint") from None
 
 
+MAX_SIZE = 1024  # px a side: at 1024 one 64-channel VGG activation is 256 MiB, and L-BFGS keeps many
+
+
+def check_size(size: Optional[int], what: str = "--size") -> None:
+    """One line for a working size the optimisation could not hold in memory (`--size 100000` ran
+    until the kernel killed it)."""
+    if size is not None and size > MAX_SIZE:
+        raise FpaError(f"{what} {size} px: at most {MAX_SIZE} px a side (the optimisation keeps every "
+                       "VGG activation of the image)")
+
+
 def load_source(spec: str, size: Optional[int] = None, seed: int = 0) -> tuple[torch.Tensor, str]:
     """(image (1, 3, S, S) in [0, 1], a description). `size` None keeps a sample's own size and
     loads files at 64 px."""
+    check_size(size)
     kind, path, seed = parse_source(spec, seed)
     if kind == "image":
         size = size or 64

@@ -1,0 +1,185 @@
+"""No command writes over its own input, writes two outputs into one file, or adds images to a folder
+that holds other images (common.atomic.check_outputs / check_suffix, sampling.imagefiles.stray_images,
+common.images.write_real_folder): each is one line and a non-zero exit, with nothing written."""
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from fpa_export.common.atomic import check_outputs, check_suffix, same_file
+from fpa_export.common.errors import FpaError
+from fpa_export.models import save_checkpoint
+from tests.conftest import make_generator
+
+
+def _last_line(result) -> str:
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    return result.output.strip().splitlines()[-1]
+
+
+def _files(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    return save_checkpoint(tmp_path / "ckpt.pt", make_generator())
+
+
+@pytest.fixture
+def real(tmp_path):
+    folder = tmp_path / "real"
+    folder.mkdir()
+    for k in range(3):
+        Image.fromarray(np.full((16, 16, 3), 60 * k, dtype=np.uint8)).save(folder / f"{k}.png")
+    return folder
+
+
+def test_same_file_sees_links_and_spellings(tmp_path):
+    a = tmp_path / "a.pt"
+    a.write_bytes(b"x")
+    os.link(a, tmp_path / "hard.pt")
+    assert same_file(a, tmp_path / "hard.pt")
+    assert same_file(a, tmp_path / "." / "a.pt")
+    assert same_file(tmp_path / "new.png", tmp_path / "sub" / ".." / "new.png")  # neither exists
+    assert not same_file(a, tmp_path / "b.pt")
+
+
+def test_check_outputs_and_suffix(tmp_path):
+    check_outputs({"the animation": tmp_path / "a.gif", "the grid": None}, {"the model": None})
+    with pytest.raises(FpaError, match="would overwrite the model"):
+        check_outputs({"-o": tmp_path / "m.pt"}, {"the model": tmp_path / "m.pt"})
+    with pytest.raises(FpaError, match="name the same file"):
+        check_outputs({"the animation": tmp_path / "a.png", "the step grid": tmp_path / "a.png"})
+    check_suffix(tmp_path / "G.ONNX", (".onnx",), "graph")  # case does not matter
+    with pytest.raises(FpaError, match=r"written as \.onnx"):
+        check_suffix(tmp_path / "g.onnx.json", (".onnx",), "graph")
+
+
+def test_export_never_overwrites_its_checkpoint(checkpoint, tmp_path):
+    from fpa_export.cli.export import main
+
+    before = checkpoint.read_bytes()
+    for out, fragment in [(checkpoint, "written as .onnx"), (tmp_path / "out.txt", "written as .onnx")]:
+        line = _last_line(CliRunner().invoke(main, ["onnx", str(checkpoint), "-o", str(out)]))
+        assert fragment in line, line
+    assert checkpoint.read_bytes() == before
+    assert _files(tmp_path) == ["ckpt.pt"]
+
+
+def test_export_refuses_a_graph_over_a_checkpoint_named_onnx(tmp_path):
+    from fpa_export.export import ExportError, export_onnx
+
+    odd = save_checkpoint(tmp_path / "weights.onnx", make_generator())  # a checkpoint, oddly named
+    before = odd.read_bytes()
+    with pytest.raises(ExportError, match="would overwrite the checkpoint"):
+        export_onnx(odd, odd, exporter="torchscript")
+    assert odd.read_bytes() == before
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "not-empty"])
+def test_real_folder_is_new_or_empty_and_outside_the_images(where, real, tmp_path):
+    from fpa_export.cli.sample import main
+
+    target = {"same": real, "inside": real / "copies", "not-empty": tmp_path / "samples"}[where]
+    if where == "not-empty":
+        target.mkdir()
+        (target / "000000.png").write_bytes(b"someone's sample")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(main, ["stats", str(real), "--write-folder", str(target)])
+    line = _last_line(result)
+    assert ("inside the images read" if where != "not-empty" else "holds files already") in line, line
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert not (real / "copies").exists()  # the folder it would have created is not left behind
+
+
+def test_real_folder_into_a_new_folder_still_works(real, tmp_path):
+    from fpa_export.cli.sample import main
+
+    result = CliRunner().invoke(main, ["stats", str(real), "--write-folder", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert _files(tmp_path / "r") == ["000000.png", "000001.png", "000002.png"]
+
+
+@pytest.mark.parametrize("command", ["fd", "stats"])
+def test_statistics_are_npz_and_never_over_the_model(command, checkpoint, real):
+    from fpa_export.cli.fd import main as fd_main
+    from fpa_export.cli.sample import main as sample_main
+
+    before = checkpoint.read_bytes()
+    if command == "fd":
+        result = CliRunner().invoke(fd_main, [str(real), "--save-stats", str(checkpoint)])
+    else:
+        result = CliRunner().invoke(sample_main, ["stats", str(real), "-o", str(checkpoint),
+                                                  "--model", str(checkpoint)])
+    assert "written as .npz" in _last_line(result)
+    assert checkpoint.read_bytes() == before
+
+
+def test_gif_outputs_must_be_different_files(tmp_path, monkeypatch):
+    from fpa_export.cli.gif import main
+    from fpa_export.painting import render
+
+    monkeypatch.setattr(render, "paint", lambda *a, **k: pytest.fail("painted before the check"))
+    same = tmp_path / "same.png"
+    line = _last_line(CliRunner().invoke(main, ["-o", str(same), "--grid", str(same)]))
+    assert "name the same file" in line, line
+    assert not same.exists()
+
+
+def test_vis_outputs_never_over_the_source_or_each_other(tmp_path):
+    from fpa_export.cli.vis import main
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((16, 16, 3), 90, dtype=np.uint8)).save(photo)
+    before = photo.read_bytes()
+    line = _last_line(CliRunner().invoke(main, ["invert", str(photo), "-o", str(photo), "--steps", "1"]))
+    assert "would overwrite the source image" in line, line
+    out = tmp_path / "a.png"
+    line = _last_line(CliRunner().invoke(main, ["invert", str(photo), "-o", str(out), "--gif", str(out),
+                                                "--steps", "1"]))
+    assert "name the same file" in line, line
+    assert photo.read_bytes() == before and not out.exists()
+
+
+@pytest.mark.parametrize("stray, args, earlier", [
+    ("img_1.png", [], False),               # someone's image in a new folder
+    ("img_1.png", ["--overwrite"], False),  # --overwrite removes samples, never someone's files
+    ("000500.png", [], True),               # a sample-like name past --n, beside a finished run
+    ("000003.jpg", [], True),               # another format beside a PNG run
+])
+def test_sample_folder_with_other_images_is_refused(stray, args, earlier, tmp_path):
+    from fpa_export.cli.sample import main
+
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    if earlier:
+        assert CliRunner().invoke(main, ["--n", "20", "--outdir", str(outdir)]).exit_code == 0
+    Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(outdir / stray)
+    before = {p.name: p.read_bytes() for p in outdir.iterdir()}
+    result = CliRunner().invoke(main, ["--n", "20", "--outdir", str(outdir), *args])
+    line = _last_line(result)
+    assert "not samples 0..19" in line and stray in line, line
+    assert {p.name: p.read_bytes() for p in outdir.iterdir()} == before
+
+
+def test_sample_folder_with_notes_is_fine(tmp_path):
+    from fpa_export.cli.sample import main
+
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    (outdir / "notes.txt").write_text("FID tools read images only")
+    result = CliRunner().invoke(main, ["--n", "3", "--outdir", str(outdir)])
+    assert result.exit_code == 0, result.output
+    assert _files(outdir) == ["000000.png", "000001.png", "000002.png", "notes.txt", "samples.json"]
+
+
+def test_train_interrupt_says_what_is_kept(tmp_path):
+    from fpa_export.training.cli import _interrupted
+
+    assert "nothing to resume" in _interrupted({"out": str(tmp_path)})
+    (tmp_path / "latest.pt").write_bytes(b"")
+    assert "continue with --resume" in _interrupted({"out": str(tmp_path)})
