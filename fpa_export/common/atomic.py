@@ -101,7 +101,7 @@ def check_outputs(outputs: dict[str, Any], inputs: dict[str, Any] | None = None,
         for other, other_path in given[number + 1:]:
             if same_file(path, other_path):
                 raise error(f"{path}: {what} and {other} name the same file, so one would "
-                               "overwrite the other; give two file names")
+                            "overwrite the other; give two file names")
 
 
 def check_suffix(path: str | os.PathLike, suffixes: tuple[str, ...], what: str, error=None) -> None:
@@ -114,7 +114,7 @@ def check_suffix(path: str | os.PathLike, suffixes: tuple[str, ...], what: str, 
     name = Path(path).name.lower()
     if not name.endswith(tuple(s.lower() for s in suffixes)):
         raise error(f"{path}: a {what} is written as {' or '.join(suffixes)}; give a name ending "
-                       f"so")
+                    f"in {suffixes[0]}")
 
 
 # `.<target>.<8 random characters>.tmp`: the temporary file `atomic_write` names (tempfile.mkstemp).
