@@ -152,7 +152,7 @@ def test_cli(grey, tmp_path):
     with Image.open(tmp_path / "g.png") as picture:
         assert picture.size == (T * 66 + 2, 3 * 2 * 66 + 2)  # 8-px tiles upscaled ×8 to 64 px
     for args, text in (([str(path), "--seed", "1", "--seeds", "0-3"], "not both"),
-                       ([str(path), "--seeds", "3-1"], "seeds must look like"),
+                       ([str(path), "--seeds", "3-1"], "a range runs upwards (1-3)"),
                        ([str(tmp_path / "nope.pt")], "does not exist")):
         result = runner.invoke(main, args)
         assert result.exit_code != 0 and "Traceback" not in result.output

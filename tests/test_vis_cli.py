@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from fpa_export.cli.vis import main
+from fpa_export.common.errors import FpaError
 from fpa_export.vis import load_source, parse_source
 from fpa_export.models import save_checkpoint
 from tests.conftest import make_generator
@@ -83,6 +84,11 @@ def test_source_syntax(files):
     assert parse_source("default", default_seed=2) == ("model", None, 2)
     assert parse_source(f"{checkpoint}@5")[::2] == ("model", 5)
     assert parse_source(str(photo))[0] == "image"
+    for wrong in ("default@x", "default@-1", f"{checkpoint}@", f"{checkpoint}@1.5"):
+        with pytest.raises(FpaError, match="the seed after '@' is a non-negative integer"):
+            parse_source(wrong)                        # the seed is named, not "no such file"
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        parse_source(f"{checkpoint}x@3")
     image, _ = load_source("default@4")
     again, _ = load_source("default", seed=4)
     other, _ = load_source("default@5")

@@ -111,8 +111,7 @@ def _locked_run(out, model, train, options, resume, info, generator, d_init, met
     run = Run(out, trainer, source, options, rank=info.rank, world_size=info.world_size, meta=meta)
     if resume:
         run.resume()  # TrainingError when there is nothing to resume or nothing left to do
-    if trainer.step_count == 0 or not (out / "config.json").exists():
-        run.write_config()
+    run.write_config()  # the settings the run goes on with (`fpa-train --resume` reads them back)
     result = run.train()
     ddp.barrier(info)
     result["skipped"] = getattr(source, "skipped", 0)

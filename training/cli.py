@@ -8,6 +8,7 @@ import click
 from fpa_export.common.cli import HELP_OPTIONS, Group, friendly_errors, version_option
 from fpa_export.common.devices import device_option
 from .options import AUG_TYPES
+from .resume_options import D_FIXED, FPA_FIXED, MODEL_FIELDS, TRAIN_FREE, UNET_FIXED, adopt, check_preset
 
 # Discriminator sizes. 'paper' is lightweight-gan's (docs/MODEL.md §6); 'cpu-small' is the D of the shipped
 # default model (tools/train_default.sh): channel cap 64, no attention before the 32-px stage, 2 × 16 heads.
@@ -46,7 +47,7 @@ RUN_OPTIONS = [
     (("--batch-size",), dict(default=20, type=click.IntRange(1), help="images per micro-batch and process")),
     (("--grad-accum",), dict(default=1, type=click.IntRange(1), help="micro-batches per step")),
     (("--device",), dict(default="cpu", callback=device_option, help="cpu, cuda, cuda:N or mps")),
-    (("--resume",), dict(is_flag=True, help="continue the run in --out from its latest.pt")),
+    (("--resume",), dict(is_flag=True, help="continue the run in --out from its latest.pt; options left out keep the run's values")),
     (("--lr",), dict(default=2e-4, type=float, help="Adam learning rate (betas 0.5, 0.9)")),
     (("--gp-every",), dict(default=4, type=click.IntRange(0), help="gradient penalty every N steps (0 = off)")),
     (("--ema-beta",), dict(default=0.995, type=float)),
@@ -114,9 +115,6 @@ UNET_OPTIONS = [
 ]
 D_OPTION_NAMES = ("d_preset", "fmap_max", "d_attn_res", "d_attn_heads", "d_attn_dim_head", "d_minibatch_std")
 
-MODEL_FIELDS = ("image_size", "num_steps", "latent_size", "mini_latent_size", "input_size", "hidden_size",
-                "num_layers", "input_generator", "input_tanh", "latent_to_init", "key_softmax",
-                "value_tanh", "lr_sigmoid", "lr_per_row", "out_tanh", "step_embedding", "wide_out_dim")
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -199,7 +197,8 @@ def main():
 @main.command("fpa", context_settings=CTX)
 @_options(MODEL_OPTIONS + RUN_OPTIONS)
 @_friendly
-def fpa_command(**kw):
+@click.pass_context
+def fpa_command(ctx, **kw):
     """Train an FPA from scratch into the run folder --out (the default command).
 
     \b
@@ -210,8 +209,14 @@ def fpa_command(**kw):
     from fpa_export.models import FPAConfig
     from .api import train_fpa
 
+    note = ""
+    if kw["resume"]:  # the options left out continue the run, the given ones must fit it
+        kw, note = adopt(ctx, kw, fixed={**FPA_FIXED, **D_FIXED}, free=TRAIN_FREE)
     model = FPAConfig(channels=int(kw["channels"]), **{k: kw[k] for k in MODEL_FIELDS})
     kw = resolve_d_preset(kw, model.hidden_size)
+    check_preset(ctx, kw, D_PRESETS[kw["d_preset"]])
+    if note:
+        click.echo(note, err=True)
     result = train_fpa(kw["out"], model, _train_config(kw), _run_options(kw), resume=kw["resume"])
     _report(kw["out"], result)
 
@@ -241,6 +246,10 @@ def unet_command(ctx, source, **kw):
     if given and not kw["fresh_d"]:
         raise click.UsageError(f"--{given[0].replace('_', '-')}: the discriminator continues from --from "
                                "with its own layout; D options apply only with --fresh-d")
+    if kw["resume"]:  # the discriminator is --from's or the run's own; see fpa_command
+        kw, note = adopt(ctx, kw, fixed=UNET_FIXED, free=TRAIN_FREE)
+        if note:
+            click.echo(note, err=True)
     config = read_checkpoint(source)["config"]
     kw = resolve_d_preset(kw, config["hidden_size"])  # used only with --fresh-d
     dim = kw["unet_dim"] or config["image_size"]

@@ -1,7 +1,7 @@
 """A training run: the run folder, the loop, logging, sample grids, checkpoints and resume.
 
 Run folder (`out`):
-    config.json      model config, training config and run options (written once, atomically)
+    config.json      model config, training config and run options (at the start and on every resume)
     log.jsonl        one JSON line per logged step: losses, images/s, metric when measured
     samples/step_NNNNNNN.png   8×8 grid of the EMA generator on fixed latents
     latest.pt        last checkpoint, with train_state (resume from it)
@@ -141,9 +141,17 @@ class Run:
         state = ckpt.get("train_state")
         if not state:
             raise TrainingError(f"{path}: has no train_state, cannot resume")
-        if FPAConfig.from_dict(ckpt["config"]) != self.trainer.generator.config:
-            raise TrainingError(f"{path}: model config differs from this run's; use another --out")
-        self.trainer.load_state(state, ckpt["state_dict"], ckpt["step"])
+        theirs, ours = FPAConfig.from_dict(ckpt["config"]).to_dict(), self.trainer.generator.config.to_dict()
+        differ = [f"{key} {theirs[key]} (this run: {ours[key]})" for key in theirs if theirs[key] != ours[key]]
+        if differ:
+            raise TrainingError(f"{path}: the run's model has {', '.join(differ)}; resume with the run's "
+                                "model options, or start a new run with another --out")
+        try:
+            self.trainer.load_state(state, ckpt["state_dict"], ckpt["step"])
+        except (RuntimeError, KeyError, ValueError) as err:  # another discriminator layout, most often
+            raise TrainingError(f"{path}: its weights do not fit this run ({type(err).__name__}: "
+                                f"{str(err).splitlines()[0][:160]}); resume with the run's discriminator "
+                                "options (as latest.pt's train_config)") from None
         self.best = float(state.get("best", math.inf))
         self._truncate_log(ckpt["step"])
         return int(ckpt["step"])

@@ -254,6 +254,8 @@ class Trainer:
         self.discriminator.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        for group in self.opt_g.param_groups + self.opt_d.param_groups:
+            group["lr"] = self.config.lr  # this run's --lr (Adam's state dict brings the saved one back)
         if state.get("scaler_g"):
             self.scaler_g.load_state_dict(state["scaler_g"])
             self.scaler_d.load_state_dict(state["scaler_d"])

@@ -116,8 +116,10 @@ def parse_seed_range(text: str) -> list[int]:
                 continue
             first, dash, last = part.partition("-")
             low, high = int(first), int(last) if dash else int(first)  # '0-' is no range: int('') fails
-            if high < low or low < 0:
+            if low < 0:
                 raise ValueError
+            if high < low:
+                raise FpaError(f"seeds {part!r}: a range runs upwards ({high}-{low}), in {text!r}")
             if len(seeds) + high - low + 1 > MAX_LISTED_SEEDS:
                 raise FpaError(f"{text!r} lists more than {MAX_LISTED_SEEDS:,} seeds")
             seeds.extend(range(low, high + 1))

@@ -27,7 +27,9 @@ def parse_source(spec: str, default_seed: int = 0) -> tuple[str, Optional[Path],
     'm.pt' → ('model', path, default_seed)."""
     seed = default_seed
     head, _, tail = spec.rpartition("@")
-    if head and tail.isdigit() and (head == "default" or Path(head).is_file()):
+    if head and (head == "default" or Path(head).is_file()) and not Path(spec).is_file():
+        if not tail.isdigit():  # 'default@x', 'model.pt@-1': the seed is wrong, not the file
+            raise FpaError(f"{spec}: the seed after '@' is a non-negative integer (e.g. {head}@7)")
         spec, seed = head, int(tail)
     if spec == "default":
         return "model", None, seed

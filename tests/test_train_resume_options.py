@@ -1,0 +1,110 @@
+"""`fpa-train --out RUN --resume` alone continues the run: options left out keep the run's values, a given
+model or discriminator option must equal the run's (one line otherwise), a given recipe option (--lr)
+overrides it and is really used."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fpa_export.models import read_checkpoint
+from fpa_export.training.api import train_fpa
+from fpa_export.training.cli import main
+from fpa_export.training.loop import TrainingError
+from tests.conftest import tiny_config
+from tests.test_train_run import TINY_D_ARGS, TINY_MODEL_ARGS, options, train_config
+
+pytest.importorskip("sklearn")  # the 'digits' data
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [*args, "--no-progress"])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A 2-step run with a non-default model, discriminator, recipe and data."""
+    out = tmp_path_factory.mktemp("resume") / "run"
+    result = cli("--data", "digits", *TINY_MODEL_ARGS, *TINY_D_ARGS, "--batch-size", "3", "--lr", "3e-4",
+                 "--aug-prob", "0.5", "--gp-every", "3", "--seed", "7", "--log-every", "1",
+                 "--eval-every", "0", "--save-every", "1", "--steps", "2", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def state(out):
+    ckpt = read_checkpoint(out / "latest.pt")
+    return ckpt, ckpt["train_state"]["train_config"]
+
+
+def test_resume_alone_continues_with_the_runs_model_recipe_and_data(run, tmp_path):
+    before_model, before_train = state(run)
+    result = cli("--out", str(run), "--resume", "--steps", "3")
+    assert result.exit_code == 0, result.output
+    after, train = state(run)
+    assert after["step"] == 3 and after["config"] == before_model["config"]
+    assert train == before_train and train["lr"] == 3e-4 and train["batch_size"] == 3
+    assert train["fmap_max"] == 16 and train["aug_prob"] == 0.5 and train["seed"] == 7
+    config = json.loads((run / "config.json").read_text())
+    assert config["run"]["data"] == "digits" and config["run"]["steps"] == 3  # not mnist, not 10000
+    assert "Resuming with --steps 3 (the run had 2)" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hidden-size", "32"], "--hidden-size 32: the run in {run} has 16; a resumed run keeps its model"),
+    (["--channels", "3"], "--channels 3: the run in {run} has 1"),
+    (["--fmap-max", "64"], "--fmap-max 64: the run in {run} has 16; a resumed run keeps its discriminator"),
+    (["--d-preset", "paper"], "--d-preset paper: the run in {run} has --fmap-max 16, not 512"),
+])
+def test_a_given_model_or_discriminator_option_must_fit_the_run(run, args, message):
+    before = (run / "latest.pt").read_bytes()
+    result = cli("--out", str(run), "--resume", "--steps", "9", *args)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert message.format(run=run) in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert (run / "latest.pt").read_bytes() == before  # nothing written
+
+
+def test_a_given_lr_overrides_the_run_and_adam_really_uses_it(tmp_path, run):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("latest.pt", "config.json", "log.jsonl"):
+        (copy / name).write_bytes((run / name).read_bytes())
+    steps = read_checkpoint(copy / "latest.pt")["step"] + 1
+    result = cli("--out", str(copy), "--resume", "--steps", str(steps), "--lr", "1e-4")
+    assert result.exit_code == 0, result.output
+    assert "--lr 0.0001 (the run had 0.0003)" in result.output
+    train_state = read_checkpoint(copy / "latest.pt")["train_state"]
+    assert train_state["train_config"]["lr"] == 1e-4
+    for opt in ("opt_g", "opt_d"):  # Adam's saved state would bring 3e-4 back without the fix
+        assert {group["lr"] for group in train_state[opt]["param_groups"]} == {1e-4}
+
+
+def test_api_resume_with_another_model_names_the_fields(tmp_path):
+    out = tmp_path / "run"
+    train_fpa(out, tiny_config(image_size=16), train_config(), options(data="digits", steps=1))
+    other = tiny_config(image_size=16).replace(hidden_size=24)
+    with pytest.raises(TrainingError, match=r"the run's model has hidden_size 16 \(this run: 24\)"):
+        train_fpa(out, other, train_config(), options(data="digits", steps=2), resume=True)
+    with pytest.raises(TrainingError, match="do not fit this run .*discriminator options"):
+        train_fpa(out, tiny_config(image_size=16), train_config(fmap_max=32), options(data="digits", steps=2),
+                  resume=True)
+    assert read_checkpoint(out / "latest.pt")["step"] == 1
+    assert torch.isfinite(read_checkpoint(out / "latest.pt")["state_dict"]["latent_to_init.weight"]).all()
+
+
+def test_unet_stage_resume_keeps_its_unet(run, tmp_path):
+    out = tmp_path / "unet"
+    common = ["unet", "--from", str(run / "latest.pt"), "--out", str(out), "--eval-every", "0"]
+    first = cli(*common, "--data", "digits", "--unet-dim", "8", "--unet-dim-mults", "1,2", "--batch-size", "3",
+                "--steps", "1", "--save-every", "1")
+    assert first.exit_code == 0, first.output
+    again = cli(*common, "--resume", "--steps", "2")          # no --data, --unet-dim, --batch-size
+    assert again.exit_code == 0, again.output
+    ckpt = read_checkpoint(out / "latest.pt")
+    assert ckpt["step"] == 2 and ckpt["config"]["unet"]["dim"] == 8
+    assert json.loads((out / "config.json").read_text())["run"]["data"] == "digits"
+    wrong = cli(*common, "--resume", "--steps", "3", "--unet-dim-mults", "1,2,4")
+    assert wrong.exit_code != 0 and "--unet-dim-mults 1,2,4: the run in" in wrong.output

@@ -1,0 +1,119 @@
+"""`fpa-train --resume`: the options left out continue the run; the ones given must fit it.
+
+A run is resumed with `fpa-train --out runs/x --resume` alone. Every option not given on the command line
+takes the run's own value: the model from latest.pt's config, the training recipe from its train state,
+the run options (data, --steps, periods, metric) from config.json. An option given anyway either
+
+- must equal the run's, for what fixes the weights' shapes (the model, the U-Net, the discriminator):
+  otherwise one line names the option and the run's value; or
+- overrides the run's (a lower --lr after a non-finite loss, a larger --steps), said in one line.
+
+`--device` and `--progress` belong to the machine and the terminal, never to the run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+import click
+
+from fpa_export.common.errors import FpaError
+
+_join = lambda items: ",".join(str(item) for item in items)  # noqa: E731  tuples as the CLI writes them
+
+# CLI name → how to read the run's value (model config, train config, run options) ----------------------
+MODEL_FIELDS = ("image_size", "num_steps", "latent_size", "mini_latent_size", "input_size", "hidden_size",
+                "num_layers", "input_generator", "input_tanh", "latent_to_init", "key_softmax",
+                "value_tanh", "lr_sigmoid", "lr_per_row", "out_tanh", "step_embedding", "wide_out_dim")
+FPA_FIXED: dict[str, Callable[[dict, dict], object]] = {
+    **{name: (lambda key: lambda model, train: model[key])(name) for name in MODEL_FIELDS},
+    "channels": lambda model, train: str(model["channels"]),
+}
+D_FIXED: dict[str, Callable[[dict, dict], object]] = {
+    "fmap_max": lambda model, train: train["fmap_max"],
+    "d_attn_res": lambda model, train: _join(train["attn_res_layers"]),
+    "d_attn_heads": lambda model, train: train["attn_heads"],
+    "d_attn_dim_head": lambda model, train: train["attn_dim_head"],
+    "d_minibatch_std": lambda model, train: train["minibatch_std"],
+}
+UNET_FIXED: dict[str, Callable[[dict, dict], object]] = {
+    "unet_dim": lambda model, train: model["unet"]["dim"],
+    "unet_dim_mults": lambda model, train: _join(model["unet"]["dim_mults"]),
+}
+TRAIN_FREE: dict[str, Callable[[dict, dict], object]] = {
+    **{name: (lambda key: lambda model, train: train[key])(name)
+       for name in ("batch_size", "grad_accum", "lr", "gp_every", "aug_prob", "mode_seeking", "imle_steps",
+                    "imle_pool", "amp", "seed")},
+    **{f"ema_{name}": (lambda key: lambda model, train: train["ema"][key])(name)
+       for name in ("beta", "start", "every", "reset_every", "reset_until")},
+    "aug_types": lambda model, train: _join(train["aug_types"]),
+}
+RUN_FREE = ("data", "steps", "log_every", "sample_every", "save_every", "eval_every", "eval_count", "metric")
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT,
+                                                  click.core.ParameterSource.DEFAULT_MAP)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def run_settings(out: Path) -> Optional[tuple[dict, dict, dict]]:
+    """(model config, train config, run options) of the run in `out`, or None when there is no latest.pt
+    (the run's own resume then says "nothing to resume")."""
+    from fpa_export.models import read_checkpoint
+
+    path = out / "latest.pt"
+    if not path.is_file():
+        return None
+    ckpt = read_checkpoint(path)
+    model, train = ckpt.get("config"), (ckpt.get("train_state") or {}).get("train_config")
+    if not isinstance(model, dict) or not isinstance(train, dict):
+        raise FpaError(f"{path}: has no train_state, cannot resume")
+    try:
+        run = json.loads((out / "config.json").read_text(encoding="utf-8")).get("run", {})
+    except (OSError, ValueError, AttributeError):
+        run = {}  # the run options then come from the command line (their defaults)
+    return model, train, run if isinstance(run, dict) else {}
+
+
+def adopt(ctx: click.Context, kw: dict, fixed: dict, free: dict) -> tuple[dict, str]:
+    """(`kw` with the run's values for the options not given, a line naming each given option of `free`
+    that overrides the run's ('' when none)); FpaError (one line) for a given option of `fixed` that
+    differs from the run's."""
+    settings = run_settings(Path(kw["out"]))
+    if settings is None:
+        return kw, ""
+    model, train, run = settings
+    readers = {**fixed, **free, **{name: (lambda key: lambda m, t: run[key])(name)
+                                   for name in RUN_FREE if name in run}}
+    kw, changed = dict(kw), []
+    for name, read in readers.items():
+        try:
+            theirs = read(model, train)
+        except (KeyError, TypeError):
+            continue  # an older run without this setting: the command line's value stands
+        if not _given(ctx, name):
+            kw[name] = theirs
+        elif kw[name] != theirs and name in fixed:
+            raise FpaError(f"{_flag(name)} {kw[name]}: the run in {kw['out']} has {theirs}; a resumed run "
+                           f"keeps its {'model' if name in FPA_FIXED or name in UNET_FIXED else 'discriminator'}"
+                           f" (drop {_flag(name)}, or start a new run with another --out)")
+        elif kw[name] != theirs:
+            changed.append(f"{_flag(name)} {kw[name]} (the run had {theirs})")
+    return kw, f"Resuming with {', '.join(changed)}" if changed else ""
+
+
+def check_preset(ctx: click.Context, kw: dict, preset: dict) -> None:
+    """An explicit --d-preset on --resume must name the run's discriminator: every preset value not
+    overridden by its own option must equal the run's (already adopted into `kw`)."""
+    if not kw.get("resume") or not _given(ctx, "d_preset"):
+        return
+    for name, value in preset.items():
+        if not _given(ctx, name) and kw.get(name) is not None and kw[name] != value:
+            raise FpaError(f"--d-preset {kw['d_preset']}: the run in {kw['out']} has {_flag(name)} "
+                           f"{kw[name]!r}, not {value!r}; a resumed run keeps its discriminator (drop "
+                           "--d-preset)")
