@@ -204,11 +204,24 @@ def test_a_program_run_collects_garbage_less_often_except_training(command, expe
     ("fpa-convert", [], "Missing argument"),
     ("fpa-train", ["--steps", "0", "--out", "x"], "Invalid value for '--steps'"),
     ("fpa-train", ["unet"], "Missing option '--from'"),
+    # an option the run would ignore is refused, not silently dropped
+    ("fpa-sample", ["--n", "4", "--outdir", "{tmp}/s", "--jpeg-quality", "80"],
+     "--jpeg-quality applies only with --format jpg"),
+    ("fpa-sample", ["stats", "{tmp}", "--write-folder", "{tmp}/r", "--seeds", "1"],
+     "--seeds applies only with -o"),
+    ("fpa-export", ["onnx", "-o", "{tmp}/g.onnx", "--no-verify", "--atol", "0.1"],
+     "--atol applies only when the graph is verified"),
+    ("fpa-export", ["trt", "{tmp}/g.onnx", "--fp16"], "--fp16 applies only when SOURCE is a checkpoint"),
+    ("fpa-gif", ["--grid", "{tmp}/g.png", "--hold-last", "100"],
+     "--hold-last applies only to an animation (-o or --mp4)"),
 ])
-def test_usage_mistakes_are_one_line_naming_the_help(command, args, text):
+def test_usage_mistakes_are_one_line_naming_the_help(command, args, text, tmp_path):
     from click.testing import CliRunner
 
+    (tmp_path / "g.onnx").write_bytes(b"")  # exists (the argument's check); never read
+    args = [arg.format(tmp=tmp_path) for arg in args]
     result = CliRunner().invoke(_main(command), args, prog_name=command)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.onnx"]  # nothing written
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and text in lines[0], result.output

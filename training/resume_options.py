@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 import click
 
+from fpa_export.common.cli import given as _given
 from fpa_export.common.errors import FpaError
 
 _join = lambda items: ",".join(str(item) for item in items)  # noqa: E731  tuples as the CLI writes them
@@ -50,11 +51,6 @@ TRAIN_FREE: dict[str, Callable[[dict, dict], object]] = {
     "aug_types": lambda model, train: _join(train["aug_types"]),
 }
 RUN_FREE = ("data", "steps", "log_every", "sample_every", "save_every", "eval_every", "eval_count", "metric")
-
-
-def _given(ctx: click.Context, name: str) -> bool:
-    return ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT,
-                                                  click.core.ParameterSource.DEFAULT_MAP)
 
 
 def _flag(name: str) -> str:

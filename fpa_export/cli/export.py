@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fpa_export.common.cli import Group, UserError, friendly_errors, version_option
+from fpa_export.common.cli import Group, UserError, check_applies, friendly_errors, version_option
 from fpa_export.export.options import DEFAULT_MAX_BATCH, DEFAULT_OPSET, EXPORTERS, GRAPHS, LSTM_MODES
 
 CHECKPOINT = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -69,6 +69,7 @@ def onnx_command(checkpoint, out, graph, fp16, uint8, rgb, opset, exporter, atol
     """
     from fpa_export.export import export_onnx
 
+    check_applies("atol", not no_verify, "when the graph is verified (not with --no-verify)")
     with _stage_progress("export") as progress:
         result = _lazy(export_onnx, checkpoint, out, graph=graph, fp16=fp16, opset=opset,
                        exporter=exporter, uint8=uint8, rgb=rgb, lstm=lstm, verify=not no_verify,
@@ -113,6 +114,9 @@ def trt_command(source, out, min_batch, opt_batch, max_batch, timing_cache, work
     """
     from fpa_export.export import build_engine
 
+    for name in ("graph", "fp16"):  # an .onnx source is built as it is written
+        check_applies(name, source is None or Path(source).suffix.lower() != ".onnx",
+                      "when SOURCE is a checkpoint")
     with _stage_progress("tensorrt"):
         result = _lazy(build_engine, source, out, min_batch=min_batch, opt_batch=opt_batch,
                        max_batch=max_batch, timing_cache=timing_cache, workspace_gb=workspace_gb,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fpa_export.common.cli import Command, UserError, friendly_errors, version_option
+from fpa_export.common.cli import Command, UserError, check_applies, friendly_errors, version_option
 from fpa_export.common.devices import device_option
 from fpa_export.runtime.names import BACKENDS, PRECISIONS, SAMPLE_FORMATS as FORMATS
 
@@ -48,6 +48,9 @@ def stats_command(image_dir, out, write_folder, model, image_format, jpeg_qualit
 
     if out is None and write_folder is None:
         raise UserError("give -o STATS.npz, --write-folder DIR, or both")
+    check_applies("jpeg_quality", image_format == "jpg", "with --format jpg")
+    for name in ("seeds", "batch_size"):
+        check_applies(name, out is not None, "with -o (the statistics)")
     if out is not None:
         fd.check_stats_output(out, {"the model": model})  # before the (slow) features
     if write_folder is not None:
@@ -143,6 +146,7 @@ def main(model, n, outdir, batch_size, seed, backend, device, precision, image_f
         raise UserError("--no-save only makes sense with --reference-stats")
     if outdir is None and not no_save:
         raise UserError("give --outdir (or --no-save with --reference-stats)")
+    check_applies("jpeg_quality", image_format == "jpg", "with --format jpg")
     run = SampleRun(outdir or Path("."), n=n, seed=seed, batch_size=batch_size,
                     image_format=image_format, jpeg_quality=jpeg_quality, truncation=truncation,
                     shard=parse_shard(shard), overwrite=overwrite, workers=workers, threads=threads,

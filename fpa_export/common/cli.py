@@ -181,6 +181,23 @@ def friendly_errors(func=None, *, catch: tuple = (), interrupted=
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}  # `-h` works wherever `--help` does
 
 
+def given(ctx: click.Context, name: str) -> bool:
+    """Whether the option `name` (its parameter name) was set on the command line or from the
+    environment, rather than left at its default."""
+    return ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT,
+                                                  click.core.ParameterSource.DEFAULT_MAP)
+
+
+def check_applies(name: str, applies: bool, when: str, ctx: Optional[click.Context] = None) -> None:
+    """An option given where this run would ignore it (`--jpeg-quality` with PNG files) is one line, not
+    a silent no-op: `--jpeg-quality applies only with --format jpg` (ctx: the running command's)."""
+    ctx = ctx or click.get_current_context()
+    if not applies and given(ctx, name):
+        flag = next((opt for param in ctx.command.params if param.name == name for opt in param.opts
+                     if opt.startswith("--")), name)
+        raise UsageLine(f"{flag} applies only {when} (see: {ctx.command_path} --help)")
+
+
 def version_option(prog: str):
     """`--version` on a top-level command: prints `<prog> <package version>`."""
     from .version import PACKAGE_VERSION
