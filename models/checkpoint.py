@@ -132,27 +132,27 @@ PASS_INSTEAD = "pass the .pt checkpoint written by fpa-train or fpa-convert"
 _IMAGE_MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image"}
 
 
-def sniff_non_checkpoint(data: bytes, suffix: str = "") -> str:
-    """By its first bytes, what a file that cannot be a torch checkpoint is, and what to pass instead;
+def sniff_non_checkpoint(data: bytes, suffix: str = "", instead: str = PASS_INSTEAD) -> str:
+    """By its first bytes, what a file that cannot be a torch checkpoint is, and what to pass `instead`;
     '' when it may be one (a torch zip archive or a legacy pickle, which `torch.load` then judges)."""
     head = data[:16]
     if len(head) >= 3 and head[0] == 0x08 and head[1] < 0x80 and head[2] in (0x12, 0x1a, 0x22, 0x2a, 0x32, 0x3a):
-        return ("this is an ONNX graph (protobuf), not a checkpoint; " + PASS_INSTEAD + " (fpa-sample, "
+        return ("this is an ONNX graph (protobuf), not a checkpoint; " + instead + " (fpa-sample, "
                 "fpa-gif and fpa-fd read .onnx files directly)")
     if suffix.lower() in (".plan", ".engine", ".trt"):
-        return "this looks like a TensorRT engine, not a checkpoint; " + PASS_INSTEAD
+        return "this looks like a TensorRT engine, not a checkpoint; " + instead
     for magic, kind in _IMAGE_MAGIC.items():
         if head.startswith(magic):
-            return f"this is {kind}, not a checkpoint; {PASS_INSTEAD}"
+            return f"this is {kind}, not a checkpoint; {instead}"
     if head.lstrip()[:1] in (b"{", b"["):
-        return "this is a JSON/text file, not a checkpoint; " + PASS_INSTEAD
+        return "this is a JSON/text file, not a checkpoint; " + instead
     if head.startswith(b"PK\x03\x04"):
         if b"data.pkl" not in data[:4096] and b".npy" in data[:4096]:
-            return "this is a numpy .npz archive (e.g. statistics), not a checkpoint; " + PASS_INSTEAD
+            return "this is a numpy .npz archive (e.g. statistics), not a checkpoint; " + instead
         return ""  # torch's zip format
     if head[:1] == b"\x80" or not data:
         return ""  # a pickle (legacy torch format) or empty: torch.load's errors say the rest
-    return "not a torch checkpoint (unknown file type); " + PASS_INSTEAD
+    return "not a torch checkpoint (unknown file type); " + instead
 
 
 def _validate_layout(raw: Any, path) -> None:

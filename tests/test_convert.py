@@ -315,6 +315,10 @@ MALFORMED = {
     "not_a_dict": (lambda p: _save(p, [1, 2]), ["top level is a list"]),
     "no_gan": (lambda p: _save(p, {"state_dict": {}}), ["no 'GAN' state dict", "state_dict"]),
     "ours": (lambda p: save_checkpoint(p / "m.pt", make_generator(0)), ["already an fpa-export"]),
+    # other kinds of file say what they are and what to pass, never "corrupted" or "--trust-pickle"
+    "text": (lambda p: _write(p / "m.pt", b"hello\n"), ["unknown file type", "official fpainter model_"]),
+    "png": (lambda p: _write(p / "m.onnx", b"\x89PNG\r\n\x1a\n" + bytes(64)), ["a PNG image", "official"]),
+    "onnx": (lambda p: _write(p / "m.onnx", b"\x08\x08\x12\x07pytorch" + bytes(32)), ["an ONNX graph"]),
 }
 
 
@@ -326,7 +330,9 @@ def _save(path_dir, obj):
 @pytest.mark.parametrize("name", sorted(MALFORMED))
 def test_malformed_files_are_one_line_errors(tmp_path, name):
     make, fragments = MALFORMED[name]
-    assert_one_line_error(convert(make(tmp_path), "-o", tmp_path / "o.pt", ok=False), *fragments)
+    result = convert(make(tmp_path), "-o", tmp_path / "o.pt", ok=False)
+    assert_one_line_error(result, *fragments)
+    assert "--trust-pickle" not in result.output
 
 
 def test_output_must_not_overwrite_the_official_file(tmp_path):

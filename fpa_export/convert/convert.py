@@ -22,7 +22,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from fpa_export.models import FPAConfig, FPAGenerator, save_checkpoint
-from fpa_export.models.checkpoint import FORMAT
+from fpa_export.models.checkpoint import FORMAT, sniff_non_checkpoint
 from .infer import ConversionError, OfficialTensors, infer_config, listing
 from .keys import from_official_state_dict, official_name
 from .options import DEFAULTS, MODEL_TYPES, WEIGHTS
@@ -95,6 +95,9 @@ def read_official(path: Path, trust_pickle: bool = False) -> tuple[dict, str]:
     if not path.is_file():
         raise ConversionError(f"{path}: no such file")
     raw = path.read_bytes()
+    other = sniff_non_checkpoint(raw, path.suffix, instead="pass an official fpainter model_<N>.pt")
+    if other:  # an image, a graph, a text file: said as such (not "corrupted", never "--trust-pickle")
+        raise ConversionError(f"{path}: {other}")
     digest = hashlib.sha256(raw).hexdigest()
     if trust_pickle:
         warnings.warn(f"{path}: --trust-pickle: loading with full unpickling, which can run any code "
