@@ -66,6 +66,7 @@ def test_a_huge_n_paints_its_first_images_at_once(model, tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pipeline, "iter_samples", first_batch_only)
+    monkeypatch.setattr(pipeline, "check_room", lambda *args: None)  # 10^9 files fit (pretended)
     folder = tmp_path / "huge"
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
@@ -73,6 +74,35 @@ def test_a_huge_n_paints_its_first_images_at_once(model, tmp_path, monkeypatch):
     assert time.monotonic() - start < 20  # the plan is lazy: no list of 10^9 indices
     assert (folder / "000000.png").exists() and (folder / "000001.png").exists()
     assert json.loads((folder / "samples.json").read_text())["n"] == 10**9
+
+
+class _FileSystem:
+    """What os.statvfs answers, with the free blocks and inodes chosen."""
+
+    def __init__(self, blocks, inodes, files=10**6):
+        self.f_frsize, self.f_bavail, self.f_favail, self.f_files = 4096, blocks, inodes, files
+
+
+@pytest.mark.parametrize("blocks, inodes, files, fits", [
+    (1, 10**6, 10**6, False),       # 4 KiB free: 30 stored 8-px PNGs (140 bytes each) need more
+    (10**6, 20, 10**6, False),      # 20 inodes free for 30 files
+    (10**6, 0, 0, True),            # no inode limit (f_files 0), space enough
+    (10**6, 10**6, 10**6, True),
+])
+def test_a_run_that_cannot_fit_the_disk_is_refused_before_painting(model, tmp_path, monkeypatch, blocks,
+                                                                   inodes, files, fits):
+    from fpa_export.sampling import imagefiles
+
+    monkeypatch.setattr(imagefiles.os, "statvfs", lambda path: _FileSystem(blocks, inodes, files))
+    folder = tmp_path / "s"
+    result = CliRunner().invoke(sample_main, [str(model), "--n", "30", "--outdir", str(folder)])
+    if fits:
+        assert result.exit_code == 0, result.output
+        assert len(list(folder.glob("*.png"))) == 30
+        return
+    assert result.exit_code == 1 and "30 more files of at least" in result.output, result.output
+    assert "free some space or use a smaller --n" in result.output and "Traceback" not in result.output
+    assert not folder.exists() or not list(folder.glob("*.png"))  # nothing painted, nothing written
 
 
 def _nan_generator():

@@ -56,6 +56,40 @@ def png_level(shape: tuple[int, ...]) -> int:
     return 0 if height * (1 + width * channels) + PNG_OVERHEAD <= PNG_BLOCK else 1
 
 
+MIN_FILE_BYTES = 100  # fewer than any PNG or JPEG of an image holds (Pillow's JPEG headers alone ~600)
+
+
+def smallest_file(shape: tuple[int, ...], fmt: str) -> int:
+    """A lower bound of the bytes of one sample file: exact for a stored PNG (`png_level` 0)."""
+    height, width = shape[:2]
+    channels = shape[2] if len(shape) == 3 else 1
+    if fmt == "png" and png_level(shape) == 0:
+        return height * (1 + width * channels) + PNG_OVERHEAD
+    return MIN_FILE_BYTES
+
+
+def check_room(folder: Path, count: int, file_bytes: int) -> None:
+    """One line, before any painting, when `count` more files of at least `file_bytes` each cannot fit
+    the free space or the free inodes of `folder`'s file system (`--n 100000000000` would otherwise
+    paint for days and stop at a full disk). A lower bound, so it never refuses a run that fits; a run
+    that passes can still fill the disk, and then stops with one line, its finished files kept."""
+    probe = Path(folder).absolute()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        fs = os.statvfs(probe)
+    except (OSError, AttributeError):  # no statvfs (Windows) or no answer: nothing to judge by
+        return
+    free = fs.f_bavail * fs.f_frsize
+    inodes = fs.f_favail if fs.f_files > 0 else None  # 0 total: a file system without an inode limit
+    if count * file_bytes > free or (inodes is not None and count > inodes):
+        fits = min(free // max(1, file_bytes), inodes if inodes is not None else free)
+        raise FpaError(f"{folder}: {count:,} more files of at least {file_bytes:,} bytes will not fit: "
+                       f"its file system has {free / 2**30:.1f} GiB"
+                       + (f" and {inodes:,} inodes" if inodes is not None else "")
+                       + f" free (room for about {fits:,}); free some space or use a smaller --n")
+
+
 def encode(image: np.ndarray, fmt: str, jpeg_quality: int = 95) -> bytes:
     """One uint8 image, (S, S) greyscale or (S, S, 3) RGB → PNG or JPEG bytes."""
     return encode_all(image[None], fmt, jpeg_quality)[0]

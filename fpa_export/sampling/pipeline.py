@@ -32,8 +32,8 @@ from fpa_export.common.lock import folder_lock
 from fpa_export.runtime.modelfile import open_model
 from fpa_export.runtime.precision import check_name
 from . import manifest
-from .imagefiles import (FORMATS, SampleFiles, encode_all, existing_files, file_name, image_shape, is_valid,
-                         png_level, stale_temporaries, stray_images)
+from .imagefiles import (FORMATS, SampleFiles, check_room, encode_all, existing_files, file_name, image_shape,
+                         is_valid, png_level, smallest_file, stale_temporaries, stray_images)
 from .latents import check_seed, check_truncation, latent_array, shard_indices
 
 
@@ -197,6 +197,8 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
         owned = shard_indices(run.n, run.shard)
         todo, count, broken, have = _plan(outdir, owned, run.image_format, source.config, pool,
                                           workers)
+        shape = image_shape(source.config.image_size, source.config.channels)
+        check_room(outdir, count, smallest_file(shape, run.image_format))
         if run.verify:
             _verify(outdir, have, run, sampler, painters)
         # closing: on any error the painters are cancelled and joined before the folder is unlocked
