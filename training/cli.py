@@ -47,7 +47,8 @@ RUN_OPTIONS = [
     (("--batch-size",), dict(default=20, type=click.IntRange(1), help="images per micro-batch and process")),
     (("--grad-accum",), dict(default=1, type=click.IntRange(1), help="micro-batches per step")),
     (("--device",), dict(default="cpu", callback=device_option, help="cpu, cuda, cuda:N or mps")),
-    (("--resume",), dict(is_flag=True, help="continue the run in --out from its latest.pt; options left out keep the run's values")),
+    (("--resume",), dict(is_flag=True, help="continue the run in --out from its latest.pt; options left "
+                                            "out keep the run's values")),
     (("--lr",), dict(default=2e-4, type=float, help="Adam learning rate (betas 0.5, 0.9)")),
     (("--gp-every",), dict(default=4, type=click.IntRange(0), help="gradient penalty every N steps (0 = off)")),
     (("--ema-beta",), dict(default=0.995, type=float)),
@@ -114,7 +115,6 @@ UNET_OPTIONS = [
                                              "the source run's (official --load_only_g --reset_d_optimizer)")),
 ]
 D_OPTION_NAMES = ("d_preset", "fmap_max", "d_attn_res", "d_attn_heads", "d_attn_dim_head", "d_minibatch_std")
-
 
 
 def _ints(text: str) -> tuple[int, ...]:

@@ -141,7 +141,8 @@ class Run:
         state = ckpt.get("train_state")
         if not state:
             raise TrainingError(f"{path}: has no train_state, cannot resume")
-        theirs, ours = FPAConfig.from_dict(ckpt["config"]).to_dict(), self.trainer.generator.config.to_dict()
+        theirs = FPAConfig.from_dict(ckpt["config"]).to_dict()
+        ours = self.trainer.generator.config.to_dict()
         differ = [f"{key} {theirs[key]} (this run: {ours[key]})" for key in theirs if theirs[key] != ours[key]]
         if differ:
             raise TrainingError(f"{path}: the run's model has {', '.join(differ)}; resume with the run's "

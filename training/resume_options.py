@@ -95,9 +95,9 @@ def adopt(ctx: click.Context, kw: dict, fixed: dict, free: dict) -> tuple[dict, 
         if not _given(ctx, name):
             kw[name] = theirs
         elif kw[name] != theirs and name in fixed:
+            part = "discriminator" if name in D_FIXED else "model"
             raise FpaError(f"{_flag(name)} {kw[name]}: the run in {kw['out']} has {theirs}; a resumed run "
-                           f"keeps its {'model' if name in FPA_FIXED or name in UNET_FIXED else 'discriminator'}"
-                           f" (drop {_flag(name)}, or start a new run with another --out)")
+                           f"keeps its {part} (drop {_flag(name)}, or start a new run with another --out)")
         elif kw[name] != theirs:
             changed.append(f"{_flag(name)} {kw[name]} (the run had {theirs})")
     return kw, f"Resuming with {', '.join(changed)}" if changed else ""
