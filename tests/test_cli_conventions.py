@@ -32,6 +32,21 @@ def test_version_and_short_help(command):
     assert short.exit_code == 0 and short.output.startswith("Usage:")
 
 
+SUBCOMMANDS = [("fpa-export", "onnx"), ("fpa-export", "trt"), ("fpa-sample", "stats"), ("fpa-vis", "invert"),
+               ("fpa-vis", "texture"), ("fpa-vis", "style"), ("fpa-train", "fpa"), ("fpa-train", "unet")]
+
+
+@pytest.mark.parametrize("command, sub", SUBCOMMANDS)
+def test_subcommands_have_version_and_short_help(command, sub):
+    from click.testing import CliRunner
+
+    version = CliRunner().invoke(_main(command), [sub, "--version"], prog_name=command)
+    assert version.exit_code == 0 and version.output.strip() == f"{command} {PACKAGE_VERSION}"
+    short = CliRunner().invoke(_main(command), [sub, "-h"], prog_name=command)
+    assert short.exit_code == 0 and short.output.startswith(f"Usage: {command} {sub}")
+    assert "--version" in short.output
+
+
 @pytest.mark.parametrize("text", ["gpu", "cuda:x", "tpu", ""])
 def test_malformed_devices_are_one_line_errors(text):
     with pytest.raises(FpaError, match="unknown device"):

@@ -12,6 +12,7 @@ from fpa_export.runtime.names import BACKENDS, PRECISIONS, SAMPLE_FORMATS as FOR
 
 
 @click.command("stats", cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option("fpa-sample")
 @click.argument("image_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Output .npz of statistics.")

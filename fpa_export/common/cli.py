@@ -110,9 +110,16 @@ class Command(_EndsProcess, click.Command):
 
 class Group(_EndsProcess, click.Group):
     """A click group that ends its process quickly when run as a program (module docstring); its
-    subcommands are `Command`s (one-line usage errors)."""
+    subcommands are `Command`s (one-line usage errors) and take the group's `--version` too
+    (`fpa-export onnx --version`)."""
 
     command_class = Command
+
+    def add_command(self, cmd: click.Command, name: Optional[str] = None) -> None:
+        version = next((param for param in self.params if "--version" in param.opts), None)
+        if version is not None and not any("--version" in param.opts for param in cmd.params):
+            cmd.params.append(version)
+        super().add_command(cmd, name)
 
 
 def end_process(code=0) -> None:
@@ -199,7 +206,8 @@ def check_applies(name: str, applies: bool, when: str, ctx: Optional[click.Conte
 
 
 def version_option(prog: str):
-    """`--version` on a top-level command: prints `<prog> <package version>`."""
+    """`--version` on a top-level command: prints `<prog> <package version>` (a `Group` passes it on to
+    its subcommands)."""
     from .version import PACKAGE_VERSION
 
     return click.version_option(PACKAGE_VERSION, "--version", prog_name=prog, message="%(prog)s %(version)s")
