@@ -176,3 +176,27 @@ def test_a_size_whose_features_cannot_fit_is_one_line_before_the_features(tmp_pa
     result = CliRunner().invoke(main, ["default", "default", "--n", "2", "--size", "100000"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "lower --size or --batch-size" in result.output.strip().splitlines()[-1]
+
+
+def test_default_size_of_folders_follows_their_images(tmp_path):
+    """Without --size, a folder of a 32-px model's samples is compared at 32 px, as the model itself
+    is: `fpa-fd real/ samples/` and `fpa-fd real/ model.pt` give the same number. Folders of larger
+    photos stay at 64 px; a model decides over a folder."""
+    checkpoint = save_checkpoint(tmp_path / "m.pt", make_generator(seed=3, channels=1))
+    sampler = fd.open_sampler(fd.classify(str(checkpoint)))
+    samples = write_folder(tmp_path / "samples", torch.cat(list(fd.model_batches(sampler, 20, 0, 10))))
+    g = torch.Generator().manual_seed(1)
+    real = write_folder(tmp_path / "real", torch.rand(12, 3, 80, 96, generator=g))
+
+    def record(*args):
+        result = invoke(*args, "--seeds", "0", "--json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    via_folder, via_model = record(real, samples), record(real, checkpoint, "--n", "20")
+    assert via_folder["resolution"] == via_model["resolution"] == 32
+    assert via_folder["fd"] == pytest.approx(via_model["fd"], rel=1e-6)
+    assert record(real, real)["resolution"] == 64
+    assert fd.folder_image_size(tmp_path / "real") == 80 and fd.folder_image_size(tmp_path) == 80
+    (tmp_path / "empty").mkdir()
+    assert fd.folder_image_size(tmp_path / "empty") is None

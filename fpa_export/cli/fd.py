@@ -19,7 +19,8 @@ from fpa_export.common.devices import device_option
 @click.option("--n", "n", type=click.IntRange(min=2), default=2000, show_default=True,
               help="Samples drawn from a model source.")
 @click.option("--size", "resolution", type=click.IntRange(min=32), default=None,
-              show_default="of a given .npz, else the model's image size, else 64",
+              show_default="of a given .npz, else the largest model's image size, else the smallest "
+                           "folder's up to 64; at least 32",
               help="Resolution in pixels at which images are compared.")
 @click.option("--sample-seed", type=click.IntRange(0), default=0, show_default=True,
               help="Seed of the latent noise for model sources.")

@@ -121,6 +121,20 @@ def folder_batches(folder: Path, resolution: int, batch_size: int = 100) -> Iter
                 yield batch
 
 
+def folder_image_size(folder: Path) -> Optional[int]:
+    """The shorter side of the first readable image under `folder` (the order of `list_images`; only
+    its header is read), or None when it holds none."""
+    from PIL import Image
+
+    for path in list_images(folder):
+        try:
+            with Image.open(path) as image:
+                return min(image.size)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    return None
+
+
 def open_sampler(source: Source, backend: Optional[str] = None, device: str = "cpu",
                  precision: Optional[str] = None):
     """The source's `fpa_export.runtime` Sampler, created once through the one factory. Backend None:
@@ -199,8 +213,10 @@ def _checked_stats(stats: StatsSet, seeds: Sequence[int], resolution: int, where
 def choose_settings(sources: Sequence[Source], seeds: Optional[Sequence[int]],
                     resolution: Optional[int]) -> tuple[list[int], int]:
     """Seeds and resolution for a comparison: explicit values win, then saved statistics (which fix
-    both), then the largest model's image size (at least 32), then 64 px and seeds 0, 1, 2.
-    Model sources must have been opened (`open_sampler`)."""
+    both), then the largest model's image size (at least 32), then, with folders only, the smallest
+    folder's image size (its first image's shorter side) up to 64 and at least 32; seeds 0, 1, 2.
+    So a folder of a model's samples is compared at the size the model itself would be, against
+    real images or against the model. Model sources must have been opened (`open_sampler`)."""
     saved = [load_stats(s.path) for s in sources if s.kind == "stats"]
     if seeds is None:
         seeds = sorted(set.intersection(*(set(s.seeds) for s in saved))) if saved else [0, 1, 2]
@@ -213,7 +229,8 @@ def choose_settings(sources: Sequence[Source], seeds: Optional[Sequence[int]],
             sizes = [s.sampler.config.image_size for s in sources if s.kind == "model"]
             resolution = max([MIN_RESOLUTION] + sizes)
         else:
-            resolution = DEFAULT_RESOLUTION
+            sizes = [size for size in (folder_image_size(s.path) for s in sources) if size is not None]
+            resolution = max(MIN_RESOLUTION, min([DEFAULT_RESOLUTION] + sizes))
     return list(seeds), int(resolution)
 
 
