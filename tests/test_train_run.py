@@ -142,6 +142,58 @@ def test_kill_9_mid_run_then_resume_reaches_the_same_final_step(tmp_path):
     assert steps == list(range(1, final + 1))  # the curve continues: no gap, no duplicate
 
 
+def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path, monkeypatch):
+    """Ctrl-C between periodic saves loses nothing: the step finishes, latest.pt holds it, and the
+    resumed run ends bit-identical to an uninterrupted one."""
+    from fpa_export.training.trainer import Trainer
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    data = str(make_folder(tmp_path / "images", count=6))
+    model, late_saves = tiny_config(image_size=16, channels=1), dict(save_every=100)
+    train_fpa(tmp_path / "full", model, train_config(), options(data, steps=5, **late_saves))
+    real_step = Trainer.step
+
+    def step(self, batches):  # Ctrl-C arrives in the middle of step 3
+        if self.step_count == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(self, batches)
+    monkeypatch.setattr(Trainer, "step", step)
+    with pytest.raises(KeyboardInterrupt):
+        train_fpa(tmp_path / "cut", model, train_config(), options(data, steps=5, **late_saves))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+    assert read_checkpoint(tmp_path / "cut" / "latest.pt")["step"] == 3
+    monkeypatch.setattr(Trainer, "step", real_step)
+    train_fpa(tmp_path / "cut", model, train_config(), options(data, steps=5, **late_saves), resume=True)
+    full, cut = (read_checkpoint(tmp_path / name / "latest.pt") for name in ("full", "cut"))
+    assert full["step"] == cut["step"] == 5
+    assert_same_state(full["state_dict"], cut["state_dict"])
+    for key in ("opt_g", "opt_d", "generator", "discriminator", "rng_cpu"):
+        assert_same_state(full["train_state"][key], cut["train_state"][key], key)
+
+
+def test_ctrl_c_on_the_command_line_saves_latest_and_says_so(tmp_path):
+    data = str(make_folder(tmp_path / "images"))
+    out, env = tmp_path / "run", {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = cli_command(out, 100000, data=data)
+    command[command.index("--save-every") + 1] = "100000"  # no periodic save before the Ctrl-C
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (out / "log.jsonl").exists():
+            time.sleep(0.1)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    step = read_checkpoint(out / "latest.pt")["step"]
+    assert step >= 1 and f"Stopped after step {step}; latest.pt saved." in stderr
+    assert stderr.strip().splitlines()[-1].startswith("Interrupted") and "Traceback" not in stderr
+
+
 def test_unet_stage_leaves_the_fpa_bit_identical(tmp_path):
     data = str(make_folder(tmp_path / "images"))
     model = tiny_config(image_size=16)

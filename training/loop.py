@@ -9,14 +9,17 @@ Run folder (`out`):
                      model_1.pt, so `fpa-train unet --from best.pt` can continue its raw G and D); its
                      metrics record which metric and how many samples chose it
 Every file is written atomically; a run killed at any moment resumes from latest.pt with optimisers,
-discriminator, raw and EMA generators, step, data position and RNG state.
+discriminator, raw and EMA generators, step, data position and RNG state. Ctrl-C loses nothing: the
+step in progress finishes and latest.pt is saved before the run stops (`_StopRequest`).
 """
 from __future__ import annotations
 
 import io
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +70,32 @@ def _save_grid(path: Path, images: torch.Tensor, nrow: int = 8) -> None:
 
 def _write_json(path: Path, obj) -> None:
     atomic_write_json(path, obj, sort_keys=False)
+
+
+class _StopRequest:
+    """Ctrl-C in a single-process run on the main thread: the step in progress finishes, latest.pt is
+    saved, then KeyboardInterrupt is raised as before; a second Ctrl-C interrupts at once. Elsewhere
+    (DDP ranks, a thread, a SIGINT handler of the caller's own) Ctrl-C interrupts at once, and the run
+    resumes from the last periodic latest.pt."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.requested, self.previous = enabled, False, None
+
+    def __enter__(self) -> "_StopRequest":
+        if (self.enabled and threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)  # a second Ctrl-C interrupts at once
+        _say("Ctrl-C: finishing this step and saving latest.pt (Ctrl-C again to stop at once) …")
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
 
 
 class Run:
@@ -181,8 +210,16 @@ class Run:
         if notice and self.is_main:
             _say(notice)
         bar = _progress(start, opts.steps, opts.progress and self.is_main)
-        tick, images_done, stats = time.perf_counter(), 0, {}
         speed = _SpeedReport(start, opts.steps, self.is_main)
+        with _StopRequest(self.world_size == 1) as stop:
+            stats = self._loop(stream, bar, speed, stop)
+        if bar is not None:
+            bar.close()
+        return {"step": t.step_count, "best": self.best, **stats}
+
+    def _loop(self, stream, bar, speed: "_SpeedReport", stop: _StopRequest) -> dict:
+        t, opts = self.trainer, self.options
+        tick, images_done, stats = time.perf_counter(), 0, {}
         while t.step_count < opts.steps:
             micro = [next(stream) for _ in range(t.config.grad_accum)]
             began = time.perf_counter()
@@ -211,9 +248,14 @@ class Run:
             self._periodic(step)
             if bar is not None:
                 bar.update(1)
-        if bar is not None:
-            bar.close()
-        return {"step": t.step_count, "best": self.best, **stats}
+            if stop.requested and step < opts.steps:
+                if step % opts.save_every:  # else `_periodic` has just saved it
+                    self.save("latest.pt")
+                if bar is not None:
+                    bar.close()
+                _say(f"Stopped after step {step}; latest.pt saved.")
+                raise KeyboardInterrupt
+        return stats
 
     def _all_finite(self, stats: dict) -> bool:
         """True when every rank's losses are finite (agreed by all ranks, so none waits forever)."""
