@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from fpa_export.common.errors import FpaError
 from fpa_export.fd import metric as fd
 from fpa_export.cli.fd import main
 from fpa_export.models import save_checkpoint
@@ -200,3 +201,16 @@ def test_default_size_of_folders_follows_their_images(tmp_path):
     assert fd.folder_image_size(tmp_path / "real") == 80 and fd.folder_image_size(tmp_path) == 80
     (tmp_path / "empty").mkdir()
     assert fd.folder_image_size(tmp_path / "empty") is None
+
+
+def test_unreadable_folder_files_are_counted_not_hidden(folders, tmp_path, capsys):
+    mixed = write_folder(tmp_path / "mixed", torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(2)))
+    (mixed / "bad.png").write_text("not a picture")
+    (mixed / "cut.png").write_bytes((mixed / "000.png").read_bytes()[:60])
+    stats = fd.stats_of(fd.classify(str(mixed)), [0], 32)
+    assert stats.n == 3
+    assert f"note: {mixed}: 2 unreadable file(s) of 5 skipped" in capsys.readouterr().err
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "b.png").write_text("x")
+    with pytest.raises(FpaError, match=r"junk: 0 readable image\(s\) of 1 image file\(s\)"):
+        fd.stats_of(fd.classify(str(tmp_path / "junk")), [0], 32)

@@ -288,3 +288,29 @@ def test_of_two_runs_racing_for_a_fresh_folder_one_claims_it(model, tmp_path, mo
     assert len(calls) == 2 and json.loads((folder / "samples.json").read_text())["seed"] == 0
     monkeypatch.setattr(manifest, "read", real)
     assert manifest.claim(folder, dict(first, backends=["y"]))["backends"] == ["x", "y"]
+
+
+def test_an_interrupted_runs_n_is_a_plan_and_a_smaller_n_covering_its_files_continues(model, tmp_path):
+    folder = tmp_path / "s"
+    sample_folder(_run(folder, n=12), str(model), backend="torch", progress=False)
+    for index in range(8, 12):  # as if Ctrl-C came after image 7: the manifest still says 12
+        (folder / f"{index:06d}.png").unlink()
+    kept = _snapshot(folder)
+    with pytest.raises(FolderMismatch, match="holds 8 samples, up to index 7.*--n 5 would leave 3 beyond "
+                                             "it; give --n 8 or more"):
+        sample_folder(_run(folder, n=5), str(model), backend="torch", progress=False)
+    assert _snapshot(folder) == kept
+    assert sample_folder(_run(folder, n=8), str(model), backend="torch", progress=False).written == 0
+    assert sample_folder(_run(folder, n=10), str(model), backend="torch", progress=False).written == 2
+    assert json.loads((folder / "samples.json").read_text())["n"] == 10
+
+
+def test_overwrite_replaces_an_unreadable_samples_json(model, tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "samples.json").write_text("{bad")
+    args = [str(model), "--n", "4", "--outdir", str(folder), "--backend", "torch"]
+    _one_line(CliRunner().invoke(sample_main, args), "unreadable; remove it or pass --overwrite")
+    done = CliRunner().invoke(sample_main, args + ["--overwrite"])
+    assert done.exit_code == 0, done.output
+    assert json.loads((folder / "samples.json").read_text())["n"] == 4 and (folder / "000003.png").is_file()

@@ -13,6 +13,7 @@ writes files and picks comparable settings. Python API for other commands:
 from __future__ import annotations
 
 import json
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,15 +111,24 @@ def _progress(total: int, label: str):
 
 
 def folder_batches(folder: Path, resolution: int, batch_size: int = 100) -> Iterator[torch.Tensor]:
-    """Batches (B, 3, R, R) in [0, 1] of every image under `folder`; unreadable files are skipped."""
+    """Batches (B, 3, R, R) in [0, 1] of every image under `folder`. Unreadable (or oversized) files
+    are skipped and counted in one note on stderr at the end, as `fpa-sample stats` reports them; a
+    folder with fewer than 2 readable images is a one-line error naming it."""
     paths = list_images(folder)
     if not paths:
         raise FpaError(f"{folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+    read = skipped = 0
     with _progress(len(paths), Path(folder).name or str(folder)) as bar:
-        for batch, skipped in iter_image_batches(paths, resolution, 3, batch_size):
-            bar.update(batch.shape[0] + skipped)
+        for batch, unreadable in iter_image_batches(paths, resolution, 3, batch_size):
+            bar.update(batch.shape[0] + unreadable)
+            read, skipped = read + batch.shape[0], skipped + unreadable
             if batch.shape[0]:
                 yield batch
+    if read < 2:
+        raise FpaError(f"{folder}: {read} readable image(s) of {len(paths)} image file(s); feature "
+                       "statistics need at least 2")
+    if skipped:
+        print(f"note: {folder}: {skipped} unreadable file(s) of {len(paths)} skipped", file=sys.stderr)
 
 
 def folder_image_size(folder: Path) -> Optional[int]:

@@ -10,8 +10,9 @@
 The identity — model weights (checkpoint sha256) and precision (fp32 | bf16 | fp16), seed, truncation,
 image format and JPEG quality — must match on a rerun (else the folder is refused, naming what differs,
 unless --overwrite); the file or runtime that held the weights may change. A larger --n extends a folder (image i does not depend on n); a
-smaller one is refused, because FID tools read every file in the folder. Backends may differ between
-runs (they agree within one uint8 level) and are all listed.
+smaller one is refused while sample files at or beyond it are present, because FID tools read every
+file in the folder (an interrupted run's n is only a plan: a smaller --n that covers every file there
+continues it). Backends may differ between runs (they agree within one uint8 level) and are all listed.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from typing import Optional
 from fpa_export.common.errors import FpaError
 from fpa_export.common.atomic import atomic_write_json
 from fpa_export.models import PACKAGE_VERSION
+from .imagefiles import existing_files
 from .latents import LATENT_RULE
 
 MANIFEST = "samples.json"
@@ -81,27 +83,33 @@ def add_run(record: dict, sampler) -> dict:
     return record
 
 
-def read(folder: Path) -> Optional[dict]:
-    """The folder's manifest, None when there is none; FolderMismatch when it is unreadable."""
+def read(folder: Path, overwrite: bool = False) -> Optional[dict]:
+    """The folder's manifest, None when there is none; FolderMismatch when it is unreadable or not a
+    manifest, except with `overwrite` (the run replaces it: None)."""
     path = Path(folder) / MANIFEST
     if not path.exists():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        if overwrite:
+            return None
         raise FolderMismatch(f"{path}: unreadable; remove it or pass --overwrite") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
+        if overwrite:
+            return None
         raise FolderMismatch(f"{path}: not an fpa-sample manifest; use another --outdir or --overwrite")
     return data
 
 
-def merge(old: Optional[dict], new: dict, overwrite: bool, has_files: bool = False) -> dict:
-    """The manifest to write for a run `new` into a folder holding `old` (None: no manifest) and, when
-    `has_files`, sample files already."""
+def merge(old: Optional[dict], new: dict, overwrite: bool, files: Optional[dict] = None) -> dict:
+    """The manifest to write for a run `new` into a folder holding `old` (None: no manifest) and the
+    sample files `files` (index → names, `imagefiles.existing_files`)."""
+    files = files or {}
     if overwrite:
         return new
     if old is None:
-        if has_files:
+        if files:
             raise FolderMismatch("the folder holds sample files but no samples.json, so their model and "
                                  "seed are unknown; use another --outdir or --overwrite")
         return new
@@ -110,9 +118,11 @@ def merge(old: Optional[dict], new: dict, overwrite: bool, has_files: bool = Fal
         if difference:
             raise FolderMismatch(f"the folder holds samples with {difference}; use another --outdir "
                                  "or --overwrite")
-    if new["n"] < old.get("n", 0):
-        raise FolderMismatch(f"the folder holds {old['n']} samples and FID tools read every file; "
-                             f"--n {new['n']} would leave extra ones (use --overwrite)")
+    beyond = sum(1 for index in files if index >= new["n"])
+    if beyond:
+        raise FolderMismatch(f"the folder holds {len(files)} samples, up to index {max(files)}, and FID "
+                             f"tools read every file: --n {new['n']} would leave {beyond} beyond it; give "
+                             f"--n {max(files) + 1} or more, or --overwrite")
     merged = dict(new)
     merged["backends"] = sorted(set(old.get("backends", [])) | set(new["backends"]))
     return merged
@@ -129,7 +139,7 @@ def claim(folder: Path, manifest: dict) -> dict:
     for _ in range(CLAIM_ATTEMPTS):
         found = read(folder)
         if found is not None:
-            merged = merge(found, manifest, overwrite=False)
+            merged = merge(found, manifest, overwrite=False, files=existing_files(Path(folder)))
             write(folder, merged)  # same identity: racing writers differ in their backends at most
             return merged
         try:

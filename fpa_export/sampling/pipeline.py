@@ -165,7 +165,8 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
     wanted = manifest.build(source.identity(precision), source.config.to_dict(), seed=run.seed, n=run.n,
                             image_format=run.image_format, jpeg_quality=run.jpeg_quality,
                             truncation=run.truncation)
-    manifest.merge(manifest.read(outdir), wanted, run.overwrite, bool(existing_files(outdir)))  # early
+    # early, before the model is opened; repeated under the folder's lock below
+    manifest.merge(manifest.read(outdir, run.overwrite), wanted, run.overwrite, existing_files(outdir))
     _check_strays(outdir, run)
     threads, workers = run.thread_counts()
     if sampler is None:
@@ -184,9 +185,9 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
     with torch_threads(runtime_threads if device_type(device) == "cpu" else None), \
             folder_lock(outdir, "sample folder", shared=not run.overwrite), SampleFiles(outdir) as files, \
             ThreadPoolExecutor(workers, thread_name_prefix="fpa-sample-write") as pool:
-        has_files = bool(existing_files(outdir))
         try:
-            record, replaced = manifest.merge(manifest.read(outdir), wanted, False, has_files), False
+            found = manifest.read(outdir)
+            record, replaced = manifest.merge(found, wanted, False, existing_files(outdir)), False
         except manifest.FolderMismatch:
             if not run.overwrite:
                 raise
