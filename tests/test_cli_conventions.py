@@ -224,6 +224,8 @@ def test_a_program_run_collects_garbage_less_often_except_training(command, expe
      "--jpeg-quality applies only with --format jpg"),
     ("fpa-sample", ["stats", "{tmp}", "--write-folder", "{tmp}/r", "--seeds", "1"],
      "--seeds applies only with -o"),
+    ("fpa-sample", ["--n", "4", "--outdir", "{tmp}/s", "--no-save", "--reference-stats", "{tmp}/g.onnx"],
+     "--outdir applies only without --no-save"),
     ("fpa-export", ["onnx", "-o", "{tmp}/g.onnx", "--no-verify", "--atol", "0.1"],
      "--atol applies only when the graph is verified"),
     ("fpa-export", ["trt", "{tmp}/g.onnx", "--fp16"], "--fp16 applies only when SOURCE is a checkpoint"),

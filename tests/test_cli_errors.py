@@ -71,3 +71,20 @@ def test_require_names_the_extra_of_an_absent_package():
 
     with pytest.raises(MissingExtra, match=r"pip install no_such_package_fpa"):
         require("no_such_package_fpa", "x")
+
+
+def test_a_path_that_is_not_a_readable_file_says_what_it_is(tmp_path):
+    import subprocess
+    import sys
+
+    from fpa_export.common.errors import not_a_file
+
+    assert not_a_file(tmp_path / "x.pt") == f"{tmp_path / 'x.pt'}: no such file"
+    assert not_a_file(tmp_path) == f"{tmp_path}: a folder, not a file"
+    assert not_a_file("/dev/null") == "/dev/null: not a regular file"
+    for args in (["-m", "fpa_export.cli.sample", "/dev/null", "--n", "2", "--outdir", str(tmp_path / "s")],
+                 ["-m", "fpa_export.cli.vis", "invert", str(tmp_path), "-o", str(tmp_path / "v.png")]):
+        done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+        assert "no such file" not in done.stderr and ("not a regular file" in done.stderr
+                                                     or "a folder, not a file" in done.stderr)

@@ -196,8 +196,11 @@ def test_tensorrt_failures_are_one_line_errors(monkeypatch, onnx_file, tmp_path,
 def test_batch_profile_defaults_and_validation():
     assert batch_profile() == batch_profile(1, 256, 1024)
     assert batch_profile(max_batch=64).opt == 64 and batch_profile(300, None, 1000).opt == 300
-    for bad in [(0, None, 4), (4, 2, 8), (1, 9, 8)]:
+    for bad in [(4, 2, 8), (1, 9, 8)]:
         with pytest.raises(ExportError, match="min ≤ opt ≤ max"):
+            batch_profile(*bad)
+    for bad in [(0, None, 4), (8, None, 2)]:  # opt not given: the message names only what was
+        with pytest.raises(ExportError, match=f"--min-batch ≤ --max-batch, got {bad[0]} and {bad[2]}$"):
             batch_profile(*bad)
 
 
@@ -210,7 +213,7 @@ def test_cli_without_tensorrt_and_with_bad_profile(monkeypatch, onnx_file):
 
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt())
     result = CliRunner().invoke(main, ["trt", str(onnx_file), "--min-batch", "8", "--max-batch", "4"])
-    assert result.exit_code == 1 and "min ≤ opt ≤ max" in result.output.strip().splitlines()[-1]
+    assert result.exit_code == 1 and "--min-batch ≤ --max-batch, got 8 and 4" in result.output.strip().splitlines()[-1]
 
 
 def test_cli_builds_with_fake_tensorrt(monkeypatch, onnx_file, tmp_path):
@@ -298,7 +301,7 @@ def test_probe_batch_stays_inside_the_profile():
 def test_bad_profile_is_reported_before_the_tensorrt_check(monkeypatch, onnx_file):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # no TensorRT at all
     result = CliRunner().invoke(main, ["trt", str(onnx_file), "--min-batch", "8", "--max-batch", "4"])
-    assert result.exit_code == 1 and "min ≤ opt ≤ max" in result.output.strip().splitlines()[-1]
+    assert result.exit_code == 1 and "--min-batch ≤ --max-batch, got 8 and 4" in result.output.strip().splitlines()[-1]
 
 
 def test_an_onnx_without_sidecar_builds_from_its_own_record(monkeypatch, onnx_file, tmp_path):

@@ -314,3 +314,11 @@ def test_overwrite_replaces_an_unreadable_samples_json(model, tmp_path):
     done = CliRunner().invoke(sample_main, args + ["--overwrite"])
     assert done.exit_code == 0, done.output
     assert json.loads((folder / "samples.json").read_text())["n"] == 4 and (folder / "000003.png").is_file()
+
+
+def test_reference_stats_with_one_image_is_refused_before_the_folder_exists(model, tmp_path):
+    (tmp_path / "ref.npz").write_bytes(b"")  # exists; refused before it is read
+    result = CliRunner().invoke(sample_main, [str(model), "--n", "1", "--outdir", str(tmp_path / "s"),
+                                              "--reference-stats", str(tmp_path / "ref.npz")])
+    _one_line(result, "--reference-stats needs --n 2 or more")
+    assert not (tmp_path / "s").exists()

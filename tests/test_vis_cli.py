@@ -35,7 +35,7 @@ def test_invert_writes_png_and_gif_from_a_model_sample(files, tmp_path):
     result = invoke("invert", f"{checkpoint}@3", "--layer", "conv1_2", "-o", png, "--gif", gif,
                     "--frames", "3", "--scale", "2", "--duration", "50", *TINY)
     assert result.exit_code == 0, result.output
-    assert "Wrote" in result.output and "sample 3 of model.pt" in result.output
+    assert "Wrote" in result.output and "image 0 of seed 3 of model.pt" in result.output
     assert Image.open(png).size == (64, 64)
     import imageio.v3 as iio
     frames = iio.imread(gif, index=None)
@@ -126,7 +126,7 @@ def test_exported_graphs_are_sources_on_their_own_runtime(files, tmp_path):
     steps_graph = export_onnx(checkpoint, tmp_path / "s.onnx", graph="steps", exporter="torchscript").path
     from_onnx, described = load_source(f"{image_graph}@3")
     from_checkpoint, _ = load_source(f"{checkpoint}@3")
-    assert described.startswith("sample 3 of m.onnx")
+    assert described.startswith("image 0 of seed 3 of m.onnx")
     assert (from_onnx - from_checkpoint).abs().max() <= 1 / 255       # at most one uint8 level
     result = invoke("invert", steps_graph, "-o", tmp_path / "x.png", *TINY)
     assert result.exit_code == 1 and "Traceback" not in result.output

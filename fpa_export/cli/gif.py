@@ -44,7 +44,7 @@ DEFAULT_GIF = Path("painting.gif")
 @click.option("--columns", type=click.IntRange(1), default=8, show_default=True,
               help="Seeds per row of the animation.")
 @click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the paper's static step grid (2 rows × T columns per seed) as PNG.")
+              help="Also write the paper's static step grid (2 rows × T columns per seed): .png or .jpg.")
 @click.option("--mp4", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write an MP4 (needs the [video] extra: imageio-ffmpeg).")
 @click.option("--truncation", "--trunc", "truncation", type=float, default=1.0, show_default=True,

@@ -147,6 +147,7 @@ def main(model, n, outdir, batch_size, seed, backend, device, precision, image_f
         raise UserError("--no-save only makes sense with --reference-stats")
     if outdir is None and not no_save:
         raise UserError("give --outdir (or --no-save with --reference-stats)")
+    check_applies("outdir", not no_save, "without --no-save (which writes no images)")
     check_applies("jpeg_quality", image_format == "jpg", "with --format jpg")
     run = SampleRun(outdir or Path("."), n=n, seed=seed, batch_size=batch_size,
                     image_format=image_format, jpeg_quality=jpeg_quality, truncation=truncation,
@@ -154,6 +155,9 @@ def main(model, n, outdir, batch_size, seed, backend, device, precision, image_f
                     precision=precision, verify=verify)
     if reference_stats is not None and run.shard[1] > 1:
         raise UserError("--reference-stats needs every image: run it without --shard")
+    if reference_stats is not None and n < 2:  # before any image is written
+        raise UserError(f"--reference-stats needs --n 2 or more (feature statistics of {n} image are "
+                        "undefined)")
     model = open_model(model)  # what the file is, decided and loaded once for the whole run
     if reference_stats is not None:  # statistics of other images are refused before any painting
         from fpa_export.fd.realstats import load_reference

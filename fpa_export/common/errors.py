@@ -20,3 +20,15 @@ class MissingExtra(FpaError, ImportError):
         fix = pip or (f"pip install 'fpa-export[{extra}]'" if extra else f"pip install {package}")
         why = f" (needed {purpose})" if purpose else ""
         super().__init__(f"{package} is not installed{why}; install it with: {fix}")
+
+
+def not_a_file(path) -> str:
+    """Why `path` cannot be read as a file, for a one-line error: missing, a folder, or not a regular
+    file (a device, a pipe such as /dev/null)."""
+    import os
+
+    if not os.path.lexists(path):
+        return f"{path}: no such file"
+    if os.path.isdir(path):
+        return f"{path}: a folder, not a file"
+    return f"{path}: not a regular file"

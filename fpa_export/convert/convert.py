@@ -21,6 +21,7 @@ from typing import Any, Mapping, Optional
 
 import torch
 
+from fpa_export.common.errors import not_a_file
 from fpa_export.models import FPAConfig, FPAGenerator, save_checkpoint
 from fpa_export.models.checkpoint import FORMAT, sniff_non_checkpoint
 from .infer import ConversionError, OfficialTensors, infer_config, listing
@@ -93,7 +94,7 @@ def _options_used(options: dict, config: FPAConfig, strict: bool) -> dict:
 def read_official(path: Path, trust_pickle: bool = False) -> tuple[dict, str]:
     """(the official dict, sha256 of the file). Only tensors and primitives unless `trust_pickle`."""
     if not path.is_file():
-        raise ConversionError(f"{path}: no such file")
+        raise ConversionError(not_a_file(path))
     raw = path.read_bytes()
     other = sniff_non_checkpoint(raw, path.suffix, instead="pass an official fpainter model_<N>.pt")
     if other:  # an image, a graph, a text file: said as such (not "corrupted", never "--trust-pickle")

@@ -23,7 +23,7 @@ import platform
 from pathlib import Path
 from typing import Optional
 
-from fpa_export.common.errors import FpaError
+from fpa_export.common.errors import FpaError, not_a_file
 from fpa_export.common.atomic import atomic_write_json
 from fpa_export.models import FPAConfig, PACKAGE_VERSION
 
@@ -166,7 +166,7 @@ def record_or_fail(artefact: str | os.PathLike, tool: str = "fpa-export") -> dic
     record = read_export_record(artefact)
     if record is None:
         if not Path(artefact).is_file():
-            raise ExportError(f"{artefact}: no such file")
+            raise ExportError(not_a_file(artefact))
         raise ExportError(f"{artefact}: not an fpa-export file (no sidecar {sidecar_path(artefact).name} "
                           f"matching it and no record in the file); re-export it with `{tool}`")
     return record

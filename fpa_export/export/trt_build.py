@@ -16,6 +16,7 @@ from typing import Optional
 import warnings
 
 from fpa_export.common.atomic import atomic_write, check_outputs, check_suffix
+from fpa_export.common.errors import not_a_file
 from fpa_export.common.optional import require
 from .sidecar import (ExportError, check_writable, read_export_record, reusable, sha256_file,
                       sidecar_path, write_sidecar)
@@ -50,6 +51,9 @@ def batch_profile(min_batch: int = 1, opt_batch: Optional[int] = None,
                   max_batch: int = DEFAULT_MAX_BATCH) -> BatchProfile:
     """Validate min ≤ opt ≤ max (all ≥ 1); opt defaults to 256 clamped into [min, max]."""
     if opt_batch is None:
+        if not 1 <= min_batch <= max_batch:  # name only what was given: opt follows them
+            raise ExportError(f"batch profile needs 1 ≤ --min-batch ≤ --max-batch, got {min_batch} and "
+                              f"{max_batch}")
         opt_batch = min(max(DEFAULT_OPT_BATCH, min_batch), max_batch)
     if not 1 <= min_batch <= opt_batch <= max_batch:
         raise ExportError(f"batch profile needs 1 ≤ min ≤ opt ≤ max, got min={min_batch}, "
@@ -172,7 +176,7 @@ def _onnx_source(source, out, graph: str, fp16: bool, exporter: Optional[str]) -
     """An .onnx path as given, or the graph exported from a checkpoint next to `out`."""
     if source is not None and Path(source).suffix.lower() == ".onnx":
         if not Path(source).is_file():
-            raise ExportError(f"{source}: no such file")
+            raise ExportError(not_a_file(source))
         return Path(source)
     from .onnx_export import export_onnx
 

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
-from fpa_export.common.errors import FpaError
+from fpa_export.common.errors import FpaError, not_a_file
 from fpa_export.export.options import ENGINE_SUFFIXES  # torch-free
 
 
@@ -163,7 +163,7 @@ def open_model(model: ModelLike = None) -> ModelFile:
         return ModelFile("checkpoint", None, "default")
     path = Path(model)
     if not path.is_file():
-        raise ModelFileError(f"{path}: no such file")
+        raise ModelFileError(not_a_file(path))
     return ModelFile(kind, path, str(model))
 
 

@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from fpa_export.common.errors import FpaError
+from fpa_export.common.errors import FpaError, not_a_file
 from fpa_export.common.images import IMAGE_SUFFIXES, load_image, resize_center_crop, to_hwc_array, to_uint8
 
 
@@ -35,7 +35,7 @@ def parse_source(spec: str, default_seed: int = 0) -> tuple[str, Optional[Path],
         return "model", None, seed
     path = Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(f"{spec}: no such file (give an image, a checkpoint, or 'default')")
+        raise FileNotFoundError(f"{not_a_file(spec)} (give an image, a checkpoint, or 'default')")
     kind = "image" if path.suffix.lower() in IMAGE_SUFFIXES else "model"
     return kind, path, seed
 
@@ -84,4 +84,4 @@ def load_source(spec: str, size: Optional[int] = None, seed: int = 0) -> tuple[t
         sample = torch.from_numpy(array.copy()).permute(2, 0, 1)
     image = (sample.float() / 255.0).expand(3, -1, -1)[None].contiguous()
     name = "the embedded model" if path is None else path.name
-    return image, f"sample {seed} of {name} at {image.shape[-1]} px"
+    return image, f"image 0 of seed {seed} of {name} at {image.shape[-1]} px"
