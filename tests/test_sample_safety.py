@@ -322,3 +322,17 @@ def test_reference_stats_with_one_image_is_refused_before_the_folder_exists(mode
                                               "--reference-stats", str(tmp_path / "ref.npz")])
     _one_line(result, "--reference-stats needs --n 2 or more")
     assert not (tmp_path / "s").exists()
+
+
+def test_samples_json_records_every_file_that_painted_into_it_absolute(model, tmp_path, monkeypatch):
+    import shutil
+
+    folder, copy = tmp_path / "s", tmp_path / "elsewhere" / "copy.pt"
+    copy.parent.mkdir()
+    shutil.copy(model, copy)
+    sample_folder(_run(folder, n=2), str(model), backend="torch", progress=False)
+    monkeypatch.chdir(copy.parent)  # a relative path, from another working folder
+    sample_folder(_run(folder, n=4), "copy.pt", backend="torch", progress=False)
+    record = json.loads((folder / "samples.json").read_text())
+    assert record["model"]["path"] == str(copy.resolve())
+    assert record["model_paths"] == sorted([str(model.resolve()), str(copy.resolve())])

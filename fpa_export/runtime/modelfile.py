@@ -143,8 +143,10 @@ class ModelFile:
         return self._sha256
 
     def identity(self, precision: Optional[str] = None) -> dict:
-        """{"sha256", "kind", "path", "precision"}: what a sample folder records about its model."""
-        return {"sha256": self.sha256(), "kind": self.kind, "path": self.label,
+        """{"sha256", "kind", "path", "precision"}: what a sample folder records about its model (the
+        path absolute, so it means the same whatever folder the run started from)."""
+        path = str(self.path.resolve()) if self.path is not None else self.label
+        return {"sha256": self.sha256(), "kind": self.kind, "path": path,
                 "precision": self.native_precision if precision is None else precision}
 
 

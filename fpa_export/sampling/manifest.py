@@ -1,7 +1,7 @@
 """`samples.json`: what a sample folder was made from, so reruns resume it and never mix two runs.
 
     {"format": "fpa-samples", "format_version": 1,
-     "model": {"sha256", "kind", "path", "precision"}, "config": {...},
+     "model": {"sha256", "kind", "path", "precision"}, "model_paths": [...], "config": {...},
      "seed": 0, "n": 1000, "image_format": "png", "jpeg_quality": null, "truncation": 1.0,
      "files": "{i:06d}.png", "latents": LATENT_RULE, "uint8": ..., "backends": [...], "versions": {...},
      "precision": {"name": "bf16", "probe": {"images", "within_2_levels", "mean_levels", "max_levels",
@@ -42,7 +42,7 @@ def build(model: dict, config: dict, *, seed: int, n: int, image_format: str,
           jpeg_quality: Optional[int], truncation: float, backend: Optional[str] = None) -> dict:
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
-        "model": model, "config": config,
+        "model": model, "model_paths": [model["path"]] if model.get("path") else [], "config": config,
         "seed": int(seed), "n": int(n), "image_format": image_format,
         "jpeg_quality": jpeg_quality if image_format == "jpg" else None,
         "truncation": float(truncation),
@@ -125,7 +125,15 @@ def merge(old: Optional[dict], new: dict, overwrite: bool, files: Optional[dict]
                              f"--n {max(files) + 1} or more, or --overwrite")
     merged = dict(new)
     merged["backends"] = sorted(set(old.get("backends", [])) | set(new["backends"]))
+    merged["model_paths"] = model_paths(old, new)
     return merged
+
+
+def model_paths(old: dict, new: dict) -> list[str]:
+    """Every file that painted into the folder (same weights: the identity is the sha256), as absolute
+    paths, sorted; `model.path` is the latest run's."""
+    paths = set(old.get("model_paths") or [old.get("model", {}).get("path")]) | {new["model"].get("path")}
+    return sorted(path for path in paths if path)
 
 
 def write(folder: Path, manifest: dict) -> Path:
