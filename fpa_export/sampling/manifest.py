@@ -118,11 +118,14 @@ def merge(old: Optional[dict], new: dict, overwrite: bool, files: Optional[dict]
         if difference:
             raise FolderMismatch(f"the folder holds samples with {difference}; use another --outdir "
                                  "or --overwrite")
-    beyond = sum(1 for index in files if index >= new["n"])
+    # Only indices an earlier run could have painted (below its n) are its samples; a sample-like
+    # name past that is someone else's file, which the run's stray-file check names.
+    painted = [index for index in files if index < int(old.get("n", 0))]
+    beyond = sum(1 for index in painted if index >= new["n"])
     if beyond:
-        raise FolderMismatch(f"the folder holds {len(files)} samples, up to index {max(files)}, and FID "
-                             f"tools read every file: --n {new['n']} would leave {beyond} beyond it; give "
-                             f"--n {max(files) + 1} or more, or --overwrite")
+        raise FolderMismatch(f"the folder holds {len(painted)} samples, up to index {max(painted)}, and "
+                             f"FID tools read every file: --n {new['n']} would leave {beyond} beyond it; "
+                             f"give --n {max(painted) + 1} or more, or --overwrite")
     merged = dict(new)
     merged["backends"] = sorted(set(old.get("backends", [])) | set(new["backends"]))
     merged["model_paths"] = model_paths(old, new)
