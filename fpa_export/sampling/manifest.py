@@ -9,10 +9,12 @@
 
 The identity — model weights (checkpoint sha256) and precision (fp32 | bf16 | fp16), seed, truncation,
 image format and JPEG quality — must match on a rerun (else the folder is refused, naming what differs,
-unless --overwrite); the file or runtime that held the weights may change. A larger --n extends a folder (image i does not depend on n); a
-smaller one is refused while sample files at or beyond it are present, because FID tools read every
-file in the folder (an interrupted run's n is only a plan: a smaller --n that covers every file there
-continues it). Backends may differ between runs (they agree within one uint8 level) and are all listed.
+unless --overwrite); the file or runtime that held the weights may change. A larger --n extends a
+folder (image i does not depend on n); a smaller one is refused while files an earlier run painted
+(below its n) lie at or beyond it, because FID tools read every file in the folder (an interrupted
+run's n is only a plan: a smaller --n that covers every file there continues it); a sample-like name
+past the earlier n is a stray, named by the run's stray-file check. Backends may differ between runs
+(they agree within one uint8 level) and are all listed.
 """
 from __future__ import annotations
 
@@ -118,8 +120,7 @@ def merge(old: Optional[dict], new: dict, overwrite: bool, files: Optional[dict]
         if difference:
             raise FolderMismatch(f"the folder holds samples with {difference}; use another --outdir "
                                  "or --overwrite")
-    # Only indices an earlier run could have painted (below its n) are its samples; a sample-like
-    # name past that is someone else's file, which the run's stray-file check names.
+    # an earlier run's samples lie below its n; a name past it is a stray (module docstring)
     painted = [index for index in files if index < int(old.get("n", 0))]
     beyond = sum(1 for index in painted if index >= new["n"])
     if beyond:
