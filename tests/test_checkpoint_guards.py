@@ -134,6 +134,24 @@ def test_meta_sparse_and_non_finite_tensors_are_refused_naming_the_tensor(tmp_pa
     one_line(err, "kvb.weight", {"meta": "meta", "sparse": "sparse", "nan": "NaN/inf", "inf": "NaN/inf"}[kind])
 
 
+def test_huge_but_finite_weights_load_even_when_their_sum_overflows(tmp_path):
+    """The finite check sums each tensor first; a sum that overflows to inf must not refuse weights
+    that are all finite (the element test decides), and +inf and -inf that cancel to NaN are refused."""
+    ckpt = make_checkpoint(make_generator())
+    weight = ckpt["state_dict"]["kvb.weight"].clone()
+    weight[0, :4] = 3e38  # finite in fp32, their sum is not
+    ckpt["state_dict"]["kvb.weight"] = weight
+    torch.save(ckpt, tmp_path / "huge.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "huge.pt")[0].state_dict()["kvb.weight"], weight)
+    weight = weight.clone()
+    weight[0, :2] = torch.tensor([float("inf"), float("-inf")])
+    ckpt["state_dict"]["kvb.weight"] = weight
+    torch.save(ckpt, tmp_path / "cancel.pt")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path / "cancel.pt")
+    one_line(err, "kvb.weight", "2 NaN/inf")
+
+
 def test_disk_full_while_saving_is_one_line_and_the_old_checkpoint_is_intact(tmp_path, monkeypatch):
     path = save_checkpoint(tmp_path / "latest.pt", make_generator())
     before = path.read_bytes()
