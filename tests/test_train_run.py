@@ -231,6 +231,35 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_p
     load_generator(tmp_path / "run" / "latest.pt")
 
 
+def test_nan_loss_before_the_first_checkpoint_says_that_none_was_saved(tmp_path, monkeypatch):
+    from fpa_export.training.trainer import Trainer
+
+    data = str(make_folder(tmp_path / "images"))
+    monkeypatch.setattr(Trainer, "step", lambda self, batches: {"d_loss": float("nan"), "g_loss": 1.0})
+    with pytest.raises(TrainingError, match="non-finite loss") as err:
+        train_fpa(tmp_path / "run", tiny_config(image_size=16), train_config(),
+                  options(data, steps=5, save_every=100))
+    assert "No checkpoint was saved yet" in str(err.value) and "resume" not in str(err.value)
+    assert not (tmp_path / "run" / "latest.pt").exists()
+
+
+def test_a_fresh_start_drops_the_log_of_a_run_killed_before_its_first_checkpoint(tmp_path):
+    data = str(make_folder(tmp_path / "images"))
+    out = tmp_path / "run"
+    out.mkdir()
+    old = [json.dumps({"step": step, "d_loss": 9.0}) for step in (1, 2, 3)]
+    (out / "log.jsonl").write_text("\n".join(old) + "\n{\"step\": 4, \"d_lo")  # torn by kill -9
+    train_fpa(out, tiny_config(image_size=16), train_config(), options(data, steps=2))
+    losses = [record for record in read_log(out) if "d_loss" in record]  # (the metric has lines too)
+    assert [record["step"] for record in losses] == [1, 2]
+    assert all(record["d_loss"] != 9.0 for record in losses)
+    # a resume keeps the lines up to its checkpoint and drops a torn last line
+    with open(out / "log.jsonl", "a") as handle:
+        handle.write('{"step": 3, "d_lo')
+    train_fpa(out, tiny_config(image_size=16), train_config(), options(data, steps=3), resume=True)
+    assert [record["step"] for record in read_log(out) if "d_loss" in record] == [1, 2, 3]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -266,7 +295,9 @@ def test_cli_errors_are_one_line(tmp_path):
     assert result.exit_code == 2 and "does not exist" in result.output
     result = runner.invoke(main, ["--help"])
     assert result.exit_code == 0 and "Examples:" in result.output
-    for args, text in ((["--lr", "-1"], "--lr must be positive"), (["--lr", "nan"], "--lr must be positive"),
+    for args, text in ((["--lr", "-1"], "--lr must be a positive finite"),
+                       (["--lr", "nan"], "--lr must be a positive finite"),
+                       (["--lr", "inf"], "--lr must be a positive finite"),
                        (["--ema-beta", "2"], "--ema-beta must be in [0, 1]"),
                        (["--ema-beta", "-0.1"], "--ema-beta must be in [0, 1]")):
         out = tmp_path / "refused"
@@ -279,6 +310,14 @@ def test_cli_errors_are_one_line(tmp_path):
         EMASchedule(beta=1.5)
     with pytest.raises(FpaError, match="--lr"):
         TrainConfig(lr=0.0)
+    for seed in (-5, 2**32, True):
+        with pytest.raises(FpaError, match="--seed"):
+            TrainConfig(seed=seed)
+    for seed in ("-5", "99999999999999999999999"):  # a usage error, before anything is read or made
+        out = tmp_path / "refused"
+        result = runner.invoke(main, ["--data", "digits", *TINY_MODEL_ARGS, "--out", str(out), "--seed", seed])
+        assert result.exit_code == 2 and "--seed" in result.output and "Traceback" not in result.output
+        assert not out.exists()
 
 
 def test_cli_imle_warm_up_then_gan_with_mode_seeking(tmp_path):

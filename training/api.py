@@ -111,6 +111,8 @@ def _locked_run(out, model, train, options, resume, info, generator, d_init, met
     run = Run(out, trainer, source, options, rank=info.rank, world_size=info.world_size, meta=meta)
     if resume:
         run.resume()  # TrainingError when there is nothing to resume or nothing left to do
+    else:
+        run.truncate_log(0)  # a run killed before its first latest.pt left log lines of its own
     run.write_config()  # the settings the run goes on with (`fpa-train --resume` reads them back)
     result = run.train()
     ddp.barrier(info)

@@ -7,7 +7,7 @@ import click
 
 from fpa_export.common.cli import HELP_OPTIONS, Group, friendly_errors, version_option
 from fpa_export.common.devices import device_option
-from .options import AUG_TYPES
+from .options import AUG_TYPES, MAX_SEED
 from .resume_options import D_FIXED, FPA_FIXED, MODEL_FIELDS, TRAIN_FREE, UNET_FIXED, adopt, check_preset
 
 # Discriminator sizes. 'paper' is lightweight-gan's (docs/MODEL.md §6); 'cpu-small' is the D of the shipped
@@ -73,7 +73,8 @@ RUN_OPTIONS = [
                              help="G-only IMLE warm-up steps before the GAN (0 = off, as the paper)")),
     (("--imle-pool",), dict(default=8, type=click.IntRange(1), help="IMLE: latents drawn per real image")),
     (("--amp",), dict(is_flag=True, help="fp16 mixed precision (CUDA only; ignored on CPU)")),
-    (("--seed",), dict(default=42, type=int)),
+    (("--seed",), dict(default=42, type=click.IntRange(0, MAX_SEED),
+                       help="seeds the weights, the data order and the noise")),
     (("--log-every",), dict(default=10, type=click.IntRange(1))),
     (("--sample-every",), dict(default=500, type=click.IntRange(1), help="PNG grid of EMA samples")),
     (("--save-every",), dict(default=500, type=click.IntRange(1), help="latest.pt period")),

@@ -72,6 +72,16 @@ def _write_json(path: Path, obj) -> None:
     atomic_write_json(path, obj, sort_keys=False)
 
 
+def _logged_step(line: str) -> float:
+    """The step of a log line; a torn or foreign line (a kill -9 mid-write) counts as after every step."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return math.inf
+    step = record.get("step", 0) if isinstance(record, dict) else math.inf
+    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else math.inf
+
+
 class _StopRequest:
     """Ctrl-C in a single-process run on the main thread: the step in progress finishes, latest.pt is
     saved, then KeyboardInterrupt is raised as before; a second Ctrl-C interrupts at once. Elsewhere
@@ -124,13 +134,14 @@ class Run:
             with open(self.out / "log.jsonl", "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
 
-    def _truncate_log(self, step: int) -> None:
-        """On resume, drop log lines written after the checkpoint so the curve continues cleanly."""
+    def truncate_log(self, step: int) -> None:
+        """Drop log lines written after `step` (on resume, the checkpoint's; on a fresh start, 0) so
+        the curve continues cleanly, without a killed run's steps twice."""
         path = self.out / "log.jsonl"
         if not self.is_main or not path.exists():
             return
-        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        kept = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+                if _logged_step(line) <= step]
         atomic_write(path, lambda h: h.write("".join(line + "\n" for line in kept).encode()))
 
     def save(self, name: str, metrics: Optional[dict] = None, with_state: bool = True) -> None:
@@ -183,7 +194,7 @@ class Run:
                                 f"{str(err).splitlines()[0][:160]}); resume with the run's discriminator "
                                 "options (as latest.pt's train_config)") from None
         self.best = float(state.get("best", math.inf))
-        self._truncate_log(ckpt["step"])
+        self.truncate_log(ckpt["step"])
         return int(ckpt["step"])
 
     # -- metric ---------------------------------------------------------------------------------------
@@ -227,9 +238,12 @@ class Run:
             speed.add(time.perf_counter() - began)
             images_done += sum(m.shape[0] for m in micro) * self.world_size
             if not self._all_finite(stats):
-                raise TrainingError(
-                    f"non-finite loss at step {t.step_count} ({_fmt(stats)}); stopped. The last good "
-                    f"checkpoint is {self.out / 'latest.pt'}; resume from it with a lower --lr")
+                latest = self.out / "latest.pt"
+                advice = (f"The last good checkpoint is {latest}; resume from it with a lower --lr"
+                          if latest.is_file() else "No checkpoint was saved yet: run the command again "
+                          "with a lower --lr")
+                raise TrainingError(f"non-finite loss at step {t.step_count} ({_fmt(stats)}); "
+                                    f"stopped. {advice}")
             step = t.step_count
             if step % opts.log_every == 0 or step == opts.steps:
                 rate = images_done / max(1e-9, time.perf_counter() - tick)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass, field, fields
+import math
 
 import torch
 from torch import nn
@@ -34,6 +35,7 @@ from .discriminator import Discriminator
 from .ema import EMASchedule, apply_schedule
 from .imle import imle_loss
 from .losses import d_hinge_loss, g_hinge_loss, gradient_penalty, mode_seeking_loss
+from .options import MAX_SEED
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,10 @@ class TrainConfig:
     unet_stage: bool = False                # train only the U-Net on a frozen FPA
 
     def __post_init__(self):
-        if not self.lr > 0:  # also NaN
-            raise FpaError(f"--lr must be positive, got {self.lr}")
+        if not 0 < self.lr < math.inf:  # also NaN
+            raise FpaError(f"--lr must be a positive finite number, got {self.lr}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise FpaError(f"--seed must be an integer in 0..{MAX_SEED}, got {self.seed!r}")
         if not all(0.0 <= beta < 1.0 for beta in self.betas):
             raise FpaError(f"Adam betas must be in [0, 1), got {self.betas}")
 
