@@ -63,6 +63,20 @@ def fastest_sampler(onnx_path: Path, painting_threads: int):
     return best, rates
 
 
+def _earlier_larger_demo(folder: Path, n: int) -> bool:
+    """True when `folder` holds an earlier demo's samples of the default model with more than `n`
+    images: the demo replaces its own samples (`fpa-sample` refuses a smaller --n into a folder)."""
+    from fpa_export.common.errors import FpaError
+    from fpa_export.sampling import manifest
+
+    try:
+        found = manifest.read(folder)
+    except FpaError:
+        return False  # not ours to replace: sample_folder says why, in one line
+    return (isinstance(found, dict) and isinstance(found.get("n"), int) and found["n"] > n
+            and isinstance(found.get("model"), dict) and found["model"].get("path") == "default")
+
+
 def write_sample_grid(folder: Path, out: Path, count: int = 64) -> Path:
     from fpa_export.painting import auto_scale, sample_grid, to_hwc, write_png
     from fpa_export.sampling.imagefiles import decode
@@ -77,7 +91,8 @@ def write_sample_grid(folder: Path, out: Path, count: int = 64) -> Path:
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), default=Path("out/demo"),
               show_default=True)
 @click.option("--n", "n", type=click.IntRange(1), default=300, show_default=True,
-              help="Samples to write.")
+              help="Samples to write (fewer than an earlier demo in --outdir wrote: its samples are "
+                   "replaced).")
 @click.option("--exporter", type=click.Choice(EXPORTERS), default=DEFAULT_EXPORTER, show_default=True,
               help="ONNX exporter (torchscript is faster to run, dynamo is the maintained one).")
 @friendly_errors
@@ -98,7 +113,7 @@ def main(outdir: Path, n: int, exporter: str):
     click.echo("1/3 exporting to ONNX and verifying against PyTorch …")
     exported = export_verified(outdir, exporter)
     click.echo(f"    {exported.path}: max |onnxruntime − PyTorch| = {exported.max_abs_diff['image']:.1e}")
-    run = SampleRun(outdir / "samples", n=n, seed=0)
+    run = SampleRun(outdir / "samples", n=n, seed=0, overwrite=_earlier_larger_demo(outdir / "samples", n))
     sampler, rates = fastest_sampler(exported.path, run.thread_counts()[0])
     speeds = ", ".join(f"{name} {rate:.0f} img/s" for name, rate in rates.items())
     click.echo(f"2/3 sampling {n} images with {sampler.name} (batch {TIMING_BATCH}: {speeds}) …")

@@ -27,3 +27,21 @@ def test_demo_end_to_end(tmp_path, monkeypatch):
     assert (outdir / "samples_grid.png").exists()
     for name in ("default-image.onnx", "samples", "samples_grid.png", "painting.gif", "painting_grid.png"):
         assert str(outdir / name) in result.output
+    # its own --help example after a larger run: the demo replaces its samples (fpa-sample would refuse)
+    result = CliRunner().invoke(main, ["--outdir", str(outdir), "--n", "8", "--exporter", "torchscript"])
+    assert result.exit_code == 0, result.output
+    assert len(list((outdir / "samples").glob("*.png"))) == 8
+    assert json.loads((outdir / "samples" / "samples.json").read_text())["n"] == 8
+
+
+def test_demo_never_replaces_a_folder_it_did_not_write(tmp_path, monkeypatch):
+    from fpa_export.demo import _earlier_larger_demo
+
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    assert not _earlier_larger_demo(folder, 8)  # nothing there
+    (folder / "samples.json").write_text(json.dumps({"format": "fpa-samples", "n": 50,
+                                                     "model": {"path": "/data/other.pt"}}))
+    assert not _earlier_larger_demo(folder, 8)  # another model's samples: fpa-sample's refusal stands
+    (folder / "samples.json").write_text("{not json")
+    assert not _earlier_larger_demo(folder, 8)

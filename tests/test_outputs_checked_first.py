@@ -56,3 +56,60 @@ def test_statistics_outputs_fail_before_the_features(command, blocked, tmp_path,
         args = ["stats", str(real), "-o", str(blocked / "s.npz")]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "is not a directory" in result.output.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("option", ["-o", "--gif"])
+def test_fpa_vis_fails_before_optimising(option, blocked, tmp_path, monkeypatch):
+    from fpa_export.cli.vis import main
+    from fpa_export.vis import commands
+
+    monkeypatch.setattr(commands, "invert", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("optimised before checking the output")))
+    target = blocked / ("x.png" if option == "-o" else "x.gif")
+    extra = [] if option == "-o" else ["-o", str(tmp_path / "x.png")]
+    result = CliRunner().invoke(main, ["invert", "default", "--steps", "1", "--width", "4", option,
+                                       str(target), *extra])
+    assert result.exit_code == 1 and "is not a directory" in result.output.strip().splitlines()[-1]
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("weight", ["nan", "inf"])
+def test_fpa_vis_style_refuses_a_non_finite_weight(weight, tmp_path):
+    from fpa_export.cli.vis import main
+
+    out = tmp_path / "style.png"
+    result = CliRunner().invoke(main, ["style", "default", "default@1", "--steps", "1", "--width", "4",
+                                       "--style-weight", weight, "-o", str(out)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and lines[-1].startswith("Error: --style-weight must be a positive finite")
+    assert not out.exists()
+
+
+def test_a_non_finite_optimisation_writes_nothing():
+    import torch
+
+    from fpa_export.vis.optimize import lbfgs
+
+    with pytest.raises(FpaError, match="non-finite"):
+        lbfgs(torch.full((1, 3, 4, 4), 0.5), lambda x: ((x * float("nan")).sum(), {}), steps=1,
+              progress=False)
+
+
+def test_a_folder_where_the_sidecar_belongs_is_refused_before_the_export(tmp_path):
+    from fpa_export.cli.export import main
+
+    (tmp_path / "x.onnx.json").mkdir()
+    result = CliRunner().invoke(main, ["onnx", "-o", str(tmp_path / "x.onnx")])
+    assert result.exit_code == 1, result.output
+    assert "x.onnx.json: a folder, not a file, where the sidecar" in result.output.strip().splitlines()[-1]
+    assert not (tmp_path / "x.onnx").exists()  # no graph left without its sidecar
+
+
+def test_an_atomic_write_error_names_the_target_not_its_temporary_file(tmp_path):
+    from fpa_export.common.atomic import atomic_write_bytes
+
+    (tmp_path / "out.json").mkdir()  # the rename onto it fails
+    with pytest.raises(OSError) as err:
+        atomic_write_bytes(tmp_path / "out.json", b"{}")
+    assert err.value.filename == str(tmp_path / "out.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary file left

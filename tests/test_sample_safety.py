@@ -57,6 +57,22 @@ def test_a_second_writer_is_refused_and_touches_nothing(model, tmp_path):
     assert _snapshot(folder) == before
 
 
+@pytest.mark.parametrize("name", ["samples.json", "000003.png", "000009.png"])
+def test_a_folder_where_a_file_belongs_is_refused_before_anything_is_removed(model, tmp_path, name):
+    """Nothing can replace a folder named samples.json or 000003.png: even --overwrite refuses the run
+    up front instead of removing the samples and failing on it."""
+    folder = tmp_path / "s"
+    sample_folder(_run(folder), model=model, backend="torch", progress=False)
+    (folder / name).unlink(missing_ok=True)
+    (folder / name).mkdir()
+    before = _snapshot(folder)
+    for extra in ([], ["--overwrite"]):
+        result = CliRunner().invoke(sample_main, [str(model), "--n", "6", "--outdir", str(folder),
+                                                  "--backend", "torch", *extra])
+        _one_line(result, f"{name}: a folder, not a file")
+        assert _snapshot(folder) == before and (folder / name).is_dir()
+
+
 def test_a_huge_n_paints_its_first_images_at_once(model, tmp_path, monkeypatch):
     real = pipeline.iter_samples
 

@@ -111,7 +111,7 @@ class _SampleWithStats(Command):
               help="On resume, also repaint a spread of up to 32 existing files and compare them (by "
                    "default files are only checked to decode at the right size).")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
-              help="Encoding/writing threads (0 = one per CPU core, at most 8).")
+              help="Encoding/writing threads (0 = one per CPU core, at most 8; a larger number is capped at 8 per core).")
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
               help="CPU painting threads, each painting a batch of its own (0 = one per core; "
                    "capped to the cores).")

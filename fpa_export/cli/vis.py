@@ -43,7 +43,7 @@ def common_options(func):
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Seed of FPA samples given without '@SEED': image 0 under this seed, as "
                           "000000.png of `fpa-sample --seed`."),
-        click.option("--net-seed", type=int, default=0, show_default=True,
+        click.option("--net-seed", type=click.IntRange(0), default=0, show_default=True,
                      help="Seed of the random network's weights."),
         click.option("--width", type=click.IntRange(min=4), default=64, show_default=True,
                      help="Channels of the first block (64 = VGG-19; smaller is faster)."),

@@ -21,6 +21,16 @@ def atomic_write(path: str | os.PathLike, write, exclusive: bool = False) -> Pat
     `exclusive`: only if `path` does not exist yet (a hard link, which fails with FileExistsError when
     another process got there first), so of two such writers exactly one succeeds."""
     path = Path(path)
+    try:
+        return _replace_atomically(path, write, exclusive)
+    except OSError as err:
+        if err.filename is None or not Path(err.filename).name.startswith(f".{path.name}."):
+            raise
+        # an error on our temporary file is one on the target, as the user knows it
+        raise type(err)(err.errno, err.strerror, str(path)) from None
+
+
+def _replace_atomically(path: Path, write, exclusive: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:

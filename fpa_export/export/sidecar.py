@@ -178,9 +178,14 @@ def _normalised(value):
 
 
 def check_writable(out: Path) -> None:
-    """Fail before the (slow) export when the output cannot be written (one line, an ExportError)."""
+    """Fail before the (slow) export when the output or its sidecar cannot be written (one line, an
+    ExportError), so that an artefact is never left without its sidecar."""
     from fpa_export.common.atomic import check_writable as probe
 
+    sidecar = sidecar_path(out)
+    if os.path.lexists(sidecar) and not sidecar.is_file():
+        raise ExportError(f"{not_a_file(sidecar)}, where the sidecar of {Path(out).name} belongs; move it "
+                          "away or give another output name")
     try:
         probe(out, ".onnx output" if Path(out).suffix.lower() == ".onnx" else "output")
     except ExportError:

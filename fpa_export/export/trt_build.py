@@ -96,6 +96,7 @@ def build_engine(source, out=None, *, min_batch: int = 1, opt_batch: Optional[in
                           "a sidecar); export the graph with it first")
     spec = ExportSpec.from_dict(onnx_record["inputs"]["spec"])
     out = Path(out) if out is not None else onnx_path.with_suffix(".plan")
+    check_writable(out)
     check_outputs({"the engine": out, "its sidecar": sidecar_path(out)}, {"the graph": onnx_path},
                   ExportError)
     sweep_stale_temporaries(out.parent)

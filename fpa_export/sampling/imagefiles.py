@@ -236,6 +236,15 @@ def stray_images(folder: Path, n: int, fmt: str, overwrite: bool = False) -> lis
     return sorted(strays)
 
 
+def not_files(folder: Path) -> list[str]:
+    """Entries of `folder` named as sample files that are not regular files (a folder `000010.png`):
+    no run could replace or remove them, so a run refuses the folder before touching anything."""
+    if not folder.is_dir():
+        return []
+    return sorted(entry.name for entry in os.scandir(folder)
+                  if NAME.match(entry.name) and not entry.is_file())
+
+
 def stale_temporaries(folder: Path) -> list[tuple[int, Path]]:
     """Temporary files left by an interrupted run: (index, path). A file whose writer (the pid in its
     name) is this process or another live process on this machine is being written, and not listed."""

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
-from fpa_export.common.errors import FpaError
+from fpa_export.common.errors import FpaError, not_a_file
 from fpa_export.common.atomic import atomic_write_json
 from fpa_export.models import PACKAGE_VERSION
 from .imagefiles import existing_files
@@ -89,8 +90,10 @@ def read(folder: Path, overwrite: bool = False) -> Optional[dict]:
     """The folder's manifest, None when there is none; FolderMismatch when it is unreadable or not a
     manifest, except with `overwrite` (the run replaces it: None)."""
     path = Path(folder) / MANIFEST
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
+    if not path.is_file():  # not even --overwrite could replace it
+        raise FolderMismatch(f"{not_a_file(path)}; move it away or use another --outdir")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

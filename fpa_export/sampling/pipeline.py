@@ -26,14 +26,14 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 import numpy as np
 
 from fpa_export.common.devices import device_type
-from fpa_export.common.errors import FpaError
+from fpa_export.common.errors import FpaError, not_a_file
 from fpa_export.common.images import to_hwc, to_uint8
 from fpa_export.common.lock import folder_lock
 from fpa_export.runtime.modelfile import open_model
 from fpa_export.runtime.precision import check_name
 from . import manifest
 from .imagefiles import (FORMATS, SampleFiles, check_room, encode_all, existing_files, file_name, image_shape,
-                         is_valid, png_level, smallest_file, stale_temporaries, stray_images)
+                         is_valid, not_files, png_level, smallest_file, stale_temporaries, stray_images)
 from .latents import check_seed, check_truncation, latent_array, shard_indices
 
 
@@ -214,7 +214,12 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
 
 
 def _check_strays(outdir: Path, run: SampleRun) -> None:
-    """Refuse a folder holding images that are not this run's samples (FID tools would score them)."""
+    """Refuse a folder holding images that are not this run's samples (FID tools would score them),
+    or entries named as samples that are not files (nothing could replace them)."""
+    blocked = not_files(outdir)
+    if blocked:
+        raise FpaError(f"{not_a_file(outdir / blocked[0])}, where a sample file belongs; move it away "
+                       "or use another --outdir")
     strays = stray_images(outdir, run.n, run.image_format, run.overwrite)
     if strays:
         shown = ", ".join(strays[:3]) + (f" and {len(strays) - 3} more" if len(strays) > 3 else "")

@@ -28,13 +28,16 @@ class Output:
     scale: int = 1
 
     def __post_init__(self):
-        from ..common.atomic import check_outputs
+        from ..common.atomic import check_outputs, check_writable
         from ..painting.writers import animation_format, picture_format
 
         picture_format(self.png)
         if self.gif is not None:
             animation_format(self.gif)
         check_outputs({"the picture": self.png, "the animation": self.gif})
+        for target in (self.png, self.gif):  # a read-only folder fails now, not after the work
+            if target is not None:
+                check_writable(target)
 
     def check_sources(self, *sources: str) -> None:
         """Before any work: no output overwrites a source image (`invert photo.png -o photo.png`)."""

@@ -12,9 +12,12 @@ frames for an animation are taken every `frame_every` iterations.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import math
 from typing import Callable
 
 import torch
+
+from fpa_export.common.errors import FpaError
 
 
 @dataclass
@@ -84,6 +87,9 @@ def lbfgs(start: torch.Tensor, loss_fn: Callable[[torch.Tensor], tuple[torch.Ten
     with torch.no_grad():
         final_total, final_values = loss_fn(image)
     losses.append(float(final_total))
+    if not math.isfinite(losses[-1]) or not torch.isfinite(image).all():
+        raise FpaError(f"{label}: the loss became {losses[-1]:g} (non-finite); nothing was written "
+                       "(try other weights, fewer --steps or a smaller --size)")
     for key, value in final_values.items():
         values.setdefault(key, [value]).append(value)
     return Optimisation(image=image, losses=losses, values=values, frames=frames)

@@ -11,10 +11,12 @@ so the default here is conv3_2; pass conv4_2 for the paper's setting on large im
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
 
+from fpa_export.common.errors import FpaError
 from fpa_export.fd.features import RandomVGG19
 from .losses import make_terms, set_automatic_weights, total_loss
 from .optimize import Optimisation, lbfgs, white_noise
@@ -28,6 +30,8 @@ def transfer_style(content: torch.Tensor, style: torch.Tensor, network: Optional
                    style_weight: float = 1.0, steps: int = 200, init_seed: int = 0,
                    frame_every: int = 0, progress: bool = True) -> tuple[Optimisation, dict[str, float]]:
     """The content image (1, 3, S, S) repainted with the style image's Gram statistics."""
+    if not 0 < style_weight < math.inf:  # also NaN
+        raise FpaError(f"--style-weight must be a positive finite number, got {style_weight}")
     network = network or RandomVGG19()
     content_terms = make_terms(network, content, [content_layer], "feature")
     style_terms = make_terms(network, style, style_layers, "gram")
