@@ -243,6 +243,16 @@ def test_nan_loss_before_the_first_checkpoint_says_that_none_was_saved(tmp_path,
     assert not (tmp_path / "run" / "latest.pt").exists()
 
 
+def test_a_run_folder_inside_the_data_folder_is_refused(tmp_path):
+    data = make_folder(tmp_path / "images")
+    for out in (data, data / "runs" / "r1"):
+        result = CliRunner().invoke(main, ["--data", str(data), *TINY_MODEL_ARGS, "--out", str(out),
+                                           "--steps", "1"])
+        assert result.exit_code == 1 and "inside the images read" in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert not (data / "runs").exists() and not (data / "config.json").exists()
+
+
 def test_a_fresh_start_drops_the_log_of_a_run_killed_before_its_first_checkpoint(tmp_path):
     data = str(make_folder(tmp_path / "images"))
     out = tmp_path / "run"

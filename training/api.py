@@ -7,6 +7,7 @@ from typing import Optional
 
 import torch
 
+from fpa_export.common.images import check_outside
 from fpa_export.models import FPAConfig, FPAGenerator, UNetConfig, read_checkpoint
 from . import data as datasets
 from . import ddp, runfolder
@@ -90,6 +91,8 @@ def _start_discriminator(trainer: Trainer, d_init: dict, lr: float) -> None:
 
 def _run(out, model, train, options, resume, generator=None, d_init=None, meta=None) -> dict:
     out = Path(out)
+    if Path(options.data).is_dir():  # the run's sample grids would be read back as training data
+        check_outside(out, options.data)
     info = ddp.setup(options.device)
     try:
         with runfolder.locked(out, info.rank == 0):

@@ -171,6 +171,15 @@ def jpeg_round_trip(array: np.ndarray, quality: int = 75) -> bytes:
     return buffer.getvalue()
 
 
+def check_outside(out, image_dir) -> None:
+    """Refuse a folder to write that is `image_dir` or inside it: every image under `image_dir` is read
+    (recursively), so what is written there would be read back as data."""
+    source, target = Path(image_dir).resolve(), Path(out).resolve()
+    if target == source or source in target.parents:
+        raise FpaError(f"{out}: the folder to write is inside the images read ({image_dir}); give a "
+                       "folder outside it")
+
+
 def write_real_folder(image_dir: str | Path, out: str | Path, size: int, channels: int = 3,
                       image_format: str = "jpg", jpeg_quality: int = 75) -> tuple[int, int]:
     """The paper's real-image folder for FID tools: every image under `image_dir` through the training
@@ -182,10 +191,8 @@ def write_real_folder(image_dir: str | Path, out: str | Path, size: int, channel
 
     if image_format not in ("jpg", "png"):
         raise FpaError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
-    source, target = Path(image_dir).resolve(), Path(out).resolve()
-    if target == source or source in target.parents:  # the copies would be read as real images
-        raise FpaError(f"{out}: the folder to write is inside the images read ({image_dir}); give a "
-                       "folder outside it")
+    check_outside(out, image_dir)  # the copies would be read as real images
+    target = Path(out).resolve()
     if target.is_dir() and any(os.scandir(target)):  # old files would be scored beside the new
         raise FpaError(f"{out}: this folder holds files already (FID tools would read them with the "
                        "real images); give a new or empty folder")
