@@ -135,8 +135,16 @@ def test_malformed_sidecars_fall_back_to_the_embedded_record(exported, tmp_path,
     garbage.write_bytes(os.urandom(4096))
     sidecar_path(garbage).write_text(text)
     assert read_export_record(garbage) is None
-    with pytest.raises(ExportError, match="not an fpa-export file"):
+    with pytest.raises(ExportError, match="not an fpa-export file, nor any readable ONNX file"):
         config_from_sidecar(garbage)
+
+
+def test_a_graph_with_bytes_appended_is_said_to_be_damaged(exported, tmp_path):
+    alone = _without_sidecar(exported[2], tmp_path)
+    with open(alone, "ab") as handle:
+        handle.write(b"x")
+    with pytest.raises(ExportError, match="damaged, truncated or extended"):
+        config_from_sidecar(alone)
 
 
 @pytest.mark.parametrize("content", [b"", b"\x08", b"\x0a\xff\xff\xff\xff\x0f", os.urandom(2048),

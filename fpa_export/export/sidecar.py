@@ -167,6 +167,11 @@ def record_or_fail(artefact: str | os.PathLike, tool: str = "fpa-export") -> dic
     if record is None:
         if not Path(artefact).is_file():
             raise ExportError(not_a_file(artefact))
+        from .onnx_meta import read_metadata
+
+        if Path(artefact).suffix.lower() == ".onnx" and read_metadata(artefact) is None:
+            raise ExportError(f"{artefact}: not an fpa-export file, nor any readable ONNX file (damaged, "
+                              f"truncated or extended since its export?); re-export it with `{tool}`")
         raise ExportError(f"{artefact}: not an fpa-export file (no sidecar {sidecar_path(artefact).name} "
                           f"matching it and no record in the file); re-export it with `{tool}`")
     return record
