@@ -231,6 +231,10 @@ def test_a_program_run_collects_garbage_less_often_except_training(command, expe
     ("fpa-export", ["trt", "{tmp}/g.onnx", "--fp16"], "--fp16 applies only when SOURCE is a checkpoint"),
     ("fpa-gif", ["--grid", "{tmp}/g.png", "--hold-last", "100"],
      "--hold-last applies only to an animation (-o or --mp4)"),
+    ("fpa-gif", ["--grid", "{tmp}/g.png", "--mode", "both"], "--mode applies only to an animation"),
+    # an empty path would silently mean the current folder
+    ("fpa-sample", ["--n", "4", "--outdir", ""], "Invalid value for '--outdir': an empty path"),
+    ("fpa-train", ["--out", "", "--steps", "1"], "Invalid value for '--out': an empty path"),
 ])
 def test_usage_mistakes_are_one_line_naming_the_help(command, args, text, tmp_path):
     from click.testing import CliRunner

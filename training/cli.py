@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from fpa_export.common.cli import HELP_OPTIONS, Group, friendly_errors, version_option
+from fpa_export.common.cli import HELP_OPTIONS, Group, friendly_errors, nonempty_path, version_option
 from fpa_export.common.devices import device_option
 from .options import AUG_TYPES, MAX_SEED
 from .resume_options import D_FIXED, FPA_FIXED, MODEL_FIELDS, TRAIN_FREE, UNET_FIXED, adopt, check_preset
@@ -42,7 +42,8 @@ def _options(specs):
 
 RUN_OPTIONS = [
     (("--data",), dict(default="mnist", help="image folder (recursive) or built-in: mnist, digits, lfw")),
-    (("--out",), dict(required=True, type=click.Path(file_okay=False), help="run folder (runs/NAME)")),
+    (("--out",), dict(required=True, type=click.Path(file_okay=False), callback=nonempty_path,
+                      help="run folder (runs/NAME)")),
     (("--steps",), dict(default=10000, type=click.IntRange(1), help="total optimiser steps")),
     (("--batch-size",), dict(default=20, type=click.IntRange(1), help="images per micro-batch and process")),
     (("--grad-accum",), dict(default=1, type=click.IntRange(1), help="micro-batches per step")),

@@ -81,7 +81,7 @@ def main(model, seed, seeds, index, out, mode, fps, scale, hold_last_ms, columns
     seed_list = parse_seed_range(seeds) if seeds is not None else [seed or 0]
     if out is None and grid is None and mp4 is None:
         out = DEFAULT_GIF
-    for name in ("fps", "hold_last_ms"):  # the step grid is a still picture
+    for name in ("fps", "hold_last_ms", "mode"):  # the step grid is a still picture of its own layout
         check_applies(name, out is not None or mp4 is not None, "to an animation (-o or --mp4)")
     job = PaintingJob(seeds=seed_list, index=index, mode=mode, fps=fps, scale=scale,
                       hold_last_ms=hold_last_ms, columns=columns, truncation=truncation)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fpa_export.common.cli import Command, UserError, check_applies, friendly_errors, version_option
+from fpa_export.common.cli import Command, UserError, check_applies, friendly_errors, nonempty_path, version_option
 from fpa_export.common.devices import device_option
 from fpa_export.runtime.names import BACKENDS, PRECISIONS, SAMPLE_FORMATS as FORMATS
 
@@ -85,7 +85,7 @@ class _SampleWithStats(Command):
 @version_option("fpa-sample")
 @click.argument("model", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--n", "n", type=int, required=True, help="Number of images (indices 0..n-1).")
-@click.option("--outdir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--outdir", type=click.Path(file_okay=False), callback=nonempty_path,
               help="Folder of {i:06d}.png files and samples.json (required unless --no-save).")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)

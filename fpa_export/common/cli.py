@@ -195,6 +195,18 @@ def given(ctx: click.Context, name: str) -> bool:
                                                   click.core.ParameterSource.DEFAULT_MAP)
 
 
+def nonempty_path(ctx, param, value):
+    """Callback of a path option: its value as a Path; an empty string, which would silently mean the
+    current folder, is a usage error."""
+    from pathlib import Path
+
+    if value is None:
+        return None
+    if not str(value).strip():
+        raise click.BadParameter("an empty path; give a folder or file name", ctx, param)
+    return Path(value)
+
+
 def check_applies(name: str, applies: bool, when: str, ctx: Optional[click.Context] = None) -> None:
     """An option given where this run would ignore it (`--jpeg-quality` with PNG files) is one line, not
     a silent no-op: `--jpeg-quality applies only with --format jpg` (ctx: the running command's)."""
