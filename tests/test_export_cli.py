@@ -122,6 +122,17 @@ def test_rgb_and_atol_options(checkpoint, tmp_path):
                     "rgb")
 
 
+@pytest.mark.parametrize("atol", ["nan", "inf"])
+def test_a_meaningless_atol_is_refused_before_the_export(checkpoint, tmp_path, monkeypatch, atol):
+    from fpa_export.export import onnx_export
+
+    monkeypatch.setattr(onnx_export, "sweep_stale_temporaries", lambda *a: (_ for _ in ()).throw(
+        AssertionError("export work began before --atol was checked")))
+    _one_line_error(CliRunner().invoke(main, ["onnx", str(checkpoint), "-o", str(tmp_path / "x.onnx"),
+                                              "--atol", atol]), "--atol must be a non-negative finite")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_garbage_onnx_given_to_trt_is_one_line(tmp_path, monkeypatch):
     import sys
 

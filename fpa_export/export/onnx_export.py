@@ -33,7 +33,7 @@ from .sidecar import (ExportError, check_writable, library_versions, reusable, s
                       write_sidecar)
 from .spec import INPUT_NAME, BATCH, ExportSpec
 from .tempfiles import sweep_stale_temporaries
-from .verify import check_model, compare_with_torch, import_onnx
+from .verify import Tolerance, check_model, compare_with_torch, import_onnx
 
 from .options import DEFAULT_OPSET, EXPORTERS  # noqa: E402,F401
 TRACE_BATCH = 2  # with batch 1 the exporters may pin the batch axis
@@ -84,6 +84,7 @@ def export_onnx(checkpoint=None, out=None, graph: str = "image", fp16: bool = Fa
     checkpoint = Path(resolve_checkpoint(checkpoint))
     generator, ckpt = load_checkpoint(checkpoint)  # CheckpointError: one line, before any work
     spec = ExportSpec(generator.config, graph=graph, fp16=fp16, uint8=uint8, rgb=rgb, lstm=lstm)
+    Tolerance.for_spec(spec, atol)  # a bad --atol fails now, not after the export
     out = Path(out) if out is not None else default_output(checkpoint, spec)
     check_writable(out)
     check_suffix(out, (".onnx",), "graph", ExportError)

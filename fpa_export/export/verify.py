@@ -12,6 +12,7 @@ reference that is not finite (NaN or inf weights) fails before any comparison.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 import os
 from typing import Optional
 
@@ -38,8 +39,8 @@ class Tolerance:
         default = cls(2e-2, 0.99, 6) if spec.fp16 else cls(1e-4, 1.0, 1)
         if atol is None:
             return default
-        if not atol >= 0:  # also refuses NaN
-            raise ExportError(f"atol must be a non-negative number, got {atol}")
+        if not 0 <= atol < math.inf:  # also refuses NaN; inf would pass any graph
+            raise ExportError(f"--atol must be a non-negative finite number, got {atol}")
         return cls(float(atol), default.min_within_one, default.max_levels)
 
 
