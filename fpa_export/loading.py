@@ -29,9 +29,11 @@ def load_generator(path: Optional[str | os.PathLike] = None, device: str | torch
     Raises `models.CheckpointError` with a one-line message for anything that is not a valid
     checkpoint.
     """
+    from fpa_export.common.devices import check_device
     from fpa_export.runtime.precision import check_precision, torch_dtype
 
-    precision = check_precision(precision, str(device))
+    device = check_device(str(device))  # one line for a device this machine lacks
+    precision = check_precision(precision, device)
     generator, _ = load_checkpoint(resolve_checkpoint(path), device=device)
     generator.requires_grad_(requires_grad)
     return generator.to(dtype=torch_dtype(precision)) if precision != "fp32" else generator

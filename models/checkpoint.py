@@ -38,6 +38,7 @@ from .summary import describe, describe_config  # noqa: F401 (re-exported)
 FORMAT = "fpa-export"
 FORMAT_VERSION = 1
 GENERATOR_KIND = "fpa_generator"
+CHECKPOINT_SUFFIXES = (".pt", ".pth")  # the names a checkpoint is written as (fpa-convert refuses others)
 REQUIRED_KEYS = ("format", "format_version", "kind", "config", "state_dict", "step", "package_version")
 
 
@@ -197,9 +198,16 @@ def _check_state_dict(generator: FPAGenerator, state: dict, path) -> None:
                                   f"the config expects {tuple(tensor.shape)}")
         if not value.is_floating_point():
             raise CheckpointError(f"{path}: state_dict[{key!r}] has dtype {value.dtype}, expected float")
-        # a finite sum means every element is finite (an inf or NaN would propagate): one pass that
-        # is 20× cheaper than the element test, which runs only when the sum is not finite
-        if not bool(torch.isfinite(value.sum())) and not bool(torch.isfinite(value).all()):
-            bad = int((~torch.isfinite(value)).sum())
+        bad = non_finite_count(value)
+        if bad:
             raise CheckpointError(f"{path}: state_dict[{key!r}] holds {bad} NaN/inf value(s); "
                                   "the model would paint garbage, refused")
+
+
+def non_finite_count(value: torch.Tensor) -> int:
+    """How many NaN/inf values a float tensor holds. A finite sum means every element is finite (an
+    inf or NaN would propagate): one pass that is 20× cheaper than the element test, which runs only
+    when the sum is not finite (it may also overflow)."""
+    if bool(torch.isfinite(value.sum())):
+        return 0
+    return int((~torch.isfinite(value)).sum())

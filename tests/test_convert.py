@@ -292,6 +292,22 @@ CONTRADICTIONS = {
     "integer_tensor": (lambda p: edited(p, GE__kvb_net__bias=torch.zeros(51, dtype=torch.long)), [],
                        ["GE.kvb_net.bias is torch.int64"]),
     "no_raw_weights": (lambda p: without_raw_generator(p), ["--weights", "G"], ["no 'G.' tensors"]),
+    # tensors of the wrong rank: one line naming the tensor, not an unpacking traceback
+    "kvb_3d": (lambda p: edited(p, GE__kvb_net__weight=torch.zeros(1, 51, 16)), [],
+               ["GE.kvb_net.weight (1×51×16) is 3-D", "2-D"]),
+    "kvb_0d": (lambda p: edited(p, GE__kvb_net__weight=torch.tensor(1.0)), [], ["GE.kvb_net.weight () is 0-D"]),
+    "lstm_3d": (lambda p: edited(p, GE__decoder_rnn__weight_hh_l0=torch.zeros(1, 2, 2)), [],
+                ["GE.decoder_rnn.weight_hh_l0 (1×2×2) is 3-D"]),
+    "unet_conv_flat": (lambda p: edited(p, "v2_unet", GE__u_net__init_conv__weight=torch.zeros(7)), [],
+                       ["GE.u_net.init_conv.weight (7) is 1-D", "at least 2-D"]),
+    # weights no command would load: refused here, nothing written
+    "non_finite": (lambda p: edited(p, GE__kvb_net__bias=torch.full((51,), float("nan"))), [],
+                   ["GE.kvb_net.bias holds 51 NaN/inf", "nothing written"]),
+    # an option this model has no use for is an error, not silently dropped
+    "unet_option_without_unet": (lambda p: edited(p), ["--unet-heads", "2"],
+                                 ["--unet-heads applies only to a model with a U-Net"]),
+    "input_tanh_on_v1": (lambda p: edited(p, "v1"), ["--steps", "4", "--no-input-tanh"],
+                         ["--no-input-tanh applies only to a model with the v2 input generator"]),
 }
 
 
@@ -333,6 +349,25 @@ def test_malformed_files_are_one_line_errors(tmp_path, name):
     result = convert(make(tmp_path), "-o", tmp_path / "o.pt", ok=False)
     assert_one_line_error(result, *fragments)
     assert "--trust-pickle" not in result.output
+
+
+@pytest.mark.parametrize("name", ["graph.onnx", "stats.npz", "engine.plan", "noext"])
+def test_the_output_is_a_pt_file_so_no_graph_or_statistics_is_written_over(tmp_path, name):
+    official = edited(tmp_path)
+    (tmp_path / name).write_bytes(b"an earlier export")
+    result = convert(official, "-o", tmp_path / name, ok=False)
+    assert_one_line_error(result, "a checkpoint is written as .pt or .pth")
+    assert (tmp_path / name).read_bytes() == b"an earlier export"
+
+
+def test_a_device_or_pipe_is_never_replaced_by_the_output(tmp_path):
+    import os
+
+    official = edited(tmp_path)
+    os.mkfifo(tmp_path / "pipe.pt")
+    result = convert(official, "-o", tmp_path / "pipe.pt", ok=False)
+    assert_one_line_error(result, "pipe.pt: not a regular file (a device, pipe or socket)")
+    assert not (tmp_path / "pipe.pt").is_file() and (tmp_path / "pipe.pt").exists()
 
 
 def test_output_must_not_overwrite_the_official_file(tmp_path):

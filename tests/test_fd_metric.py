@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fpa_export.common.errors import FpaError
 from fpa_export.fd.frechet import (FeatureStats, RunningStats, StatsSet, compare, compute_stats, fd_extractors,
                             frechet_distance)
 
@@ -72,6 +73,24 @@ def test_stats_set_round_trip_and_foreign_stats_refused():
     assert torch.equal(back.stats[4].sigma, stats.stats[4].sigma)
     with pytest.raises(ValueError, match="not fpa-fd statistics.*Inception"):
         StatsSet.from_arrays({"mu": np.zeros(3), "sigma": np.eye(3)})
+
+
+@pytest.mark.parametrize("damage", ["nan-mean", "inf-cov", "n", "seeds"])
+def test_damaged_statistics_are_refused_instead_of_giving_a_nan_distance(damage):
+    arrays = compute_stats([torch.rand(6, 3, 32, 32)], seeds=(0, 1), resolution=32, source="x").to_arrays()
+    arrays = {key: np.array(value, copy=True) for key, value in arrays.items()}
+    key = next(k for k in arrays if arrays[k].dtype.kind == "f" and arrays[k].ndim == 2)  # the means
+    if damage == "nan-mean":
+        arrays[key][0, 0] = np.nan
+    elif damage == "inf-cov":
+        cov = next(k for k in arrays if arrays[k].ndim == 3)
+        arrays[cov][1, 0, 0] = np.inf
+    elif damage == "n":
+        arrays["n"] = np.asarray(-5)
+    else:
+        arrays["seeds"] = np.asarray([0, 0])
+    with pytest.raises(FpaError, match="damaged or edited"):
+        StatsSet.from_arrays(arrays)
 
 
 # --- sanity on MNIST --------------------------------------------------------------------------------

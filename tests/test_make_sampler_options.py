@@ -23,3 +23,19 @@ def test_unknown_option_is_one_line(checkpoint):
         make_sampler(checkpoint, backend="torch", lstm="op")
     with pytest.raises(FpaError, match="has no option 'bogus'"):
         make_sampler(checkpoint, bogus=1)
+
+
+def test_a_device_this_machine_lacks_is_one_line_from_the_python_api_too():
+    import torch
+
+    import fpa_export
+    from fpa_export.common.errors import FpaError
+    from fpa_export.runtime import make_sampler
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    for call in (lambda: fpa_export.load_generator(device="cuda"), lambda: make_sampler(None, device="cuda:0")):
+        with pytest.raises(FpaError, match="device 'cuda(:0)?' is not available"):
+            call()
+    with pytest.raises(FpaError, match="unknown device 'gpu'"):
+        make_sampler(None, device="gpu")

@@ -113,3 +113,16 @@ def test_an_atomic_write_error_names_the_target_not_its_temporary_file(tmp_path)
         atomic_write_bytes(tmp_path / "out.json", b"{}")
     assert err.value.filename == str(tmp_path / "out.json")
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary file left
+
+
+def test_a_pipe_or_device_is_refused_as_an_output_and_left_alone(tmp_path):
+    import os
+
+    from fpa_export.common.atomic import atomic_write_bytes
+
+    os.mkfifo(tmp_path / "pipe.npz")
+    with pytest.raises(FpaError, match="pipe.npz: not a regular file"):
+        check_writable(tmp_path / "pipe.npz")
+    with pytest.raises(FpaError, match="pipe.npz: not a regular file"):
+        atomic_write_bytes(tmp_path / "pipe.npz", b"x")
+    assert not (tmp_path / "pipe.npz").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["pipe.npz"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..common.cli import Command, friendly_errors, version_option
+from ..common.cli import Command, friendly_errors, nonempty_path, version_option
 from ..convert.options import DEFAULTS, MODEL_TYPES, WEIGHTS  # torch-free: --help stays fast
 
 
@@ -20,7 +20,7 @@ def _flag(name: str, official: str):
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @version_option("fpa-convert")
 @click.argument("official", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), callback=nonempty_path,
               help="Output checkpoint (our format).")
 @click.option("--model-type", type=click.Choice(MODEL_TYPES), default=None,
               show_default="inferred from the keys", help="The official --model_type.")

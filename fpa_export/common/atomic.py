@@ -31,6 +31,7 @@ def atomic_write(path: str | os.PathLike, write, exclusive: bool = False) -> Pat
 
 
 def _replace_atomically(path: Path, write, exclusive: bool) -> Path:
+    refuse_special(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
@@ -65,6 +66,21 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, sort_keys: bool = Tr
     return atomic_write_bytes(path, text.encode("utf-8"), exclusive)
 
 
+def refuse_special(path: Path) -> None:
+    """A device, FIFO or socket at `path` is never replaced by a regular file (as root, `-o /dev/null`
+    would otherwise replace the system's device): FpaError, one line. Folders fail on their own."""
+    import stat
+
+    from .errors import FpaError, not_a_file
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # nothing there (or a dangling link): the write creates a file
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise FpaError(f"{not_a_file(path)} (a device, pipe or socket): give a file name to write")
+
+
 def check_writable(out: str | os.PathLike, what: str = "output") -> None:
     """Fail before slow work when `out` (a file to be written) cannot be: probe its nearest existing
     folder with a temporary file. Raises a one-line FpaError."""
@@ -73,6 +89,7 @@ def check_writable(out: str | os.PathLike, what: str = "output") -> None:
     out = Path(out)
     if out.is_dir():
         raise FpaError(f"{out}: is a directory; give a file name for the {what}")
+    refuse_special(out)
     for folder in (out.parent, *out.parent.parents):  # the nearest existing ancestor must be a folder
         if folder.exists():
             break

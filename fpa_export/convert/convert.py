@@ -21,9 +21,10 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from fpa_export.common.errors import not_a_file
+from fpa_export.common.atomic import check_suffix, check_writable
+from fpa_export.common.errors import FpaError, not_a_file
 from fpa_export.models import FPAConfig, FPAGenerator, save_checkpoint
-from fpa_export.models.checkpoint import FORMAT, sniff_non_checkpoint
+from fpa_export.models.checkpoint import CHECKPOINT_SUFFIXES, FORMAT, non_finite_count, sniff_non_checkpoint
 from .infer import ConversionError, OfficialTensors, infer_config, listing
 from .keys import from_official_state_dict, official_name
 from .options import DEFAULTS, MODEL_TYPES, WEIGHTS
@@ -50,6 +51,11 @@ def convert_official(path: str | os.PathLike, out: str | os.PathLike, model_type
     path = Path(path)
     if Path(out).resolve() == path.resolve():
         raise ConversionError(f"{out}: the output would overwrite the official file")
+    check_suffix(out, CHECKPOINT_SUFFIXES, "checkpoint", ConversionError)  # not over a graph or stats
+    try:
+        check_writable(out, "checkpoint")
+    except FpaError as err:
+        raise ConversionError(str(err)) from None
     if weights not in WEIGHTS:
         raise ConversionError(f"--weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     if model_type is not None and model_type not in MODEL_TYPES:
@@ -63,6 +69,7 @@ def convert_official(path: str | os.PathLike, out: str | os.PathLike, model_type
     tensors = OfficialTensors(data["GAN"], weights + ".", path)
     notes: list[str] = []
     model_type, config = infer_config(tensors, model_type, steps, options, notes)
+    _check_options_apply(options, config, path)
     generator = load_weights(config, tensors, strict, notes, model_type)
     for note in notes:
         warnings.warn(note, ConversionWarning, stacklevel=2)
@@ -77,6 +84,20 @@ def convert_official(path: str | os.PathLike, out: str | os.PathLike, model_type
         "notes": notes,
     }
     return save_checkpoint(out, generator, step=0, source=source)
+
+
+def _check_options_apply(options: dict, config: FPAConfig, path: Path) -> None:
+    """An option changed from its default that this model has no use for (a U-Net option for a model
+    without one, --no-input-tanh for a v1 model) is an error, not silently dropped."""
+    unused = [k for k in options if k.startswith("unet_")] if config.unet is None else []
+    unused += ["input_tanh"] if config.input_generator == "v1" else []
+    changed = [k for k in unused if options[k] != DEFAULTS[k]]
+    if changed:
+        flag = changed[0].replace("_", "-")
+        if isinstance(DEFAULTS[changed[0]], bool):
+            flag = flag if options[changed[0]] else f"no-{flag}"
+        what = "a U-Net" if changed[0].startswith("unet_") else "the v2 input generator"
+        raise ConversionError(f"--{flag} applies only to a model with {what}; {path} has none")
 
 
 def _options_used(options: dict, config: FPAConfig, strict: bool) -> dict:
@@ -164,6 +185,10 @@ def load_weights(config: FPAConfig, t: OfficialTensors, strict: bool, notes: lis
             raise ConversionError(f"{t.label(name)} does not fit the inferred model, which expects "
                                   f"{'×'.join(map(str, target.shape))}")
         state[key] = ours[key].to(torch.float32)
+        bad = non_finite_count(state[key])
+        if bad:
+            raise ConversionError(f"{t.path}: {t.prefix}{official_name(key)} holds {bad} NaN/inf "
+                                  "value(s); the model would paint garbage, nothing written")
     generator.load_state_dict(state, strict=True)
     return generator.eval()
 

@@ -44,10 +44,16 @@ class OfficialTensors:
     def __contains__(self, name: str) -> bool:
         return name in self.items
 
-    def shape(self, name: str) -> tuple[int, ...]:
+    def shape(self, name: str, rank: Optional[int] = None, min_rank: int = 0) -> tuple[int, ...]:
+        """The tensor's shape; `rank` (exactly) or `min_rank` (at least) dimensions, else one line."""
         if name not in self.items:
             raise ConversionError(f"{self.path}: missing key: {self.prefix}{name}")
-        return tuple(self.items[name].shape)
+        shape = tuple(self.items[name].shape)
+        if (rank is not None and len(shape) != rank) or len(shape) < min_rank:
+            wanted = f"{rank}-D" if rank is not None else f"at least {min_rank}-D"
+            raise ConversionError(f"{self.path}: {self.label(name)} is {len(shape)}-D; a generator of the "
+                                  f"official code has it {wanted}")
+        return shape
 
     def label(self, name: str) -> str:
         return f"{self.prefix}{name} ({'×'.join(map(str, self.shape(name)))})"
@@ -66,8 +72,8 @@ def infer_config(t: OfficialTensors, model_type: Optional[str], steps: Optional[
     t.require(["decoder_rnn.weight_ih_l0", "decoder_rnn.weight_hh_l0", "kvb_net.weight"]
               + (["input_generator.weight", "per_time_linear_input.weight"] if v2
                  else ["latent_to_init.weight"]))
-    four_h, lstm_in = t.shape("decoder_rnn.weight_ih_l0")
-    hidden = t.shape("decoder_rnn.weight_hh_l0")[1]
+    four_h, lstm_in = t.shape("decoder_rnn.weight_ih_l0", 2)
+    hidden = t.shape("decoder_rnn.weight_hh_l0", 2)[1]
     layers = sum(1 for name in t.items if re.fullmatch(r"decoder_rnn\.weight_hh_l\d+", name))
     if four_h != 4 * hidden:
         raise ConversionError(f"{t.label('decoder_rnn.weight_ih_l0')} does not match the hidden size "
@@ -77,7 +83,7 @@ def infer_config(t: OfficialTensors, model_type: Optional[str], steps: Optional[
     if "latent_to_init.weight" in t and t.shape("latent_to_init.weight") != init_shape:
         raise ConversionError(f"{t.label('latent_to_init.weight')} should be "
                               f"{init_shape[0]}×{init_shape[1]} (2·L·H × d)")
-    wide = t.shape("wide_net.0.weight")[0] if "wide_net.0.weight" in t else 0
+    wide = t.shape("wide_net.0.weight", 2)[0] if "wide_net.0.weight" in t else 0
     unet = _unet_config(t, options) if model_type.endswith("_unet") else None
     size, channels, per_row = _canvas(t, wide or hidden, options, unet)
     config = FPAConfig(
@@ -114,8 +120,8 @@ def _input_side(t: OfficialTensors, v2: bool, steps: Optional[int], lstm_in: int
                 notes: list[str]) -> dict:
     """latent_size, mini_latent_size, input_size and num_steps (FPAConfig fields)."""
     if v2:
-        mini_steps, latent = t.shape("input_generator.weight")
-        step_in, mini = t.shape("per_time_linear_input.weight")
+        mini_steps, latent = t.shape("input_generator.weight", 2)
+        step_in, mini = t.shape("per_time_linear_input.weight", 2)
         if step_in != lstm_in:
             raise ConversionError(f"{t.label('per_time_linear_input.weight')} feeds {step_in} inputs but "
                                   f"{t.label('decoder_rnn.weight_ih_l0')} takes {lstm_in}")
@@ -131,13 +137,13 @@ def _input_side(t: OfficialTensors, v2: bool, steps: Optional[int], lstm_in: int
                 f"{num_steps} steps")
         fields = dict(latent_size=latent, mini_latent_size=mini, input_size=step_in)
     else:
-        latent = t.shape("latent_to_init.weight")[1]
+        latent = t.shape("latent_to_init.weight", 2)[1]
         if latent != lstm_in:
             raise ConversionError(f"{t.label('decoder_rnn.weight_ih_l0')} takes {lstm_in} inputs, but a "
                                   f"v1 LSTM reads z of size {latent} ({t.label('latent_to_init.weight')})")
         num_steps = steps
         if "decoder_time_enc" in t:
-            rows = t.shape("decoder_time_enc")[0]
+            rows = t.shape("decoder_time_enc", 2)[0]
             if steps is not None and steps != rows:
                 raise ConversionError(f"--steps {steps} contradicts {t.label('decoder_time_enc')}: "
                                       f"its {rows} rows are one per step")
@@ -155,7 +161,7 @@ def _input_side(t: OfficialTensors, v2: bool, steps: Optional[int], lstm_in: int
 
 def _canvas(t: OfficialTensors, kvb_in: int, options: dict, unet: Optional[UNetConfig]):
     """(S, C, lr_per_row) from the kvb layer's C·(2S + r) outputs, r = 1 or S, C = 1 or 3."""
-    outputs, width = t.shape("kvb_net.weight")
+    outputs, width = t.shape("kvb_net.weight", 2)
     if width != kvb_in:
         source = "wide_net.0.weight" if "wide_net.0.weight" in t else "decoder_rnn.weight_hh_l0"
         raise ConversionError(f"{t.label('kvb_net.weight')} reads {width} inputs but "
@@ -209,19 +215,19 @@ def _describe(fit: tuple[int, int, bool]) -> str:
 
 def _unet_config(t: OfficialTensors, options: dict) -> UNetConfig:
     """The U-Net's dim, levels and multipliers from its convolutions; widths checked against options."""
-    dim, channels = t.shape("u_net.init_conv.weight")[:2]
+    dim, channels = t.shape("u_net.init_conv.weight", min_rank=2)[:2]
     levels = sorted({int(k.split(".")[2]) for k in t.items if k.startswith("u_net.downs.")})
     mults = []
     for level in levels:
         name = f"u_net.downs.{level}.0.block1.proj.weight"
-        width = t.shape(name)[0]
+        width = t.shape(name, min_rank=1)[0]
         if width % dim:
             raise ConversionError(f"{t.label(name)}: {width} channels are not a multiple of the U-Net "
                                   f"dim {dim} ({t.label('u_net.init_conv.weight')})")
         mults.append(width // dim)
     qkv = "u_net.downs.0.2.fn.fn.to_qkv.weight"
     heads, dim_head = options["unet_heads"], options["unet_dim_head"]
-    if t.shape(qkv)[0] != 3 * heads * dim_head:
+    if t.shape(qkv, min_rank=1)[0] != 3 * heads * dim_head:
         raise ConversionError(f"--unet-heads {heads} × --unet-dim-head {dim_head} contradicts "
                               f"{t.label(qkv)}: its attention width is {t.shape(qkv)[0] // 3}")
     return UNetConfig(channels=channels, dim=dim, dim_mults=tuple(mults),

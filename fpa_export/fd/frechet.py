@@ -150,8 +150,13 @@ class StatsSet:
             raise FpaError(f"{where} lacks {mean_key}/{cov_key}; not a complete statistics file")
         seeds = [int(s) for s in np.asarray(arrays["seeds"]).reshape(-1)]
         mu, sigma, n = np.asarray(arrays[mean_key]), np.asarray(arrays[cov_key]), int(arrays["n"])
-        if mu.shape[0] != len(seeds) or sigma.shape != (len(seeds), mu.shape[1], mu.shape[1]):
+        if mu.ndim != 2 or mu.shape[0] != len(seeds) or sigma.shape != (len(seeds), mu.shape[1], mu.shape[1]):
             raise FpaError(f"{where} has inconsistent shapes mu {mu.shape}, sigma {sigma.shape}")
+        if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+            raise FpaError(f"{where} holds NaN/inf statistics (damaged or edited); prepare it again")
+        if n < 2 or len(set(seeds)) != len(seeds):
+            raise FpaError(f"{where} records {n} image(s) and seeds {seeds}: statistics need at least 2 "
+                           "images and distinct seeds (damaged or edited); prepare it again")
         stats = {s: FeatureStats(torch.from_numpy(mu[i]).double(), torch.from_numpy(sigma[i]).double(), n)
                  for i, s in enumerate(seeds)}
         ids = [str(x) for x in np.asarray(arrays["extractor_ids"]).reshape(-1)]

@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from fpa_export.common.devices import device_type
+from fpa_export.common.devices import check_device, device_type
 from fpa_export.common.errors import FpaError
 from fpa_export.common.optional import available
 from .base import Sampler
@@ -51,6 +51,7 @@ def make_sampler(model: ModelLike = None, backend: str = "auto", device: str = "
         raise FpaError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if purpose is not None and purpose not in PURPOSES:
         raise FpaError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
+    device = check_device(device)  # one line for a device this machine lacks, before anything loads
     kind = kind_of(model)
     wanted = {"onnx": "onnx", "tensorrt": "trt"}.get(kind)
     if wanted and backend not in ("auto", wanted):
