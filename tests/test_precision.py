@@ -151,7 +151,7 @@ def test_folder_records_the_precision_and_refuses_another(model, tmp_path, bf16_
         sample_folder(SampleRun(folder, **run), model=path, backend="torch", progress=False)
     assert sorted(p.read_bytes() for p in folder.glob("*.png")) == before
     other = save_checkpoint(tmp_path / "o.pt", make_generator(9))
-    with pytest.raises(FolderMismatch, match="a different model .weights sha256"):
+    with pytest.raises(FolderMismatch, match="a different model .checkpoint sha256"):
         sample_folder(SampleRun(folder, precision="bf16", **run), model=other, progress=False)
 
 

@@ -3,7 +3,7 @@
     model = open_model("ckpt.pt")     # or None (the embedded default), an .onnx, an engine, a generator
     model.kind                        # "checkpoint" | "onnx" | "tensorrt" | "generator"
     model.config, model.generator     # read once, then shared by every consumer of the run
-    model.identity()                  # what a sample folder records: sha256 of the weights, precision
+    model.identity()                  # what a sample folder records: the checkpoint's sha256, precision
 
 Exported graphs and engines are traced back to the checkpoint they came from through their export
 record, so the same weights sampled with torch, onnxruntime or TensorRT share one identity. The record
@@ -129,8 +129,9 @@ class ModelFile:
         return self.path or default_checkpoint_path()
 
     def sha256(self) -> str:
-        """The weights' digest: the checkpoint's, or for an exported file the checkpoint it came from
-        (its record's), else the file's own."""
+        """The model's digest: the checkpoint file's sha256, or for an exported file that of the
+        checkpoint it came from (its record's), else the file's own. A file, not its tensors: the
+        same weights saved again (another `fpa-convert` run, another save) count as another model."""
         if self._sha256 is None:
             from .digest import file_sha256  # remembered by path, size and mtime
 

@@ -182,7 +182,7 @@ def _difference(key: str, old, new) -> str:
         return "" if old == new else f"a different {key.replace('_', ' ')} ({old!r} vs {new!r})"
     old = old if isinstance(old, dict) else {}
     if old.get("sha256") != new.get("sha256"):
-        return (f"a different model (weights sha256 {str(old.get('sha256'))[:12]} vs "
+        return (f"a different model (checkpoint sha256 {str(old.get('sha256'))[:12]} vs "
                 f"{str(new.get('sha256'))[:12]})")
     before, now = _precision(old.get("precision")), _precision(new.get("precision"))
     return "" if before == now else f"a different precision ({before} vs {now})"
