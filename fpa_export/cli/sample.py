@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from fpa_export.common.cli import Command, UserError, check_applies, friendly_errors, nonempty_path, version_option
+from fpa_export.common.cli import (Command, UserError, check_applies, friendly_errors, nonempty_path,
+                                   version_option)
 from fpa_export.common.devices import device_option
 from fpa_export.runtime.names import BACKENDS, PRECISIONS, SAMPLE_FORMATS as FORMATS
 
@@ -111,7 +112,8 @@ class _SampleWithStats(Command):
               help="On resume, also repaint a spread of up to 32 existing files and compare them (by "
                    "default files are only checked to decode at the right size).")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
-              help="Encoding/writing threads (0 = one per CPU core, at most 8; a larger number is capped at 8 per core).")
+              help="Encoding/writing threads (0 = one per CPU core, at most 8; a larger number is "
+                   "capped at 8 per core).")
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
               help="CPU painting threads, each painting a batch of its own (0 = one per core; "
                    "capped to the cores).")

@@ -150,7 +150,8 @@ class StatsSet:
             raise FpaError(f"{where} lacks {mean_key}/{cov_key}; not a complete statistics file")
         seeds = [int(s) for s in np.asarray(arrays["seeds"]).reshape(-1)]
         mu, sigma, n = np.asarray(arrays[mean_key]), np.asarray(arrays[cov_key]), int(arrays["n"])
-        if mu.ndim != 2 or mu.shape[0] != len(seeds) or sigma.shape != (len(seeds), mu.shape[1], mu.shape[1]):
+        if mu.ndim != 2 or mu.shape[0] != len(seeds) \
+                or sigma.shape != (len(seeds), mu.shape[1], mu.shape[1]):
             raise FpaError(f"{where} has inconsistent shapes mu {mu.shape}, sigma {sigma.shape}")
         if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
             raise FpaError(f"{where} holds NaN/inf statistics (damaged or edited); prepare it again")
