@@ -142,12 +142,26 @@ def test_kill_9_mid_run_then_resume_reaches_the_same_final_step(tmp_path):
     assert steps == list(range(1, final + 1))  # the curve continues: no gap, no duplicate
 
 
-def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path, monkeypatch):
+@pytest.fixture
+def default_ctrl_c():
+    """Python's own SIGINT handler for the test, whatever the runner inherited (a test run started
+    in the background of a non-interactive shell starts with SIGINT ignored), then the runner's."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def reset_ctrl_c() -> None:
+    """In a child before exec: SIGINT at its default, so that the child Python installs its own
+    handler even where the test runner was started with SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path, monkeypatch, default_ctrl_c):
     """Ctrl-C between periodic saves loses nothing: the step finishes, latest.pt holds it, and the
     resumed run ends bit-identical to an uninterrupted one."""
     from fpa_export.training.trainer import Trainer
 
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     data = str(make_folder(tmp_path / "images", count=6))
     model, late_saves = tiny_config(image_size=16, channels=1), dict(save_every=100)
     train_fpa(tmp_path / "full", model, train_config(), options(data, steps=5, **late_saves))
@@ -177,7 +191,7 @@ def test_ctrl_c_on_the_command_line_saves_latest_and_says_so(tmp_path):
     command = cli_command(out, 100000, data=data)
     command[command.index("--save-every") + 1] = "100000"  # no periodic save before the Ctrl-C
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=reset_ctrl_c)
     try:
         deadline = time.time() + 60
         while time.time() < deadline and not (out / "log.jsonl").exists():
