@@ -88,3 +88,36 @@ def test_a_path_that_is_not_a_readable_file_says_what_it_is(tmp_path):
         assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
         assert "no such file" not in done.stderr and ("not a regular file" in done.stderr
                                                      or "a folder, not a file" in done.stderr)
+
+
+def test_out_of_memory_is_one_line_and_other_runtime_errors_stay_tracebacks():
+    torch_cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                             "memory: you tried to allocate 10240000000 bytes. Error code 12")
+    result = _run(_command(torch_cpu))
+    assert result.exit_code == 1 and result.output.strip().startswith(
+        "Error: out of memory (one allocation of 9.5 GiB); ask for less at once")
+    cuda = type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory. Tried to allocate 2.00 GiB.")
+    assert "(one allocation of 2.00 GiB)" in _run(_command(cuda)).output
+    assert _run(_command(MemoryError())).output.strip().startswith("Error: out of memory; ask for less")
+    bug = _run(_command(RuntimeError("shape mismatch")))
+    assert bug.exit_code == 1 and isinstance(bug.exception, RuntimeError)  # not turned into a user error
+
+
+def test_a_real_allocation_failure_of_the_cli_is_one_line(tmp_path):
+    import resource
+    import subprocess
+    import sys
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "fpa_export.training.cli", "--data", "mnist", "--image-size", "16",
+               "--channels", "1", "--num-steps", "2", "--latent-size", "4", "--mini-latent-size", "2",
+               "--input-size", "4", "--hidden-size", "8", "--batch-size", "10000000", "--steps", "1",
+               "--eval-every", "0", "--no-progress", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-1500:]
+    assert done.stderr.strip().splitlines()[-1].startswith("Error: out of memory (one allocation of"), \
+        done.stderr[-500:]
+    assert not (out / "latest.pt").exists()

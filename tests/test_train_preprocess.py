@@ -67,6 +67,19 @@ def test_tiff_and_upper_case_suffixes_are_read(tmp_path):
     assert load_image(paths[0], 16, 3).shape == (3, 16, 16)
 
 
+def test_sixteen_bit_greyscale_is_scaled_to_eight_bits_not_clipped_to_white(tmp_path):
+    ramp = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)  # 0 … 65472
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I;16")
+    expected = np.rint(ramp / 257.0) / 255.0
+    for channels in (1, 3):
+        image = load_image(tmp_path / "deep.png", 32, channels).numpy()
+        assert image.shape == (channels, 32, 32)
+        assert np.abs(image - expected[None]).max() <= 1 / 255 + 1e-6
+    Image.fromarray(np.full((8, 8), 200, np.int32)).save(tmp_path / "wide.tif")  # mode I, 8-bit values
+    assert np.allclose(load_image(tmp_path / "wide.tif", 8, 1).numpy(), 200 / 255)
+
+
 def bomb_png(path, side=16000):
     """A PNG whose header claims side×side pixels (Pillow refuses it at open: decompression bomb)."""
     def chunk(kind, data):

@@ -108,3 +108,66 @@ def test_unet_stage_resume_keeps_its_unet(run, tmp_path):
     assert json.loads((out / "config.json").read_text())["run"]["data"] == "digits"
     wrong = cli(*common, "--resume", "--steps", "3", "--unet-dim-mults", "1,2,4")
     assert wrong.exit_code != 0 and "--unet-dim-mults 1,2,4: the run in" in wrong.output
+
+
+def copy_run(run, folder):
+    folder.mkdir()
+    for name in ("latest.pt", "config.json", "log.jsonl"):
+        (folder / name).write_bytes((run / name).read_bytes())
+    return folder, read_checkpoint(folder / "latest.pt")["step"]
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "not an object"])
+def test_a_lost_config_json_is_refused_unless_data_is_given(run, tmp_path, damage):
+    copy, step = copy_run(run, tmp_path / "copy")
+    config = copy / "config.json"
+    if damage == "missing":
+        config.unlink()
+    else:
+        config.write_text(config.read_text()[:40] if damage == "truncated" else "[1, 2]")
+    before = (copy / "latest.pt").read_bytes()
+    result = cli("--out", str(copy), "--resume", "--steps", str(step + 1))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert "config.json: missing or unreadable" in result.output and "--data" in result.output
+    assert (copy / "latest.pt").read_bytes() == before
+    given = cli("--out", str(copy), "--resume", "--steps", str(step + 1), "--data", "digits")
+    assert given.exit_code == 0, given.output
+    assert "run options not given at their defaults" in given.output
+    assert json.loads(config.read_text())["run"]["data"] == "digits"
+
+
+def test_a_resume_that_fails_before_its_first_checkpoint_keeps_the_runs_config(run, tmp_path):
+    copy, step = copy_run(run, tmp_path / "copy")
+    unreadable = tmp_path / "unreadable"
+    unreadable.mkdir()
+    for i in range(3):
+        (unreadable / f"{i}.png").write_bytes(b"not a png")
+    before = (copy / "config.json").read_bytes()
+    failed = cli("--out", str(copy), "--resume", "--steps", str(step + 1), "--data", str(unreadable))
+    assert failed.exit_code != 0 and "Traceback" not in failed.output, failed.output
+    assert (copy / "config.json").read_bytes() == before
+    again = cli("--out", str(copy), "--resume", "--steps", str(step + 1))  # the run's own data: digits
+    assert again.exit_code == 0, again.output
+    assert json.loads((copy / "config.json").read_text())["run"]["steps"] == step + 1
+
+
+def test_a_resumed_unet_run_refuses_another_from(run, tmp_path):
+    other = tmp_path / "other.pt"
+    other.write_bytes((run / "latest.pt").read_bytes())
+    out = tmp_path / "unet"
+    first = cli("unet", "--from", str(run / "latest.pt"), "--out", str(out), "--eval-every", "0", "--data",
+                "digits", "--unet-dim", "8", "--unet-dim-mults", "1", "--batch-size", "2", "--steps", "1")
+    assert first.exit_code == 0, first.output
+    before = (out / "config.json").read_bytes()
+    wrong = cli("unet", "--from", str(other), "--out", str(out), "--resume", "--steps", "2")
+    assert wrong.exit_code == 1 and "Traceback" not in wrong.output
+    assert f"--from {other}: the run in {out} was started from {run / 'latest.pt'}" in wrong.output
+    assert len(wrong.output.strip().splitlines()) == 1 and (out / "config.json").read_bytes() == before
+    plain = cli("--out", str(out), "--resume", "--steps", "2")  # a U-Net run resumed as an FPA run
+    assert plain.exit_code == 1 and len(plain.output.strip().splitlines()) == 1, plain.output
+    assert f"holds a U-Net run; resume it with: fpa-train unet --from {run / 'latest.pt'}" in plain.output
+    copy, step = copy_run(run, tmp_path / "copy")
+    staged = cli("unet", "--from", str(run / "latest.pt"), "--out", str(copy), "--resume", "--steps", "9")
+    assert staged.exit_code == 1 and "holds an FPA run, not a U-Net run" in staged.output
+    assert read_checkpoint(copy / "latest.pt")["step"] == step

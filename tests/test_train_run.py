@@ -21,6 +21,7 @@ from fpa_export.common.errors import FpaError
 from fpa_export.models import read_checkpoint
 from tests.conftest import tiny_config, tiny_unet_config
 from tests.test_train_data import make_folder
+from fpa_export.training.data import open_source
 from fpa_export.training.api import train_fpa, train_unet
 from fpa_export.training.cli import main
 from fpa_export.training.ema import EMASchedule
@@ -323,7 +324,11 @@ def test_cli_errors_are_one_line(tmp_path):
                        (["--lr", "nan"], "--lr must be a positive finite"),
                        (["--lr", "inf"], "--lr must be a positive finite"),
                        (["--ema-beta", "2"], "--ema-beta must be in [0, 1]"),
-                       (["--ema-beta", "-0.1"], "--ema-beta must be in [0, 1]")):
+                       (["--ema-beta", "-0.1"], "--ema-beta must be in [0, 1]"),
+                       (["--ema-beta", "nan"], "--ema-beta must be in [0, 1]"),
+                       (["--aug-prob", "nan"], "--aug-prob must be a probability"),
+                       (["--mode-seeking", "nan"], "--mode-seeking must be a finite"),
+                       (["--mode-seeking", "inf"], "--mode-seeking must be a finite")):
         out = tmp_path / "refused"
         result = runner.invoke(main, ["--data", "digits", *TINY_MODEL_ARGS, "--out", str(out), *args])
         assert result.exit_code == 1 and "Traceback" not in result.output, result.output
@@ -342,6 +347,15 @@ def test_cli_errors_are_one_line(tmp_path):
         result = runner.invoke(main, ["--data", "digits", *TINY_MODEL_ARGS, "--out", str(out), "--seed", seed])
         assert result.exit_code == 2 and "--seed" in result.output and "Traceback" not in result.output
         assert not out.exists()
+    result = runner.invoke(main, ["--data", "", *TINY_MODEL_ARGS, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "--data" in result.output and "empty path" in result.output
+    assert not (tmp_path / "r").exists()  # not a run on the current folder's images
+    result = runner.invoke(main, ["--data", "digits", *TINY_MODEL_ARGS, "--d-attn-res", "16,7",
+                                  "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "--d-attn-res: 7 is not a width of the discriminator's stages at " \
+        "image size 16 (16)" in result.output and not (tmp_path / "r").exists()
+    with pytest.raises(FpaError, match="empty data path"):
+        open_source("", 16, 1)
 
 
 def test_cli_imle_warm_up_then_gan_with_mode_seeking(tmp_path):

@@ -161,3 +161,13 @@ def test_sizes_beyond_the_limit_are_one_line(args, tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "at most 1024 px" in result.output.strip().splitlines()[-1]
     assert not (tmp_path / "v.png").exists()
+
+
+def test_a_network_width_beyond_the_limit_is_a_usage_error(tmp_path):
+    from click.testing import CliRunner
+
+    from fpa_export.cli.vis import MAX_WIDTH, main
+
+    result = CliRunner().invoke(main, ["invert", "default", "--width", str(MAX_WIDTH + 1), "-o",
+                                       str(tmp_path / "v.png")])
+    assert result.exit_code == 2 and f"4<=x<={MAX_WIDTH}" in result.output and not (tmp_path / "v.png").exists()

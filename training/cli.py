@@ -5,10 +5,11 @@ from pathlib import Path
 
 import click
 
-from fpa_export.common.cli import HELP_OPTIONS, Group, friendly_errors, nonempty_path, version_option
+from fpa_export.common.cli import HELP_OPTIONS, Group, friendly_errors, given, nonempty_path, version_option
 from fpa_export.common.devices import device_option
 from .options import AUG_TYPES, MAX_SEED
-from .resume_options import D_FIXED, FPA_FIXED, MODEL_FIELDS, TRAIN_FREE, UNET_FIXED, adopt, check_preset
+from .resume_options import (D_FIXED, FPA_FIXED, MODEL_FIELDS, TRAIN_FREE, UNET_FIXED, adopt, check_preset,
+                             check_source)
 
 # Discriminator sizes. 'paper' is lightweight-gan's (docs/MODEL.md §6); 'cpu-small' is the D of the shipped
 # default model (tools/train_default.sh): channel cap 64, no attention before the 32-px stage, 2 × 16 heads.
@@ -41,7 +42,8 @@ def _options(specs):
 
 
 RUN_OPTIONS = [
-    (("--data",), dict(default="mnist", help="image folder (recursive) or built-in: mnist, digits, lfw")),
+    (("--data",), dict(default="mnist", callback=lambda ctx, param, value: str(nonempty_path(ctx, param, value)),
+                       help="image folder (recursive) or built-in: mnist, digits, lfw")),
     (("--out",), dict(required=True, type=click.Path(file_okay=False), callback=nonempty_path,
                       help="run folder (runs/NAME)")),
     (("--steps",), dict(default=10000, type=click.IntRange(1), help="total optimiser steps")),
@@ -135,6 +137,19 @@ def resolve_d_preset(kw: dict, hidden_size: int) -> dict:
     return {**kw, **{k: preset[k] for k in preset if kw.get(k) is None}, "d_preset": name}
 
 
+def check_attention_widths(ctx: click.Context, kw: dict, image_size: int) -> None:
+    """A given --d-attn-res width must be one of the discriminator's stage widths (S, S/2, …, 16), where
+    attention can sit; any other would silently train without it."""
+    if not given(ctx, "d_attn_res"):
+        return
+    widths = [image_size >> shift for shift in range(image_size.bit_length()) if image_size >> shift >= 16]
+    bad = [width for width in _ints(kw["d_attn_res"]) if width not in widths]
+    if bad:
+        raise click.BadParameter(f"{bad[0]} is not a width of the discriminator's stages at image size "
+                                 f"{image_size} ({', '.join(map(str, widths))}); attention there would never "
+                                 "run", param_hint="--d-attn-res")
+
+
 def _train_config(kw: dict):
     from .ema import EMASchedule
     from .trainer import TrainConfig
@@ -217,6 +232,7 @@ def fpa_command(ctx, **kw):
     model = FPAConfig(channels=int(kw["channels"]), **{k: kw[k] for k in MODEL_FIELDS})
     kw = resolve_d_preset(kw, model.hidden_size)
     check_preset(ctx, kw, D_PRESETS[kw["d_preset"]])
+    check_attention_widths(ctx, kw, model.image_size)
     if note:
         click.echo(note, err=True)
     result = train_fpa(kw["out"], model, _train_config(kw), _run_options(kw), resume=kw["resume"])
@@ -243,17 +259,18 @@ def unet_command(ctx, source, **kw):
     from fpa_export.models import UNetConfig, read_checkpoint
     from .api import train_unet
 
-    given = [name for name in D_OPTION_NAMES
-             if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
-    if given and not kw["fresh_d"]:
-        raise click.UsageError(f"--{given[0].replace('_', '-')}: the discriminator continues from --from "
+    d_given = [name for name in D_OPTION_NAMES if given(ctx, name)]
+    if d_given and not kw["fresh_d"]:
+        raise click.UsageError(f"--{d_given[0].replace('_', '-')}: the discriminator continues from --from "
                                "with its own layout; D options apply only with --fresh-d")
     if kw["resume"]:  # the discriminator is --from's or the run's own; see fpa_command
-        kw, note = adopt(ctx, kw, fixed=UNET_FIXED, free=TRAIN_FREE)
+        kw, note = adopt(ctx, kw, fixed=UNET_FIXED, free=TRAIN_FREE, unet_stage=True)
+        check_source(Path(kw["out"]), Path(source))
         if note:
             click.echo(note, err=True)
     config = read_checkpoint(source)["config"]
     kw = resolve_d_preset(kw, config["hidden_size"])  # used only with --fresh-d
+    check_attention_widths(ctx, kw, config["image_size"])
     dim = kw["unet_dim"] or config["image_size"]
     unet = UNetConfig(channels=config["channels"], dim=dim, dim_mults=_ints(kw["unet_dim_mults"]))
     result = train_unet(kw["out"], source, unet, _train_config(kw), _run_options(kw), resume=kw["resume"],

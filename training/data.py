@@ -86,6 +86,8 @@ class FolderImages:
 
 def open_source(data: str, image_size: int, channels: int, seed: int = 0):
     """A built-in set by name, or an image folder by path."""
+    if not str(data).strip():  # Path("") would be the current folder
+        raise DataError(f"an empty data path; give an image folder or one of {', '.join(BUILTIN)}")
     if data in BUILTIN:
         return TensorImages(_builtin_uint8(data, image_size, channels, seed), data)
     return FolderImages(data, image_size, channels)

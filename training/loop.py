@@ -1,7 +1,8 @@
 """A training run: the run folder, the loop, logging, sample grids, checkpoints and resume.
 
 Run folder (`out`):
-    config.json      model config, training config and run options (at the start and on every resume)
+    config.json      model config, training config and run options (at the start; on a resume, with its
+                     first latest.pt)
     log.jsonl        one JSON line per logged step: losses, images/s, metric when measured
     samples/step_NNNNNNN.png   8×8 grid of the EMA generator on fixed latents
     latest.pt        last checkpoint, with train_state (resume from it)
@@ -121,6 +122,7 @@ class Run:
         self.fixed_z = torch.randn(64, trainer.generator.latent_size,
                                    generator=torch.Generator().manual_seed(cfg.seed)).to(trainer.device)
         self.real_stats = None
+        self.config_due = False  # write config.json with the next latest.pt (set on resume)
 
     # -- files --------------------------------------------------------------------------------------
     def write_config(self) -> None:
@@ -147,6 +149,9 @@ class Run:
     def save(self, name: str, metrics: Optional[dict] = None, with_state: bool = True) -> None:
         if not self.is_main:
             return
+        if name == "latest.pt" and self.config_due:
+            self.write_config()
+            self.config_due = False
         t = self.trainer
         state = t.state() if with_state else None
         if state is not None:

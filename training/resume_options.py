@@ -57,9 +57,19 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def run_settings(out: Path) -> Optional[tuple[dict, dict, dict]]:
-    """(model config, train config, run options) of the run in `out`, or None when there is no latest.pt
-    (the run's own resume then says "nothing to resume")."""
+def run_record(out: Path) -> Optional[dict]:
+    """The run's config.json as a dict, or None when it is missing or unreadable."""
+    try:
+        record = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("run"), dict) else None
+
+
+def run_settings(out: Path) -> Optional[tuple[dict, dict, Optional[dict]]]:
+    """(model config, train config, run options or None when config.json is missing or unreadable) of
+    the run in `out`, or None when there is no latest.pt (the run's own resume then says "nothing to
+    resume")."""
     from fpa_export.models import read_checkpoint
 
     path = out / "latest.pt"
@@ -69,23 +79,27 @@ def run_settings(out: Path) -> Optional[tuple[dict, dict, dict]]:
     model, train = ckpt.get("config"), (ckpt.get("train_state") or {}).get("train_config")
     if not isinstance(model, dict) or not isinstance(train, dict):
         raise FpaError(f"{path}: has no train_state, cannot resume")
-    try:
-        run = json.loads((out / "config.json").read_text(encoding="utf-8")).get("run", {})
-    except (OSError, ValueError, AttributeError):
-        run = {}  # the run options then come from the command line (their defaults)
-    return model, train, run if isinstance(run, dict) else {}
+    record = run_record(out)
+    return model, train, None if record is None else record["run"]
 
 
-def adopt(ctx: click.Context, kw: dict, fixed: dict, free: dict) -> tuple[dict, str]:
+def adopt(ctx: click.Context, kw: dict, fixed: dict, free: dict, unet_stage: bool = False) -> tuple[dict, str]:
     """(`kw` with the run's values for the options not given, a line naming each given option of `free`
     that overrides the run's ('' when none)); FpaError (one line) for a given option of `fixed` that
-    differs from the run's."""
+    differs from the run's, and for a run whose config.json is lost when --data is not given (the run
+    options would silently be the defaults: another data set, other periods), and for a run of the other
+    stage (`unet_stage`: this is `fpa-train unet`)."""
     settings = run_settings(Path(kw["out"]))
     if settings is None:
         return kw, ""
     model, train, run = settings
+    _check_stage(Path(kw["out"]), model, unet_stage)
+    lost = run is None
+    if lost and not _given(ctx, "data"):
+        raise FpaError(f"{Path(kw['out']) / 'config.json'}: missing or unreadable, so the run's --data, "
+                       "--steps and periods are unknown; resume with them given (at least --data)")
     readers = {**fixed, **free, **{name: (lambda key: lambda m, t: run[key])(name)
-                                   for name in RUN_FREE if name in run}}
+                                   for name in RUN_FREE if not lost and name in run}}
     kw, changed = dict(kw), []
     for name, read in readers.items():
         try:
@@ -100,7 +114,34 @@ def adopt(ctx: click.Context, kw: dict, fixed: dict, free: dict) -> tuple[dict, 
                            f"keeps its {part} (drop {_flag(name)}, or start a new run with another --out)")
         elif kw[name] != theirs:
             changed.append(f"{_flag(name)} {kw[name]} (the run had {theirs})")
+    if lost:
+        changed.append("the run options not given at their defaults (config.json was missing or unreadable)")
     return kw, f"Resuming with {', '.join(changed)}" if changed else ""
+
+
+def _check_stage(out: Path, model: dict, unet_stage: bool) -> None:
+    """The resuming command must be the run's: `fpa-train unet` for a U-Net run, plain `fpa-train` else."""
+    if bool(model.get("unet")) == unet_stage:
+        return
+    if unet_stage:
+        raise FpaError(f"{out}: holds an FPA run, not a U-Net run; resume it with: fpa-train --out {out} "
+                       "--resume")
+    source = (run_record(out) or {}).get("from", "FPA_CHECKPOINT")
+    raise FpaError(f"{out}: holds a U-Net run; resume it with: fpa-train unet --from {source} --out {out} "
+                   "--resume")
+
+
+def check_source(out: Path, source: Path) -> None:
+    """A resumed U-Net run keeps the frozen FPA it started from (its weights are in latest.pt): a --from
+    other than the run's recorded one is refused rather than recorded over it. A recorded file that no
+    longer exists (moved) cannot be compared, and the given --from stands."""
+    record = run_record(out) or {}
+    theirs = record.get("from")
+    if not (out / "latest.pt").is_file() or not isinstance(theirs, str) or not Path(theirs).exists():
+        return
+    if not Path(theirs).samefile(source):
+        raise FpaError(f"--from {source}: the run in {out} was started from {theirs}; a resumed U-Net run "
+                       f"keeps its frozen FPA (pass --from {theirs}, or start a new run with another --out)")
 
 
 def check_preset(ctx: click.Context, kw: dict, preset: dict) -> None:

@@ -66,6 +66,10 @@ class TrainConfig:
             raise FpaError(f"--lr must be a positive finite number, got {self.lr}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             raise FpaError(f"--seed must be an integer in 0..{MAX_SEED}, got {self.seed!r}")
+        if not 0.0 <= self.aug_prob <= 1.0:  # also NaN
+            raise FpaError(f"--aug-prob must be a probability in [0, 1], got {self.aug_prob}")
+        if not 0.0 <= self.mode_seeking < math.inf:  # also NaN; inf would end in a non-finite loss
+            raise FpaError(f"--mode-seeking must be a finite number >= 0, got {self.mode_seeking}")
         if not all(0.0 <= beta < 1.0 for beta in self.betas):
             raise FpaError(f"Adam betas must be in [0, 1), got {self.betas}")
 

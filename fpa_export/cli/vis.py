@@ -10,6 +10,8 @@ import click
 
 from ..common.cli import Group, friendly_errors, version_option
 
+MAX_WIDTH = 256  # --width: the last blocks have 8 × 256 = 2,048 channels, 150 MB a convolution's weights
+
 
 def _layers(text: str) -> list[str]:
     from fpa_export.fd.features import LAYER_NAMES
@@ -45,8 +47,9 @@ def common_options(func):
                           "000000.png of `fpa-sample --seed`."),
         click.option("--net-seed", type=click.IntRange(0), default=0, show_default=True,
                      help="Seed of the random network's weights."),
-        click.option("--width", type=click.IntRange(min=4), default=64, show_default=True,
-                     help="Channels of the first block (64 = VGG-19; smaller is faster)."),
+        click.option("--width", type=click.IntRange(min=4, max=MAX_WIDTH), default=64, show_default=True,
+                     help="Channels of the first block (64 = VGG-19; smaller is faster; the last blocks "
+                          "have 8 times as many)."),
         click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True,
                      help="L-BFGS iterations."),
     ]

@@ -24,6 +24,7 @@ import atexit
 import functools
 import gc
 import os
+import re
 import sys
 import threading
 from typing import Optional
@@ -179,10 +180,33 @@ def friendly_errors(func=None, *, catch: tuple = (), interrupted=
         except OSError as err:
             where = f" ({err.filename})" if getattr(err, "filename", None) else ""
             raise UserError(f"{err.strerror or err}{where}")
+        except (MemoryError, RuntimeError) as err:
+            if not out_of_memory(err):
+                raise  # a bug stays a traceback
+            raise UserError(out_of_memory(err))
         except KeyboardInterrupt:
             click.echo(interrupted(kwargs) if callable(interrupted) else interrupted, err=True)
             raise SystemExit(130)
     return wrapper
+
+
+_ALLOCATION = re.compile(r"(?:tried to allocate|Tried to allocate) ([\d.]+ ?[KMGT]?i?B|\d+ bytes)")
+
+
+def out_of_memory(err: BaseException) -> str:
+    """The one line for an allocation that failed ('' when `err` is something else): Python's
+    MemoryError, torch's CPU allocator and CUDA's out-of-memory, with the size it asked for."""
+    text = str(err)
+    if not (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+            or "can't allocate memory" in text or "CUDA out of memory" in text):
+        return ""
+    found = _ALLOCATION.search(text)
+    size = found.group(1) if found else ""
+    if size.endswith(" bytes"):
+        size = f"{int(size.split()[0]) / 2**30:.1f} GiB"
+    asked = f" (one allocation of {size})" if size else ""
+    return (f"out of memory{asked}; ask for less at once (a smaller batch, image or network), or use a "
+            "machine with more memory")
 
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}  # `-h` works wherever `--help` does

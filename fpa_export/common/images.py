@@ -120,12 +120,26 @@ def load_image_array(path: str | Path, size: int, channels: int) -> np.ndarray:
                 if img.width * img.height > MAX_PIXELS:
                     raise UnreadableImage(f"{path}: {img.width}×{img.height} pixels is over the "
                                           f"limit of {MAX_PIXELS}")
-                img = resize_center_crop(img.convert("L" if channels == 1 else "RGB"), size)
+                img = resize_center_crop(_eight_bit(img).convert("L" if channels == 1 else "RGB"), size)
                 return np.asarray(img, dtype=np.uint8).copy()
     except UnreadableImage:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
         raise UnreadableImage(f"{path}: cannot be decoded ({type(err).__name__})") from None
+
+
+def _eight_bit(img):
+    """A 16-bit greyscale image (Pillow's modes I;16* and, holding values over 255, I) as 8-bit L,
+    scaled 65535 → 255; Pillow's own convert would clip it to white. Other modes as they are."""
+    import numpy as np
+    from PIL import Image
+
+    if not (img.mode.startswith("I;16") or img.mode == "I"):
+        return img
+    values = np.asarray(img, dtype=np.int64)
+    if img.mode == "I" and values.max(initial=0) <= 255:
+        return img  # 32-bit integers that hold 8-bit values
+    return Image.fromarray(np.rint(np.clip(values, 0, 65535) / 257.0).astype(np.uint8))
 
 
 def load_image(path: str | Path, size: int, channels: int):
