@@ -152,6 +152,22 @@ def test_huge_but_finite_weights_load_even_when_their_sum_overflows(tmp_path):
     one_line(err, "kvb.weight", "2 NaN/inf")
 
 
+def test_a_changed_byte_in_the_stored_weights_is_refused_not_loaded(tmp_path):
+    """torch reads zip members without their CRC-32: unchecked, the flipped byte below loads as a
+    silently different weight."""
+    path = save_checkpoint(tmp_path / "good.pt", make_generator())
+    data = bytearray(path.read_bytes())
+    data[data.find(b"data/0") + 200] ^= 0xFF  # inside the first tensor's bytes
+    (tmp_path / "bad.pt").write_bytes(bytes(data))
+    loaded = torch.load(tmp_path / "bad.pt", weights_only=True)["state_dict"]
+    original = torch.load(path, weights_only=True)["state_dict"]
+    assert any(not torch.equal(loaded[k], original[k]) for k in original)  # what torch alone would do
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path / "bad.pt")
+    one_line(err, "bad.pt: damaged: ", "fails its CRC-32 check")
+    load_checkpoint(path)  # the sound file still loads
+
+
 def test_disk_full_while_saving_is_one_line_and_the_old_checkpoint_is_intact(tmp_path, monkeypatch):
     path = save_checkpoint(tmp_path / "latest.pt", make_generator())
     before = path.read_bytes()

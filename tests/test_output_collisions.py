@@ -80,6 +80,22 @@ def test_export_refuses_a_graph_over_a_checkpoint_named_onnx(tmp_path):
     assert odd.read_bytes() == before
 
 
+def test_export_keeps_a_file_that_is_not_a_graph_unless_forced(checkpoint, tmp_path):
+    from fpa_export.cli.export import main
+
+    notes = tmp_path / "notes.onnx"
+    notes.write_text("my notes, not a graph\n")
+    args = ["onnx", str(checkpoint), "-o", str(notes), "--no-verify", "--exporter", "torchscript"]
+    line = _last_line(CliRunner().invoke(main, args))
+    assert line == (f"Error: {notes}: exists and is not an ONNX graph, so it is kept; give another file name, "
+                    "or pass --force to replace it"), line
+    assert notes.read_text() == "my notes, not a graph\n"
+    forced = CliRunner().invoke(main, [*args, "--force"])
+    assert forced.exit_code == 0, forced.output
+    again = CliRunner().invoke(main, args)  # now a graph: re-running replaces or reuses it, no --force
+    assert again.exit_code == 0 and "Reused" in again.output, again.output
+
+
 @pytest.mark.parametrize("where", ["same", "inside", "not-empty"])
 def test_real_folder_is_new_or_empty_and_outside_the_images(where, real, tmp_path):
     from fpa_export.cli.sample import main

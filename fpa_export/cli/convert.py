@@ -50,8 +50,10 @@ def _flag(name: str, official: str):
               show_default=True, help="U-Net attention heads (fixed in the official code).")
 @click.option("--unet-dim-head", type=click.IntRange(min=1), default=DEFAULTS["unet_dim_head"],
               show_default=True, help="U-Net channels per attention head (fixed in the official code).")
+@click.option("--force", is_flag=True, help="Replace an existing -o that is not a converted checkpoint "
+                                            "(a training run's latest.pt, another file).")
 @friendly_errors
-def main(official, out, model_type, steps, weights, strict, trust_pickle, **options):
+def main(official, out, model_type, steps, weights, strict, trust_pickle, force, **options):
     """Convert OFFICIAL (a model_<N>.pt of IDSIA/fpainter) into our checkpoint format.
 
     Everything the tensor shapes determine (image size, channels, hidden size, latent and
@@ -75,7 +77,7 @@ def main(official, out, model_type, steps, weights, strict, trust_pickle, **opti
         warnings.simplefilter("always")
         try:
             convert_official(official, out, model_type=model_type, steps=steps, weights=weights,
-                             strict=strict, trust_pickle=trust_pickle, **options)
+                             strict=strict, trust_pickle=trust_pickle, force=force, **options)
         finally:
             for warning in caught:
                 if issubclass(warning.category, ConversionWarning):

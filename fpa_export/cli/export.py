@@ -48,7 +48,8 @@ def main():
 @click.option("--lstm", type=click.Choice(LSTM_MODES), default="unrolled", show_default=True,
               help="unrolled: straight-line gate arithmetic; op: the ONNX LSTM op.")
 @click.option("--no-verify", is_flag=True, help="Skip the onnxruntime-vs-PyTorch comparison.")
-@click.option("--force", is_flag=True, help="Rebuild even when the sidecar says nothing changed.")
+@click.option("--force", is_flag=True, help="Rebuild even when the sidecar says nothing changed; replace "
+                                            "a file at -o that is not an ONNX graph.")
 @friendly_errors
 def onnx_command(checkpoint, out, graph, fp16, uint8, rgb, opset, exporter, atol, lstm, no_verify,
                  force):

@@ -11,7 +11,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 TEMP_SUFFIX = ".tmp"
 
@@ -129,6 +129,20 @@ def check_outputs(outputs: dict[str, Any], inputs: dict[str, Any] | None = None,
             if same_file(path, other_path):
                 raise error(f"{path}: {what} and {other} name the same file, so one would "
                             "overwrite the other; give two file names")
+
+
+def check_replaceable(path: str | os.PathLike, what: str, is_ours: Callable[[Path], bool], how: str,
+                      error=None) -> None:
+    """Refuse, before any work, an output that would replace an existing file which is not `what` this
+    command writes there (a training run's latest.pt under a conversion, a document under a graph):
+    `is_ours(path)` judges an existing file; `how` says how to replace it anyway ("pass --force").
+    `error`: as for `check_outputs`."""
+    from .errors import FpaError
+
+    path = Path(path)
+    if path.is_file() and not is_ours(path):
+        raise (error or FpaError)(f"{path}: exists and is not {what}, so it is kept; give another file "
+                                  f"name, or {how}")
 
 
 def check_suffix(path: str | os.PathLike, suffixes: tuple[str, ...], what: str, error=None) -> None:

@@ -21,10 +21,11 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from fpa_export.common.atomic import check_suffix, check_writable
+from fpa_export.common.atomic import check_replaceable, check_suffix, check_writable
 from fpa_export.common.errors import FpaError, not_a_file
-from fpa_export.models import FPAConfig, FPAGenerator, save_checkpoint
-from fpa_export.models.checkpoint import CHECKPOINT_SUFFIXES, FORMAT, non_finite_count, sniff_non_checkpoint
+from fpa_export.models import FPAConfig, FPAGenerator, read_checkpoint, save_checkpoint
+from fpa_export.models.checkpoint import (CHECKPOINT_SUFFIXES, FORMAT, non_finite_count, sniff_non_checkpoint,
+                                          zip_damage)
 from .infer import ConversionError, OfficialTensors, infer_config, listing
 from .keys import from_official_state_dict, official_name
 from .options import DEFAULTS, MODEL_TYPES, WEIGHTS
@@ -40,12 +41,14 @@ class ConversionWarning(UserWarning):
 
 def convert_official(path: str | os.PathLike, out: str | os.PathLike, model_type: Optional[str] = None,
                      steps: Optional[int] = None, weights: str = "GE", strict: bool = True,
-                     trust_pickle: bool = False, **options: Any) -> Path:
+                     trust_pickle: bool = False, force: bool = False, **options: Any) -> Path:
     """Convert the official checkpoint `path` into our checkpoint `out`; returns `out`.
 
     model_type: one of MODEL_TYPES, or None to infer it from the keys. steps: T, or None to infer it.
     weights: 'GE' (EMA generator, what the paper samples from) or 'G' (raw generator).
     strict=False ignores unknown generator keys (with a warning) instead of failing.
+    An existing `out` is replaced only when it is itself a checkpoint without a train state (an earlier
+    conversion); a training checkpoint or any other file is kept (ConversionError) unless `force`.
     options: see DEFAULTS. Raises ConversionError with a one-line message.
     """
     path = Path(path)
@@ -56,6 +59,9 @@ def convert_official(path: str | os.PathLike, out: str | os.PathLike, model_type
         check_writable(out, "checkpoint")
     except FpaError as err:
         raise ConversionError(str(err)) from None
+    if not force:
+        check_replaceable(out, "a converted checkpoint (it is a training checkpoint or another file)",
+                          _converted, "pass --force to replace it", ConversionError)
     if weights not in WEIGHTS:
         raise ConversionError(f"--weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     if model_type is not None and model_type not in MODEL_TYPES:
@@ -84,6 +90,14 @@ def convert_official(path: str | os.PathLike, out: str | os.PathLike, model_type
         "notes": notes,
     }
     return save_checkpoint(out, generator, step=0, source=source)
+
+
+def _converted(path: Path) -> bool:
+    """Whether the file at `path` is a checkpoint without a train state (what a conversion writes)."""
+    try:
+        return not read_checkpoint(path).get("train_state")
+    except FpaError:
+        return False
 
 
 def _check_options_apply(options: dict, config: FPAConfig, path: Path) -> None:
@@ -117,7 +131,8 @@ def read_official(path: Path, trust_pickle: bool = False) -> tuple[dict, str]:
     if not path.is_file():
         raise ConversionError(not_a_file(path))
     raw = path.read_bytes()
-    other = sniff_non_checkpoint(raw, path.suffix, instead="pass an official fpainter model_<N>.pt")
+    other = (sniff_non_checkpoint(raw, path.suffix, instead="pass an official fpainter model_<N>.pt")
+             or zip_damage(raw))
     if other:  # an image, a graph, a text file: said as such (not "corrupted", never "--trust-pickle")
         raise ConversionError(f"{path}: {other}")
     digest = hashlib.sha256(raw).hexdigest()

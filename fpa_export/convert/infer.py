@@ -15,6 +15,7 @@ import torch
 
 from fpa_export.common.errors import FpaError
 from fpa_export.models import FPAConfig, UNetConfig
+from fpa_export.models.checkpoint import not_dense
 from .keys import is_alias
 
 DEFAULT_STEPS = 64  # the paper's; used only when the file does not determine T (v1 without step embedding)
@@ -40,6 +41,9 @@ class OfficialTensors:
             if not isinstance(value, torch.Tensor) or not value.is_floating_point():
                 kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
                 raise ConversionError(f"{path}: {prefix}{name} is {kind}, not a float tensor")
+            if not_dense(value):
+                raise ConversionError(f"{path}: {prefix}{name} is {not_dense(value)}; only dense tensors "
+                                      "are converted")
 
     def __contains__(self, name: str) -> bool:
         return name in self.items

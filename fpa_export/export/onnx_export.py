@@ -23,7 +23,8 @@ import warnings
 
 import torch
 
-from fpa_export.common.atomic import atomic_write, check_outputs, check_suffix
+from fpa_export.common.atomic import atomic_write, check_outputs, check_replaceable, check_suffix
+from fpa_export.common.filekinds import looks_like_onnx
 from fpa_export.common.errors import MissingExtra
 from fpa_export.models import FPAGenerator, describe, load_checkpoint
 from fpa_export.loading import resolve_checkpoint
@@ -90,6 +91,8 @@ def export_onnx(checkpoint=None, out=None, graph: str = "image", fp16: bool = Fa
     check_suffix(out, (".onnx",), "graph", ExportError)
     check_outputs({"the graph": out, "its sidecar": sidecar_path(out)}, {"the checkpoint": checkpoint},
                   ExportError)
+    if not force:
+        check_replaceable(out, "an ONNX graph", looks_like_onnx, "pass --force to replace it", ExportError)
     sweep_stale_temporaries(out.parent)
     inputs = {"checkpoint_sha256": sha256_file(checkpoint), "spec": spec.to_dict(), "opset": opset,
               "exporter": exporter, "verify": verify, "atol": atol,
