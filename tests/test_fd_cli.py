@@ -119,6 +119,9 @@ def test_parse_seeds_lists_seeds_as_every_command_does():
     assert fd.parse_seeds("3") == [3] and fd.parse_seeds("0") == [0]
     assert fd.parse_seeds("0-2") == [0, 1, 2] and fd.parse_seeds("4,1") == [4, 1]
     assert fd.parse_seeds("5,") == [5] and fd.parse_seeds("1,5-6") == [1, 5, 6]
+    for text in ("0,,1", ",1", " , "):  # a seed left out between commas is a typo, not nothing
+        with pytest.raises(FpaError, match="an empty item between commas"):
+            fd.parse_seeds(text)
     for bad in ("-1,2", "1,1", "0-1,1", "a", "3-1", ""):
         with pytest.raises(ValueError):
             fd.parse_seeds(bad)

@@ -55,6 +55,9 @@ def test_model_argument_and_default_model(checkpoint, tmp_path):
     result = _invoke("--n", 3, "--outdir", tmp_path / "b", "--backend", "torch", "--format", "jpg")
     assert result.exit_code == 0, result.output
     assert decode(tmp_path / "b" / "000002.jpg").shape == (32, 32)  # the embedded model: 32 px grey
+    spelt = _invoke("--n", 4, "--outdir", tmp_path / "b", "--backend", "torch", "--format", "JPEG")
+    assert spelt.exit_code == 0 and "(3 already there)" in spelt.output, spelt.output  # the same folder
+    assert sorted(p.name for p in (tmp_path / "b").glob("*.jp*g")) == [f"00000{i}.jpg" for i in range(4)]
 
 
 def test_user_errors_are_one_line(checkpoint, tmp_path):

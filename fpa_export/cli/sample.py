@@ -11,6 +11,14 @@ from fpa_export.common.cli import (Command, UserError, check_applies, friendly_e
 from fpa_export.common.devices import device_option
 from fpa_export.runtime.names import BACKENDS, PRECISIONS, SAMPLE_FORMATS as FORMATS
 
+FORMAT_NAMES = (*FORMATS, "jpeg")  # jpeg: another spelling of jpg (the files are named .jpg)
+
+
+def _format_name(ctx, param, value: str) -> str:
+    """--format as the sampler names it: lower case, jpeg spelt jpg."""
+    value = value.lower()
+    return "jpg" if value == "jpeg" else value
+
 
 @click.command("stats", cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @version_option("fpa-sample")
@@ -23,8 +31,8 @@ from fpa_export.runtime.names import BACKENDS, PRECISIONS, SAMPLE_FORMATS as FOR
                    "protocol: --format jpg --jpeg-quality 75).")
 @click.option("--model", default=None, type=click.Path(exists=True, dir_okay=False), help="Model whose image size and channels the real images are "
               "brought to (checkpoint, .onnx or engine)  [default: the embedded model]")
-@click.option("--format", "image_format", type=click.Choice(FORMATS), default="png",
-              show_default=True, help="Format round trip, as the samples will be saved.")
+@click.option("--format", "image_format", type=click.Choice(FORMAT_NAMES, case_sensitive=False), default="png",
+              show_default=True, callback=_format_name, help="Format round trip, as the samples will be saved.")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True)
 @click.option("--seeds", default="0-2", show_default=True,
               help="Feature-extractor seeds, listed: 3 (seed 3), 0-2 (a range) or 0,4,7.")
@@ -97,7 +105,8 @@ class _SampleWithStats(Command):
               show_default="fp32; an exported graph: its own",
               help="bf16: CUDA or a CPU with bf16 instructions; fp16: CUDA. Verified against fp32 on a "
                    "probe batch before anything is written.")
-@click.option("--format", "image_format", type=click.Choice(FORMATS), default="png", show_default=True)
+@click.option("--format", "image_format", type=click.Choice(FORMAT_NAMES, case_sensitive=False), default="png",
+              show_default=True, callback=_format_name, help="Image files: png, or jpg (also spelt jpeg).")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True)
 @click.option("--truncation", "--trunc", "truncation", type=float, default=1.0, show_default=True,
               help="psi in (0, 1]: z is scaled toward 0 by psi (1 = no truncation).")

@@ -110,10 +110,13 @@ def parse_seed_range(text: str) -> list[int]:
     usage = f"seeds must look like 3, 0-7 or 1,4,9 (non-negative), got {text!r}"
     seeds: list[int] = []
     try:
-        for part in str(text).split(","):
+        parts = str(text).split(",")
+        for number, part in enumerate(parts):
             part = part.strip()
-            if not part:
-                continue
+            if not part and number == len(parts) - 1:
+                continue  # '4,': a trailing comma
+            if not part:  # '0,,1', ',1': a seed left out by mistake, not nothing
+                raise FpaError(f"seeds {text!r}: an empty item between commas; list seeds like 1,4,9")
             first, dash, last = part.partition("-")
             low, high = int(first), int(last) if dash else int(first)  # '0-' is no range: int('') fails
             if low < 0:
