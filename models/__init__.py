@@ -11,6 +11,7 @@ from fpa_export.common.version import PACKAGE_VERSION
 from .config import ConfigError, FPAConfig, UNetConfig
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default_model.pt"
+DEFAULT_MODEL = "default"  # the embedded model's name on every command line and in samples.json
 _LAZY = {  # name → the module (importing torch) that defines it
     **dict.fromkeys(("canvas_from_writes", "delta_rule", "delta_rule_writes", "partial_sums",
                      "rank_one_updates"), "delta"),
@@ -36,7 +37,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "ConfigError", "FPAConfig", "UNetConfig", "FPAGenerator", "Painting", "fold_step_input",
+    "ConfigError", "DEFAULT_MODEL", "FPAConfig", "UNetConfig", "FPAGenerator", "Painting", "fold_step_input",
     "delta_rule", "delta_rule_writes", "canvas_from_writes", "rank_one_updates", "partial_sums",
     "CheckpointError", "PACKAGE_VERSION", "default_checkpoint_path", "describe", "load_checkpoint", "make_checkpoint",
     "read_checkpoint", "save_checkpoint",

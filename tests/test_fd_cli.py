@@ -217,3 +217,12 @@ def test_unreadable_folder_files_are_counted_not_hidden(folders, tmp_path, capsy
     (tmp_path / "junk" / "b.png").write_text("x")
     with pytest.raises(FpaError, match=r"junk: 0 readable image\(s\) of 1 image file\(s\)"):
         fd.stats_of(fd.classify(str(tmp_path / "junk")), [0], 32)
+
+
+def test_model_options_are_refused_when_no_source_is_a_model(folders):
+    a, b = folders
+    for args in (["--n", "50"], ["--sample-seed", "3"], ["--precision", "bf16"], ["--backend", "onnx"]):
+        result = invoke(a, b, "--seeds", "0", *args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert f"{args[0]} applies only when A or B is a model" in result.output
+    assert invoke(a, "default", "--seeds", "0", "--n", "4", "--size", "32").exit_code == 0

@@ -163,6 +163,17 @@ def test_cli(grey, tmp_path):
         assert not (tmp_path / "a.mp4").exists()
 
 
+def test_columns_apply_only_to_an_animation_of_several_seeds(grey, tmp_path):
+    path, _ = grey
+    for args, when in ((["-o", str(tmp_path / "a.gif")], "to an animation of several seeds"),
+                       (["--grid", str(tmp_path / "g.png"), "--seeds", "0-3"], "to an animation (-o or --mp4)")):
+        result = CliRunner().invoke(main, [str(path), "--columns", "2", *args])
+        assert result.exit_code == 2 and f"--columns applies only {when}" in result.output, result.output
+    assert not list(tmp_path.iterdir())
+    result = CliRunner().invoke(main, [str(path), "--columns", "2", "--seeds", "0-3", "-o", str(tmp_path / "a.gif")])
+    assert result.exit_code == 0, result.output
+
+
 def test_limits_are_checked_before_painting(grey, tmp_path, monkeypatch):
     from fpa_export.cli import gif
     from fpa_export.painting import layout, render, writers

@@ -135,6 +135,31 @@ def test_statistics_are_npz_and_never_over_the_model(command, checkpoint, real):
     assert checkpoint.read_bytes() == before
 
 
+@pytest.mark.parametrize("command", ["fd", "stats"])
+def test_statistics_never_replace_other_npz_files_but_replace_their_own(command, checkpoint, real, tmp_path):
+    from fpa_export.cli.fd import main as fd_main
+    from fpa_export.cli.sample import main as sample_main
+
+    def save(out):
+        if command == "fd":
+            return CliRunner().invoke(fd_main, [str(real), "--seeds", "0", "--save-stats", str(out)])
+        return CliRunner().invoke(sample_main, ["stats", str(real), "-o", str(out), "--seeds", "0",
+                                                "--model", str(checkpoint)])
+
+    inception = tmp_path / "inception.npz"
+    np.savez(inception, mu=np.zeros(4), sigma=np.eye(4))  # pytorch-fid's statistics
+    notes = tmp_path / "notes.npz"
+    notes.write_text("not an archive")
+    for other in (inception, notes):
+        before = other.read_bytes()
+        line = _last_line(save(other))
+        assert line == (f"Error: {other}: exists and is not statistics written by fpa-fd or fpa-sample stats, "
+                        "so it is kept; give another file name, or delete it first"), line
+        assert other.read_bytes() == before
+    ours = tmp_path / "ours.npz"
+    assert save(ours).exit_code == 0 and save(ours).exit_code == 0  # its own statistics: replaced
+
+
 def test_gif_outputs_must_be_different_files(tmp_path, monkeypatch):
     from fpa_export.cli.gif import main
     from fpa_export.painting import render
@@ -166,6 +191,8 @@ def test_vis_outputs_never_over_the_source_or_each_other(tmp_path):
     ("img_1.png", ["--overwrite"], False),  # --overwrite removes samples, never someone's files
     ("000500.png", [], True),               # a sample-like name past --n, beside a finished run
     ("000003.jpg", [], True),               # another format beside a PNG run
+    ("sub/000001.png", [], True),           # a subfolder: FID tools read folders recursively
+    ("a/b/img.jpg", ["--overwrite"], False),
 ])
 def test_sample_folder_with_other_images_is_refused(stray, args, earlier, tmp_path):
     from fpa_export.cli.sample import main
@@ -174,12 +201,13 @@ def test_sample_folder_with_other_images_is_refused(stray, args, earlier, tmp_pa
     outdir.mkdir()
     if earlier:
         assert CliRunner().invoke(main, ["--n", "20", "--outdir", str(outdir)]).exit_code == 0
+    (outdir / stray).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(outdir / stray)
-    before = {p.name: p.read_bytes() for p in outdir.iterdir()}
+    before = {p: p.read_bytes() for p in outdir.rglob("*") if p.is_file()}
     result = CliRunner().invoke(main, ["--n", "20", "--outdir", str(outdir), *args])
     line = _last_line(result)
     assert "not samples 0..19" in line and stray in line, line
-    assert {p.name: p.read_bytes() for p in outdir.iterdir()} == before
+    assert {p: p.read_bytes() for p in outdir.rglob("*") if p.is_file()} == before
 
 
 def test_sample_folder_with_notes_is_fine(tmp_path):
@@ -199,3 +227,31 @@ def test_train_interrupt_says_what_is_kept(tmp_path):
     assert "nothing to resume" in _interrupted({"out": str(tmp_path)})
     (tmp_path / "latest.pt").write_bytes(b"")
     assert "continue with --resume" in _interrupted({"out": str(tmp_path)})
+
+
+def test_pictures_and_animations_replace_only_their_own_files_and_stay_out_of_sample_folders(tmp_path):
+    from fpa_export.cli.gif import main
+    from fpa_export.cli.sample import main as sample_main
+    from fpa_export.painting.writers import made_here
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((16, 16), 90, dtype=np.uint8)).save(photo)
+    before = photo.read_bytes()
+    for option in ("-o", "--grid"):
+        line = _last_line(CliRunner().invoke(main, [option, str(photo)]))
+        assert line == (f"Error: {photo}: exists and is not a picture or animation written by fpa-export, so "
+                        "it is kept; give another file name, or delete it first"), line
+        assert photo.read_bytes() == before
+    for name in ("a.gif", "a.png", "a.apng", "g.png", "g.jpg"):  # every format carries the mark …
+        option = "--grid" if name.startswith("g") else "-o"
+        for _ in range(2):  # … so the second run replaces the first's file
+            result = CliRunner().invoke(main, [option, str(tmp_path / name)])
+            assert result.exit_code == 0, result.output
+        assert made_here(tmp_path / name) and not made_here(photo)
+    samples = tmp_path / "samples"
+    assert CliRunner().invoke(sample_main, ["--n", "2", "--outdir", str(samples), "--backend", "torch"]).exit_code == 0
+    first = (samples / "000000.png").read_bytes()
+    for out in (samples / "000000.png", samples / "new.gif"):
+        line = _last_line(CliRunner().invoke(main, ["-o", str(out)]))
+        assert f"inside the sample folder {samples}" in line, line
+    assert (samples / "000000.png").read_bytes() == first and not (samples / "new.gif").exists()

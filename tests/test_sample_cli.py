@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 import signal
@@ -227,3 +228,30 @@ def test_the_run_is_announced_before_the_progress_bar_is_drawn(checkpoint, tmp_p
     sample_folder(SampleRun(tmp_path / "a", n=5, batch_size=2), model=checkpoint, backend="torch",
                   on_start=lambda choice: events.append("announced"))
     assert events == ["announced", "bar"]
+
+
+def test_the_embedded_model_is_called_default_in_every_command(tmp_path):
+    from fpa_export.cli.export import main as export_main
+    from fpa_export.cli.gif import main as gif_main
+
+    result = _invoke("default", "--n", 2, "--outdir", tmp_path / "s", "--backend", "torch")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "s" / "samples.json").read_text())["model"]["path"] == "default"
+    result = CliRunner().invoke(gif_main, ["default", "-o", str(tmp_path / "a.gif")])
+    assert result.exit_code == 0 and (tmp_path / "a.gif").is_file(), result.output
+    result = CliRunner().invoke(export_main, ["onnx", "default", "-o", str(tmp_path / "d.onnx"), "--no-verify",
+                                              "--exporter", "torchscript"])
+    assert result.exit_code == 0 and (tmp_path / "d.onnx").is_file(), result.output
+    result = _invoke("defualt", "--n", 2, "--outdir", tmp_path / "t")  # a typo is still a missing file
+    assert result.exit_code == 2 and "'defualt' does not exist" in result.output
+
+
+def test_verify_applies_only_when_a_folder_of_samples_is_resumed(tmp_path):
+    for args in ([], ["--overwrite"]):
+        result = _invoke("--n", 2, "--outdir", tmp_path / "fresh", "--verify", *args)
+        assert result.exit_code == 2 and "--verify applies only when a folder of samples is resumed" \
+            in result.output, result.output
+        assert not (tmp_path / "fresh").exists()
+    assert _invoke("--n", 2, "--outdir", tmp_path / "s", "--backend", "torch").exit_code == 0
+    result = _invoke("--n", 3, "--outdir", tmp_path / "s", "--backend", "torch", "--verify")
+    assert result.exit_code == 0 and "(2 already there)" in result.output, result.output

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import click
 
-from fpa_export.common.cli import Group, UserError, check_applies, friendly_errors, version_option
+from fpa_export.cli import ModelPath
+from fpa_export.common.cli import (Group, UserError, check_applies, friendly_errors, nonempty_path,
+                                   version_option)
 from fpa_export.export.options import DEFAULT_MAX_BATCH, DEFAULT_OPSET, EXPORTERS, GRAPHS, LSTM_MODES
 
-CHECKPOINT = click.Path(exists=True, dir_okay=False, path_type=Path)
+CHECKPOINT = ModelPath(path_type=Path)  # a file, or `default` (the embedded model)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,7 +31,7 @@ def main():
 
 @main.command("onnx")
 @click.argument("checkpoint", required=False, type=CHECKPOINT)
-@click.option("-o", "--out", type=click.Path(path_type=Path),
+@click.option("-o", "--out", type=click.Path(), callback=nonempty_path,
               help="Output .onnx (default: <checkpoint>-<graph>[-fp16][-uint8][-rgb][-lstmop].onnx here).")
 @click.option("--graph", type=click.Choice(GRAPHS), default="image", show_default=True,
               help="image: z → image; steps: z → per-step updates and partial sums.")
@@ -82,13 +84,13 @@ def onnx_command(checkpoint, out, graph, fp16, uint8, rgb, opset, exporter, atol
 
 @main.command("trt")
 @click.argument("source", required=False, type=CHECKPOINT, metavar="[ONNX|CKPT]")
-@click.option("-o", "--out", type=click.Path(path_type=Path),
+@click.option("-o", "--out", type=click.Path(), callback=nonempty_path,
               help="Output engine (default: the .onnx path with .plan).")
 @click.option("--min-batch", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--opt-batch", type=click.IntRange(1), default=None,
               help="Batch size TensorRT tunes for  [default: 256, clamped to min..max]")
 @click.option("--max-batch", type=click.IntRange(1), default=DEFAULT_MAX_BATCH, show_default=True)
-@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--timing-cache", type=click.Path(dir_okay=False), callback=nonempty_path,
               help="Timing cache file, read if present and updated after the build.")
 @click.option("--workspace-gb", type=click.FloatRange(0, min_open=True), default=None,
               help="Workspace memory limit in GiB  [default: TensorRT's]")

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from ..common.cli import Command, friendly_errors, version_option
+from ..common.cli import Command, check_applies, friendly_errors, nonempty_path, version_option
 from fpa_export.common.devices import device_option
 
 
@@ -24,7 +24,7 @@ from fpa_export.common.devices import device_option
               help="Resolution in pixels at which images are compared.")
 @click.option("--sample-seed", type=click.IntRange(0), default=0, show_default=True,
               help="Seed of the latent noise for model sources.")
-@click.option("--save-stats", type=click.Path(dir_okay=False), default=None,
+@click.option("--save-stats", type=click.Path(dir_okay=False), callback=nonempty_path, default=None,
               help="Write the statistics of A to this .npz (with only A given: compute and save).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--device", default="cpu", show_default=True, callback=device_option, help="cpu, cuda, cuda:N or mps.")
@@ -61,6 +61,9 @@ def main(a, b, seeds, n, resolution, sample_seed, save_stats, batch_size, device
                    batch_size=batch_size, device=device, backend=backend, precision=precision)
     if b is None and save_stats is None:
         raise click.UsageError("give B to compare with, or --save-stats to save A's statistics")
+    sampled = any(fd.classify(text).kind == "model" for text in (a, b) if text is not None)
+    for name in ("n", "sample_seed", "backend", "precision"):  # they shape a model's samples only
+        check_applies(name, sampled, "when A or B is a model (a checkpoint, an .onnx / engine, 'default')")
     if save_stats is not None:
         fd.check_stats_output(save_stats, {"A": a, "B": b})  # before the (slow) features
     if b is None:

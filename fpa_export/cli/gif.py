@@ -5,7 +5,9 @@ from pathlib import Path
 
 import click
 
-from fpa_export.common.cli import Command, UserError, check_applies, friendly_errors, version_option
+from fpa_export.cli import ModelPath
+from fpa_export.common.cli import (Command, UserError, check_applies, friendly_errors, nonempty_path,
+                                   version_option)
 from fpa_export.common.devices import device_option
 from fpa_export.runtime.names import PRECISIONS
 
@@ -22,14 +24,14 @@ DEFAULT_GIF = Path("painting.gif")
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @version_option("fpa-gif")
-@click.argument("model", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.argument("model", required=False, type=ModelPath())
 @click.option("--seed", type=click.IntRange(0), default=None, help="One seed  [default: 0]")
 @click.option("--seeds", default=None, metavar="LIST",
               help="Several seeds tiled into one animation: 0-7, 1,4,9 or 0-3,8.")
 @click.option("--index", type=click.IntRange(0), default=0, show_default=True,
               help="Image index under each seed: the painting of {index:06d}.png of `fpa-sample "
                    "--seed S`.")
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("-o", "--out", type=click.Path(dir_okay=False), callback=nonempty_path, default=None,
               help=f"Output GIF  [default: {DEFAULT_GIF}, unless only --grid/--mp4 is asked]")
 @click.option("--mode", type=click.Choice(MODES), default="partial", show_default=True,
               help="partial: the canvas after t steps; updates: the t-th rank-1 update; both: updates "
@@ -43,9 +45,9 @@ DEFAULT_GIF = Path("painting.gif")
               show_default=True, help="How long the last frame stays, in milliseconds.")
 @click.option("--columns", type=click.IntRange(1), default=8, show_default=True,
               help="Seeds per row of the animation.")
-@click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--grid", type=click.Path(dir_okay=False), callback=nonempty_path, default=None,
               help="Also write the paper's static step grid (2 rows × T columns per seed): .png or .jpg.")
-@click.option("--mp4", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--mp4", type=click.Path(dir_okay=False), callback=nonempty_path, default=None,
               help="Also write an MP4 (needs the [video] extra: imageio-ffmpeg).")
 @click.option("--truncation", "--trunc", "truncation", type=float, default=1.0, show_default=True,
               help="psi in (0, 1], as in fpa-sample.")
@@ -81,8 +83,9 @@ def main(model, seed, seeds, index, out, mode, fps, scale, hold_last_ms, columns
     seed_list = parse_seed_range(seeds) if seeds is not None else [seed or 0]
     if out is None and grid is None and mp4 is None:
         out = DEFAULT_GIF
-    for name in ("fps", "hold_last_ms", "mode"):  # the step grid is a still picture of its own layout
+    for name in ("fps", "hold_last_ms", "mode", "columns"):  # the step grid is a still of its own layout
         check_applies(name, out is not None or mp4 is not None, "to an animation (-o or --mp4)")
+    check_applies("columns", len(seed_list) > 1, "to an animation of several seeds (--seeds)")
     job = PaintingJob(seeds=seed_list, index=index, mode=mode, fps=fps, scale=scale,
                       hold_last_ms=hold_last_ms, columns=columns, truncation=truncation)
     job.check()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from fpa_export.cli import ModelPath
 from fpa_export.common.cli import (Command, UserError, check_applies, friendly_errors, nonempty_path,
                                    version_option)
 from fpa_export.common.devices import device_option
@@ -23,9 +24,9 @@ def _format_name(ctx, param, value: str) -> str:
 @click.command("stats", cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @version_option("fpa-sample")
 @click.argument("image_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("-o", "--out", type=click.Path(dir_okay=False), callback=nonempty_path,
               help="Output .npz of statistics.")
-@click.option("--write-folder", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--write-folder", type=click.Path(file_okay=False), callback=nonempty_path, default=None,
               help="Also write the real images, transformed and round-tripped exactly so, as a folder "
                    "NNNNNN.jpg|png that pytorch-fid, clean-fid or torch-fidelity read (the paper's "
                    "protocol: --format jpg --jpeg-quality 75).")
@@ -92,7 +93,7 @@ class _SampleWithStats(Command):
 @click.command(cls=_SampleWithStats, context_settings={"help_option_names": ["-h", "--help"]},
                epilog="Real statistics for --reference-stats: fpa-sample stats --help")
 @version_option("fpa-sample")
-@click.argument("model", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.argument("model", required=False, type=ModelPath())
 @click.option("--n", "n", type=int, required=True, help="Number of images (indices 0..n-1).")
 @click.option("--outdir", type=click.Path(file_okay=False), callback=nonempty_path,
               help="Folder of {i:06d}.png files and samples.json (required unless --no-save).")
@@ -160,6 +161,8 @@ def main(model, n, outdir, batch_size, seed, backend, device, precision, image_f
         raise UserError("give --outdir (or --no-save with --reference-stats)")
     check_applies("outdir", not no_save, "without --no-save (which writes no images)")
     check_applies("jpeg_quality", image_format == "jpg", "with --format jpg")
+    resuming = outdir is not None and not no_save and not overwrite and (outdir / "samples.json").is_file()
+    check_applies("verify", resuming, "when a folder of samples is resumed (it checks the files there)")
     run = SampleRun(outdir or Path("."), n=n, seed=seed, batch_size=batch_size,
                     image_format=image_format, jpeg_quality=jpeg_quality, truncation=truncation,
                     shard=parse_shard(shard), overwrite=overwrite, workers=workers, threads=threads,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..common.cli import Group, friendly_errors, version_option
+from ..common.cli import Group, friendly_errors, nonempty_path, version_option
 
 MAX_WIDTH = 256  # --width: the last blocks have 8 × 256 = 2,048 channels, 150 MB a convolution's weights
 
@@ -27,10 +27,11 @@ def _layers(text: str) -> list[str]:
 def common_options(func):
     """Options every command shares: output, sizes, seeds, network width, iterations, GIF."""
     options = [
-        click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        click.option("-o", "--out", type=click.Path(dir_okay=False), callback=nonempty_path,
+                     default=None,
                      help="Picture to write: .png or .jpg.  [default: invert_<LAYER>.png, texture.png "
                           "or style.png]"),
-        click.option("--gif", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        click.option("--gif", type=click.Path(dir_okay=False), callback=nonempty_path, default=None,
                      help="Also write an animation of the optimisation: .gif, .png (animated PNG) or "
                           ".mp4."),
         click.option("--frames", type=click.IntRange(min=2), default=40, show_default=True,

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from fpa_export.common.errors import FpaError
-from fpa_export.common.atomic import atomic_write, check_outputs, check_suffix, check_writable
+from fpa_export.common.atomic import atomic_write, check_outputs, check_replaceable, check_suffix, check_writable
 from fpa_export.export.options import ENGINE_SUFFIXES
+from fpa_export.models import DEFAULT_MODEL
 from fpa_export.fd.frechet import (FDResult, StatsSet, check_feature_memory, compare, compute_stats,  # noqa: F401
                                    frechet_distance)
 from fpa_export.common.images import IMAGE_SUFFIXES, iter_image_batches, list_images, resize_center_crop, to_hwc_array, to_uint8
@@ -64,7 +65,7 @@ class Source:
 def classify(text: str) -> Source:
     """A command-line argument → Source: a directory, an `.npz`, or a model (`default`, a checkpoint,
     or an exported .onnx / TensorRT engine, all sampled through `fpa_export.runtime`)."""
-    if text == "default":
+    if text == DEFAULT_MODEL:
         return Source("model", None, text)
     path = Path(text)
     if not path.exists():
@@ -80,6 +81,17 @@ def check_stats_output(path: str | Path, inputs: dict | None = None) -> None:
     check_writable(path, "statistics file")
     check_suffix(path, (".npz",), "statistics file")
     check_outputs({"the statistics": path}, inputs)
+    check_replaceable(path, "statistics written by fpa-fd or fpa-sample stats", _ours,
+                      "delete it first")
+
+
+def _ours(path: str | Path) -> bool:
+    """Whether `path` holds statistics that `save_stats` (or `fpa-sample stats`) wrote."""
+    try:
+        load_stats(path)
+    except FpaError:
+        return False
+    return True
 
 
 def save_stats(path: str | Path, stats: StatsSet) -> Path:

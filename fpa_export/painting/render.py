@@ -8,8 +8,8 @@ from typing import Optional, Sequence
 from fpa_export.common.errors import FpaError
 from .frames import PaintingFrames, paint
 from .layout import MODES, animation, animation_size, picture_size, step_grid, to_hwc
-from .writers import (MAX_DELAY_MS, animation_format, picture_format, write_animation, write_mp4,
-                      write_picture)
+from .writers import (MAX_DELAY_MS, animation_format, check_output, picture_format, write_animation,
+                      write_mp4, write_picture)
 
 MAX_SCALE = 16              # as fpa-vis --scale
 MIN_FPS = 0.02              # a frame of 50 s at most (MAX_DELAY_MS: a minute)
@@ -107,7 +107,8 @@ def render_painting(sampler, job: PaintingJob, gif: Optional[Path] = None, grid:
                     mp4: Optional[Path] = None, inputs: Optional[dict] = None) -> PaintingOutputs:
     """Paint `job.seeds` with `sampler` and write whichever of gif / grid / mp4 is given; `gif` is any
     animation (.gif, .png as animated PNG, .mp4) and `grid` a .png or .jpg, by their suffixes.
-    Outputs that name one file, or a file of `inputs` (description → path), are refused first."""
+    Outputs that name one file, or a file of `inputs` (description → path), or that would land in a
+    sample folder or replace a file not written here (`writers.check_output`), are refused first."""
     from fpa_export.common.atomic import check_outputs, check_writable
 
     job.check()
@@ -118,6 +119,7 @@ def render_painting(sampler, job: PaintingJob, gif: Optional[Path] = None, grid:
     for target in (gif, grid, mp4):  # a read-only folder fails now, not after the painting
         if target is not None:
             check_writable(target)
+            check_output(target)
     frames = paint(sampler, job.seeds, job.index, job.truncation)
     scale = job.scale or auto_scale(sampler.config.image_size)
     outputs = PaintingOutputs(frames)

@@ -9,7 +9,8 @@ frame lasts round(1000 / fps) ms rounded to 10 ms and at least 20 ms (at most 50
 is held for `hold_last_ms`; no frame is held more than a minute (`MAX_DELAY_MS`). The GIF loops forever (loop=0). Pillow merges identical consecutive frames
 into one (adding their delays), which changes the frame count but not the animation. Greyscale frames
 are stored exactly; RGB frames go through Pillow's 256-colour palette quantisation, as every GIF does.
-Every file is written atomically.
+Every file is written atomically and carries the mark SOFTWARE, so a later write replaces only
+files written here (`check_output`).
 """
 from __future__ import annotations
 
@@ -28,6 +29,39 @@ MAX_DELAY_MS = 60_000  # a frame's delay (--fps, --hold-last): a GIF stores at m
 PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 ANIMATION_FORMATS = {".gif": "gif", ".png": "apng", ".apng": "apng", ".mp4": "mp4"}
 JPEG_QUALITY = 95
+SOFTWARE = "fpa-export"  # the mark of every picture and animation written here (`made_here`)
+
+
+def made_here(path: str | Path) -> bool:
+    """Whether the file carries our mark: a PNG's Software text, a GIF's or JPEG's comment, the MP4
+    comment. An output is replaced only when it does (`check_output`)."""
+    path = Path(path)
+    if path.suffix.lower() == ".mp4":
+        try:
+            return SOFTWARE.encode() in path.read_bytes()
+        except OSError:
+            return False
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            tag = image.info.get("Software") or image.info.get("comment") or b""
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+        return False
+    return (tag.decode("utf-8", "replace") if isinstance(tag, bytes) else str(tag)) == SOFTWARE
+
+
+def check_output(path: str | Path) -> None:
+    """Before any work: a picture or animation is never written into a sample folder (FID tools would
+    read it as a sample) nor over a file that it did not write (a photo, a sample, notes): one line."""
+    from fpa_export.common.atomic import check_replaceable
+    from fpa_export.sampling.manifest import is_sample_folder
+
+    path = Path(path)
+    if is_sample_folder(path.parent):
+        raise FpaError(f"{path}: inside the sample folder {path.parent}, whose images FID tools read as "
+                       "samples; write it elsewhere")
+    check_replaceable(path, "a picture or animation written by fpa-export", made_here, "delete it first")
 
 
 def _format(path: str | Path, formats: dict, what: str, names: str) -> str:
@@ -61,9 +95,19 @@ def write_picture(path: str | Path, picture: np.ndarray) -> Path:
 
     image_format = picture_format(path)
     buffer = io.BytesIO()
-    options = {"quality": JPEG_QUALITY} if image_format == "JPEG" else {}
-    Image.fromarray(picture).save(buffer, format=image_format, **options)
+    Image.fromarray(picture).save(buffer, format=image_format, **_mark(image_format))
     return atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
+
+
+def _mark(image_format: str) -> dict:
+    """Pillow save options that carry SOFTWARE (and JPEG's quality)."""
+    if image_format == "JPEG":
+        return {"quality": JPEG_QUALITY, "comment": SOFTWARE}
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", SOFTWARE)
+    return {"pnginfo": info}
 
 
 def write_png(path: str | Path, picture: np.ndarray) -> Path:
@@ -86,7 +130,8 @@ def gif_bytes(frames: np.ndarray, fps: float, hold_last_ms: int) -> bytes:
     delay = frame_delay_ms(fps)
     last = max(delay, int(round(hold_last_ms / 10.0)) * 10)
     durations = [delay] * (len(frames) - 1) + [last]
-    return iio.imwrite("<bytes>", frames, extension=".gif", is_batch=True, duration=durations, loop=0)
+    return iio.imwrite("<bytes>", frames, extension=".gif", is_batch=True, duration=durations, loop=0,
+                       comment=SOFTWARE.encode())
 
 
 def write_gif(path: str | Path, frames: np.ndarray, fps: float, hold_last_ms: int) -> Path:
@@ -109,7 +154,7 @@ def apng_bytes(frames: np.ndarray, fps: float, hold_last_ms: int) -> bytes:
     images = [Image.fromarray(frame) for frame in frames]
     buffer = io.BytesIO()
     images[0].save(buffer, format="PNG", save_all=True, append_images=images[1:], duration=durations,
-                   loop=0)
+                   loop=0, **_mark("PNG"))
     return buffer.getvalue()
 
 
@@ -146,7 +191,7 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float, hold_last_ms: in
     temp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # ffmpeg writes a file, not a buffer
     try:
         iio.imwrite(temp, frames, plugin="FFMPEG", fps=fps, codec="libx264", macro_block_size=1,
-                    pixelformat="yuv420p")
+                    pixelformat="yuv420p", output_params=["-metadata", f"comment={SOFTWARE}"])
         temp.replace(path)
     finally:
         temp.unlink(missing_ok=True)

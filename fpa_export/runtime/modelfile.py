@@ -24,6 +24,7 @@ from typing import Optional, Union
 
 from fpa_export.common.errors import FpaError, not_a_file
 from fpa_export.export.options import ENGINE_SUFFIXES  # torch-free
+from fpa_export.models import DEFAULT_MODEL  # torch-free
 
 
 class ModelFileError(FpaError):
@@ -163,7 +164,7 @@ def open_model(model: ModelLike = None) -> ModelFile:
     if kind == "generator":
         return ModelFile("generator", None, f"<{type(model).__name__}>", _generator=model)
     if model is None:
-        return ModelFile("checkpoint", None, "default")
+        return ModelFile("checkpoint", None, DEFAULT_MODEL)
     path = Path(model)
     if not path.is_file():
         raise ModelFileError(not_a_file(path))

@@ -218,13 +218,17 @@ def stray_images(folder: Path, n: int, fmt: str, overwrite: bool = False) -> lis
     """Image files in `folder` that are not samples 0..n-1 in `fmt` (someone's `img_1.png`, a copied
     `000500.png` past --n, a `.jpg` beside a PNG run): FID tools read every image of a folder, so a run
     refuses to add to them. With `overwrite` only files not named as samples count (the run removes
-    the sample files itself). Sorted names; non-image files (notes, samples.json) are no concern."""
+    the sample files itself). Images in subfolders count too (`sub/x.png`: pytorch-fid's, clean-fid's and
+    our readers look into them). Sorted names; non-image files (notes, samples.json) are no concern."""
     from fpa_export.common.images import IMAGE_SUFFIXES
 
     if not folder.is_dir():
         return []
     strays = []
     for entry in os.scandir(folder):
+        if entry.is_dir(follow_symlinks=False) and not NAME.match(entry.name):  # NAME: not_files' concern
+            strays.extend(_images_below(Path(entry.path), folder, IMAGE_SUFFIXES))
+            continue
         if not entry.name.lower().endswith(IMAGE_SUFFIXES):
             continue
         match = NAME.match(entry.name)
@@ -234,6 +238,17 @@ def stray_images(folder: Path, n: int, fmt: str, overwrite: bool = False) -> lis
                                 or int(match.group(1)) >= n):
             strays.append(entry.name)
     return sorted(strays)
+
+
+def _images_below(subfolder: Path, folder: Path, suffixes: tuple[str, ...], limit: int = 20) -> list[str]:
+    """Up to `limit` image files under `subfolder`, as paths relative to `folder`."""
+    found = []
+    for root, _, names in os.walk(subfolder):
+        found += [str((Path(root) / name).relative_to(folder)) for name in sorted(names)
+                  if name.lower().endswith(suffixes)]
+        if len(found) >= limit:
+            break
+    return found[:limit]
 
 
 def not_files(folder: Path) -> list[str]:

@@ -41,6 +41,14 @@ class FolderMismatch(FpaError):
     """The folder holds samples of another run; the message is one line."""
 
 
+def is_sample_folder(folder: Path) -> bool:
+    """Whether `folder` holds a sample run's samples.json (what FID tools read as a set of samples)."""
+    try:
+        return json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def build(model: dict, config: dict, *, seed: int, n: int, image_format: str,
           jpeg_quality: Optional[int], truncation: float, backend: Optional[str] = None) -> dict:
     return {

@@ -40,11 +40,16 @@ class Output:
                 check_writable(target)
 
     def check_sources(self, *sources: str) -> None:
-        """Before any work: no output overwrites a source image (`invert photo.png -o photo.png`)."""
+        """Before any work: no output overwrites a source image (`invert photo.png -o photo.png`), lands
+        in a sample folder or replaces a file that fpa-export did not write."""
         from ..common.atomic import check_outputs
+        from ..painting.writers import check_output
 
         check_outputs({"the picture": self.png, "the animation": self.gif},
                       {f"the source image {source}": source for source in sources})
+        for target in (self.png, self.gif):
+            if target is not None:
+                check_output(target)
 
     def frame_every(self, steps: int) -> int:
         return max(1, steps // self.frames) if self.gif else 0

@@ -20,6 +20,7 @@ import torch
 
 from fpa_export.common.errors import FpaError, not_a_file
 from fpa_export.common.images import IMAGE_SUFFIXES, load_image, resize_center_crop, to_hwc_array, to_uint8
+from fpa_export.models import DEFAULT_MODEL
 
 
 def parse_source(spec: str, default_seed: int = 0) -> tuple[str, Optional[Path], int]:
@@ -27,11 +28,11 @@ def parse_source(spec: str, default_seed: int = 0) -> tuple[str, Optional[Path],
     'm.pt' → ('model', path, default_seed)."""
     seed = default_seed
     head, _, tail = spec.rpartition("@")
-    if head and (head == "default" or Path(head).is_file()) and not Path(spec).is_file():
+    if head and (head == DEFAULT_MODEL or Path(head).is_file()) and not Path(spec).is_file():
         if not tail.isdigit():  # 'default@x', 'model.pt@-1': the seed is wrong, not the file
             raise FpaError(f"{spec}: the seed after '@' is a non-negative integer (e.g. {head}@7)")
         spec, seed = head, int(tail)
-    if spec == "default":
+    if spec == DEFAULT_MODEL:
         return "model", None, seed
     path = Path(spec)
     if not path.is_file():
