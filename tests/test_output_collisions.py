@@ -255,3 +255,11 @@ def test_pictures_and_animations_replace_only_their_own_files_and_stay_out_of_sa
         line = _last_line(CliRunner().invoke(main, ["-o", str(out)]))
         assert f"inside the sample folder {samples}" in line, line
     assert (samples / "000000.png").read_bytes() == first and not (samples / "new.gif").exists()
+
+
+def test_a_folder_named_as_a_sample_is_said_as_such_in_a_folder_without_a_manifest(tmp_path):
+    from fpa_export.cli.sample import main
+
+    (tmp_path / "out" / "000002.png").mkdir(parents=True)
+    line = _last_line(CliRunner().invoke(main, ["--n", "5", "--outdir", str(tmp_path / "out")]))
+    assert "000002.png: a folder, not a file, where a sample file belongs" in line, line

@@ -166,6 +166,7 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
                             image_format=run.image_format, jpeg_quality=run.jpeg_quality,
                             truncation=run.truncation)
     # early, before the model is opened; repeated under the folder's lock below
+    _check_not_files(outdir)  # first: a folder named 000002.png is said as such, not as a sample
     manifest.merge(manifest.read(outdir, run.overwrite), wanted, run.overwrite, existing_files(outdir))
     _check_strays(outdir, run)
     threads, workers = run.thread_counts()
@@ -213,13 +214,16 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
                         sampler.name, len(owned), record, choice)
 
 
-def _check_strays(outdir: Path, run: SampleRun) -> None:
-    """Refuse a folder holding images that are not this run's samples (FID tools would score them),
-    or entries named as samples that are not files (nothing could replace them)."""
+def _check_not_files(outdir: Path) -> None:
+    """Refuse a folder holding entries named as samples that are not files (nothing could replace them)."""
     blocked = not_files(outdir)
     if blocked:
         raise FpaError(f"{not_a_file(outdir / blocked[0])}, where a sample file belongs; move it away "
                        "or use another --outdir")
+
+
+def _check_strays(outdir: Path, run: SampleRun) -> None:
+    """Refuse a folder holding images that are not this run's samples (FID tools would score them)."""
     strays = stray_images(outdir, run.n, run.image_format, run.overwrite)
     if strays:
         shown = ", ".join(strays[:3]) + (f" and {len(strays) - 3} more" if len(strays) > 3 else "")
