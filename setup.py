@@ -26,7 +26,7 @@ setup(
     package_dir={"fpa_export.models": "models", "fpa_export.training": "training"},
     package_data={"fpa_export.models": ["default_model.pt"]},
     # 2.5 for the dynamo ONNX exporter; 2.6 makes torch.load(weights_only=True) safe (CVE-2025-32434).
-    install_requires=["torch>=2.6", "numpy", "click>=8.1", "pillow", "imageio>=2.28", "tqdm"],
+    install_requires=["torch>=2.6", "numpy", "click>=8.1", "pillow>=9.4", "imageio>=2.28", "tqdm"],
     extras_require={
         # Exactly one onnxruntime build: [onnx] (CPU) or [gpu] (CUDA 12), never both. Installed
         # together, onnxruntime and onnxruntime-gpu shadow each other and the GPU providers vanish,

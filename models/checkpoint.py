@@ -28,7 +28,6 @@ import torch
 
 from fpa_export.common.atomic import atomic_write
 from fpa_export.common.errors import FpaError
-from fpa_export.common.filekinds import onnx_head
 from fpa_export.common.version import PACKAGE_VERSION
 
 from . import DEFAULT_CHECKPOINT, default_checkpoint_path  # noqa: F401 (re-exported)
@@ -138,7 +137,7 @@ def sniff_non_checkpoint(data: bytes, suffix: str = "", instead: str = PASS_INST
     """By its first bytes, what a file that cannot be a torch checkpoint is, and what to pass `instead`;
     '' when it may be one (a torch zip archive or a legacy pickle, which `torch.load` then judges)."""
     head = data[:16]
-    if onnx_head(head):
+    if len(head) >= 3 and head[0] == 0x08 and head[1] < 0x80 and head[2] in (0x12, 0x1a, 0x22, 0x2a, 0x32, 0x3a):
         return ("this is an ONNX graph (protobuf), not a checkpoint; " + instead + " (fpa-sample, "
                 "fpa-gif and fpa-fd read .onnx files directly)")
     if suffix.lower() in (".plan", ".engine", ".trt"):

@@ -99,6 +99,8 @@ def test_out_of_memory_is_one_line_and_other_runtime_errors_stay_tracebacks():
     cuda = type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory. Tried to allocate 2.00 GiB.")
     assert "(one allocation of 2.00 GiB)" in _run(_command(cuda)).output
     assert _run(_command(MemoryError())).output.strip().startswith("Error: out of memory; ask for less")
+    small = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 52428800 bytes.")
+    assert "(one allocation of 50 MiB)" in _run(_command(small)).output
     bug = _run(_command(RuntimeError("shape mismatch")))
     assert bug.exit_code == 1 and isinstance(bug.exception, RuntimeError)  # not turned into a user error
 

@@ -360,37 +360,6 @@ def test_the_output_is_a_pt_file_so_no_graph_or_statistics_is_written_over(tmp_p
     assert (tmp_path / name).read_bytes() == b"an earlier export"
 
 
-def test_a_sparse_or_meta_tensor_is_one_line(tmp_path):
-    official = edited(tmp_path)
-    ckpt = torch.load(official, weights_only=True)
-    weight = ckpt["GAN"]["GE.latent_to_init.weight"]
-    for value, kind in ((weight.to_sparse(), "torch.sparse_coo tensor"), (weight.to("meta"), "meta tensor")):
-        ckpt["GAN"]["GE.latent_to_init.weight"] = value
-        torch.save(ckpt, official)
-        result = convert(official, "-o", tmp_path / "o.pt", ok=False)
-        assert_one_line_error(result, "GE.latent_to_init.weight is a", kind, "only dense tensors")
-        assert not (tmp_path / "o.pt").exists()
-
-
-def test_a_training_checkpoint_or_another_file_is_kept_unless_forced(tmp_path):
-    official = edited(tmp_path)
-    run = tmp_path / "run"
-    run.mkdir()
-    latest = save_checkpoint(run / "latest.pt", make_generator(0), step=7, train_state={"step": 7})
-    other = _write(tmp_path / "other.pt", b"someone else's file")
-    for target in (latest, other):
-        before = target.read_bytes()
-        result = convert(official, "-o", target, ok=False)
-        assert_one_line_error(result, f"{target}: exists and is not a converted checkpoint",
-                              "pass --force to replace it")
-        assert target.read_bytes() == before
-    convert(official, "-o", tmp_path / "ours.pt")
-    convert(official, "-o", tmp_path / "ours.pt", "--weights", "G")  # an earlier conversion is replaced
-    assert read_checkpoint(tmp_path / "ours.pt")["source"]["weights"] == "G"
-    convert(official, "-o", latest, "--force")
-    assert not read_checkpoint(latest).get("train_state")
-
-
 def test_a_device_or_pipe_is_never_replaced_by_the_output(tmp_path):
     import os
 

@@ -87,9 +87,20 @@ def test_export_keeps_a_file_that_is_not_a_graph_unless_forced(checkpoint, tmp_p
     notes.write_text("my notes, not a graph\n")
     args = ["onnx", str(checkpoint), "-o", str(notes), "--no-verify", "--exporter", "torchscript"]
     line = _last_line(CliRunner().invoke(main, args))
-    assert line == (f"Error: {notes}: exists and is not an ONNX graph, so it is kept; give another file name, "
-                    "or pass --force to replace it"), line
+    assert line == (f"Error: {notes}: exists and is not a graph exported by fpa-export, so it is kept; give "
+                    "another file name, or pass --force to replace it"), line
     assert notes.read_text() == "my notes, not a graph\n"
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    theirs = tmp_path / "theirs.onnx"  # another tool's graph: not ours to replace either
+    node = helper.make_node("Identity", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), theirs)
+    kept = theirs.read_bytes()
+    line = _last_line(CliRunner().invoke(main, ["onnx", str(checkpoint), "-o", str(theirs), "--no-verify"]))
+    assert "exists and is not a graph exported by fpa-export" in line and theirs.read_bytes() == kept, line
     forced = CliRunner().invoke(main, [*args, "--force"])
     assert forced.exit_code == 0, forced.output
     again = CliRunner().invoke(main, args)  # now a graph: re-running replaces or reuses it, no --force
@@ -251,10 +262,11 @@ def test_pictures_and_animations_replace_only_their_own_files_and_stay_out_of_sa
     samples = tmp_path / "samples"
     assert CliRunner().invoke(sample_main, ["--n", "2", "--outdir", str(samples), "--backend", "torch"]).exit_code == 0
     first = (samples / "000000.png").read_bytes()
-    for out in (samples / "000000.png", samples / "new.gif"):
+    for out in (samples / "000000.png", samples / "new.gif", samples / "extra" / "deeper" / "g.png"):
         line = _last_line(CliRunner().invoke(main, ["-o", str(out)]))
         assert f"inside the sample folder {samples}" in line, line
     assert (samples / "000000.png").read_bytes() == first and not (samples / "new.gif").exists()
+    assert not (samples / "extra").exists()
 
 
 def test_a_folder_named_as_a_sample_is_said_as_such_in_a_folder_without_a_manifest(tmp_path):

@@ -242,6 +242,13 @@ def test_the_embedded_model_is_called_default_in_every_command(tmp_path):
     result = CliRunner().invoke(export_main, ["onnx", "default", "-o", str(tmp_path / "d.onnx"), "--no-verify",
                                               "--exporter", "torchscript"])
     assert result.exit_code == 0 and (tmp_path / "d.onnx").is_file(), result.output
+    real = tmp_path / "real"
+    real.mkdir()
+    for k in range(2):
+        Image.fromarray(np.full((8, 8), 40 * k, np.uint8)).save(real / f"{k}.png")
+    result = CliRunner().invoke(main, ["stats", str(real), "-o", str(tmp_path / "r.npz"), "--model", "default",
+                                       "--seeds", "0"])
+    assert result.exit_code == 0, result.output
     result = _invoke("defualt", "--n", 2, "--outdir", tmp_path / "t")  # a typo is still a missing file
     assert result.exit_code == 2 and "'defualt' does not exist" in result.output
 

@@ -171,3 +171,32 @@ def test_a_resumed_unet_run_refuses_another_from(run, tmp_path):
     staged = cli("unet", "--from", str(run / "latest.pt"), "--out", str(copy), "--resume", "--steps", "9")
     assert staged.exit_code == 1 and "holds an FPA run, not a U-Net run" in staged.output
     assert read_checkpoint(copy / "latest.pt")["step"] == step
+
+
+def test_a_resume_whose_first_save_fails_keeps_the_runs_config(run, tmp_path, monkeypatch):
+    import errno
+
+    from fpa_export.training import loop
+
+    copy, step = copy_run(run, tmp_path / "copy")
+    before = {name: (copy / name).read_bytes() for name in ("config.json", "latest.pt")}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(loop, "save_checkpoint", disk_full)
+    failed = cli("--out", str(copy), "--resume", "--steps", str(step + 1), "--lr", "1e-4")
+    assert failed.exit_code == 1 and "No space left on device" in failed.output, failed.output
+    assert {name: (copy / name).read_bytes() for name in before} == before
+
+
+def test_a_data_folder_named_like_a_built_in_set_is_the_folder(tmp_path, monkeypatch):
+    from tests.test_train_data import make_folder
+
+    make_folder(tmp_path / "digits")
+    monkeypatch.chdir(tmp_path)
+    result = cli("--data", "./digits/", *TINY_MODEL_ARGS, *TINY_D_ARGS, "--batch-size", "2", "--steps", "1",
+                 "--eval-every", "0", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["run"]["data"] == "./digits/"
+    assert "unreadable image(s) skipped" in result.output  # make_folder's bad file: the folder was read

@@ -42,7 +42,7 @@ def _options(specs):
 
 
 RUN_OPTIONS = [
-    (("--data",), dict(default="mnist", callback=lambda ctx, param, value: str(nonempty_path(ctx, param, value)),
+    (("--data",), dict(default="mnist", callback=lambda ctx, param, value: nonempty_path(ctx, param, value) and value,
                        help="image folder (recursive) or built-in: mnist, digits, lfw")),
     (("--out",), dict(required=True, type=click.Path(file_okay=False), callback=nonempty_path,
                       help="run folder (runs/NAME)")),
@@ -142,7 +142,9 @@ def check_attention_widths(ctx: click.Context, kw: dict, image_size: int) -> Non
     attention can sit; any other would silently train without it."""
     if not given(ctx, "d_attn_res"):
         return
-    widths = [image_size >> shift for shift in range(image_size.bit_length()) if image_size >> shift >= 16]
+    from .discriminator import stage_widths
+
+    widths = stage_widths(image_size)
     bad = [width for width in _ints(kw["d_attn_res"]) if width not in widths]
     if bad:
         raise click.BadParameter(f"{bad[0]} is not a width of the discriminator's stages at image size "

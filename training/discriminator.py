@@ -153,6 +153,12 @@ class MinibatchStd(nn.Module):
         return torch.cat([x, feature], dim=1)
 
 
+def stage_widths(image_size: int) -> list[int]:
+    """The input widths of the residual stages (S, S/2, …, 16): where `attn_res_layers` can place
+    attention (the 8-px output of the last stage feeds the logits)."""
+    return [image_size >> shift for shift in range(image_size.bit_length()) if image_size >> shift >= 16]
+
+
 class Discriminator(nn.Module):
     """D(x) → (logits (B, 1), logits of the 32-px head (B, 1), aux MSE or None)."""
 
@@ -170,12 +176,12 @@ class Discriminator(nn.Module):
         chans = stage_channels(image_size, channels, fmap_max)
         self.stages = nn.ModuleList()
         self.attentions = nn.ModuleList()
-        width = image_size
-        for chan_in, chan_out in zip(chans[:-1], chans[1:]):
+        widths = stage_widths(image_size)
+        assert len(widths) == len(chans) - 1
+        for width, chan_in, chan_out in zip(widths, chans[:-1], chans[1:]):
             self.attentions.append(attention(chan_in) if width in attn_res_layers
                                    else nn.Identity())
             self.stages.append(DownStage(chan_in, chan_out))
-            width //= 2
         last = chans[-1]
         std = [MinibatchStd(minibatch_std)] if minibatch_std > 1 else []
         self.to_logits = nn.Sequential(*std, nn.Conv2d(last + len(std), last, 3, stride=2, padding=1),

@@ -149,9 +149,6 @@ class Run:
     def save(self, name: str, metrics: Optional[dict] = None, with_state: bool = True) -> None:
         if not self.is_main:
             return
-        if name == "latest.pt" and self.config_due:
-            self.write_config()
-            self.config_due = False
         t = self.trainer
         state = t.state() if with_state else None
         if state is not None:
@@ -159,6 +156,9 @@ class Run:
         save_checkpoint(self.out / name, t.ema_generator, step=t.step_count, train_state=state,
                         metrics=metrics, source={"run": str(self.out.name), "data": self.options.data},
                         ema=ema_record(t.config.ema, t.step_count))
+        if name == "latest.pt" and self.config_due:  # after the checkpoint: a failed save changes neither
+            self.write_config()
+            self.config_due = False
 
     def sample_grid(self) -> None:
         """EMA samples (step_N.png) and, to follow training while the EMA is a stale copy between the

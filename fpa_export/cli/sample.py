@@ -30,7 +30,7 @@ def _format_name(ctx, param, value: str) -> str:
               help="Also write the real images, transformed and round-tripped exactly so, as a folder "
                    "NNNNNN.jpg|png that pytorch-fid, clean-fid or torch-fidelity read (the paper's "
                    "protocol: --format jpg --jpeg-quality 75).")
-@click.option("--model", default=None, type=click.Path(exists=True, dir_okay=False), help="Model whose image size and channels the real images are "
+@click.option("--model", default=None, type=ModelPath(), help="Model whose image size and channels the real images are "
               "brought to (checkpoint, .onnx or engine)  [default: the embedded model]")
 @click.option("--format", "image_format", type=click.Choice(FORMAT_NAMES, case_sensitive=False), default="png",
               show_default=True, callback=_format_name, help="Format round trip, as the samples will be saved.")

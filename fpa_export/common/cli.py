@@ -203,7 +203,8 @@ def out_of_memory(err: BaseException) -> str:
     found = _ALLOCATION.search(text)
     size = found.group(1) if found else ""
     if size.endswith(" bytes"):
-        size = f"{int(size.split()[0]) / 2**30:.1f} GiB"
+        count = int(size.split()[0])
+        size = f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.0f} MiB"
     asked = f" (one allocation of {size})" if size else ""
     return (f"out of memory{asked}; ask for less at once (a smaller batch, image or network), or use a "
             "machine with more memory")

@@ -24,14 +24,13 @@ import warnings
 import torch
 
 from fpa_export.common.atomic import atomic_write, check_outputs, check_replaceable, check_suffix
-from fpa_export.common.filekinds import looks_like_onnx
 from fpa_export.common.errors import MissingExtra
 from fpa_export.models import FPAGenerator, describe, load_checkpoint
 from fpa_export.loading import resolve_checkpoint
 from .fp16 import to_mixed_fp16
 from .onnx_meta import embed_record
-from .sidecar import (ExportError, check_writable, library_versions, reusable, sha256_file, sidecar_path,
-                      write_sidecar)
+from .sidecar import (ExportError, check_writable, library_versions, read_export_record, read_sidecar, reusable,
+                      sha256_file, sidecar_path, write_sidecar)
 from .spec import INPUT_NAME, BATCH, ExportSpec
 from .tempfiles import sweep_stale_temporaries
 from .verify import Tolerance, check_model, compare_with_torch, import_onnx
@@ -58,6 +57,22 @@ class ExportResult:
     max_abs_diff: dict = field(default_factory=dict)  # output name → max |onnxruntime − PyTorch|
     reused: bool = False           # True when an identical earlier export was kept
     report: dict = field(default_factory=dict)        # the full verification report
+
+
+def _exported(path: Path) -> bool:
+    """Whether `path` is a graph of ours, to be rebuilt: its sidecar is there (beside a damaged export
+    too), or its metadata holds our record (checked or, for a graph edited since, not)."""
+    from fpa_export.common.errors import FpaError
+    from .onnx_meta import GraphModified
+
+    if read_sidecar(path) is not None:
+        return True
+    try:
+        return read_export_record(path) is not None
+    except GraphModified:  # our record, in a graph edited since: rebuilt as before
+        return True
+    except FpaError:  # not a graph at all
+        return False
 
 
 def default_output(checkpoint: Path, spec: ExportSpec) -> Path:
@@ -92,7 +107,8 @@ def export_onnx(checkpoint=None, out=None, graph: str = "image", fp16: bool = Fa
     check_outputs({"the graph": out, "its sidecar": sidecar_path(out)}, {"the checkpoint": checkpoint},
                   ExportError)
     if not force:
-        check_replaceable(out, "an ONNX graph", looks_like_onnx, "pass --force to replace it", ExportError)
+        check_replaceable(out, "a graph exported by fpa-export", _exported, "pass --force to replace it",
+                          ExportError)
     sweep_stale_temporaries(out.parent)
     inputs = {"checkpoint_sha256": sha256_file(checkpoint), "spec": spec.to_dict(), "opset": opset,
               "exporter": exporter, "verify": verify, "atol": atol,

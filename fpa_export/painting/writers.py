@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +31,19 @@ PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 ANIMATION_FORMATS = {".gif": "gif", ".png": "apng", ".apng": "apng", ".mp4": "mp4"}
 JPEG_QUALITY = 95
 SOFTWARE = "fpa-export"  # the mark of every picture and animation written here (`made_here`)
+MP4_SCAN = 4 << 20  # bytes read at each end of an existing .mp4 to find the mark (never all of a video)
 
 
 def made_here(path: str | Path) -> bool:
     """Whether the file carries our mark: a PNG's Software text, a GIF's or JPEG's comment, the MP4
     comment. An output is replaced only when it does (`check_output`)."""
     path = Path(path)
-    if path.suffix.lower() == ".mp4":
+    if path.suffix.lower() == ".mp4":  # the comment sits in the metadata box, at the start or the end
         try:
-            return SOFTWARE.encode() in path.read_bytes()
+            with open(path, "rb") as handle:
+                head = handle.read(MP4_SCAN)
+                handle.seek(max(0, path.stat().st_size - MP4_SCAN))
+                return SOFTWARE.encode() in head or SOFTWARE.encode() in handle.read(MP4_SCAN)
         except OSError:
             return False
     from PIL import Image
@@ -58,9 +63,10 @@ def check_output(path: str | Path) -> None:
     from fpa_export.sampling.manifest import is_sample_folder
 
     path = Path(path)
-    if is_sample_folder(path.parent):
-        raise FpaError(f"{path}: inside the sample folder {path.parent}, whose images FID tools read as "
-                       "samples; write it elsewhere")
+    for folder in Path(os.path.abspath(path)).parents:  # subfolders too: clean-fid and fpa-fd read them
+        if is_sample_folder(folder):
+            raise FpaError(f"{path}: inside the sample folder {folder}, whose images FID tools read as "
+                           "samples; write it elsewhere")
     check_replaceable(path, "a picture or animation written by fpa-export", made_here, "delete it first")
 
 

@@ -156,10 +156,12 @@ ModelLike = Union[None, str, os.PathLike, ModelFile, object]
 
 
 def open_model(model: ModelLike = None) -> ModelFile:
-    """A ModelFile for `model` (returned as is when it already is one); nothing heavy is loaded yet,
-    except that a missing file is refused at once."""
+    """A ModelFile for `model` (returned as is when it already is one; None or "default": the embedded
+    model); nothing heavy is loaded yet, except that a missing file is refused at once."""
     if isinstance(model, ModelFile):
         return model
+    if isinstance(model, str) and model == DEFAULT_MODEL:  # the embedded model, by its name
+        model = None
     kind = kind_of(model)
     if kind == "generator":
         return ModelFile("generator", None, f"<{type(model).__name__}>", _generator=model)

@@ -218,8 +218,8 @@ def stray_images(folder: Path, n: int, fmt: str, overwrite: bool = False) -> lis
     """Image files in `folder` that are not samples 0..n-1 in `fmt` (someone's `img_1.png`, a copied
     `000500.png` past --n, a `.jpg` beside a PNG run): FID tools read every image of a folder, so a run
     refuses to add to them. With `overwrite` only files not named as samples count (the run removes
-    the sample files itself). Images in subfolders count too (`sub/x.png`: pytorch-fid's, clean-fid's and
-    our readers look into them). Sorted names; non-image files (notes, samples.json) are no concern."""
+    the sample files itself). Images in subfolders count too (`sub/x.png`: clean-fid's and our readers
+    look into them). Sorted names; non-image files (notes, samples.json) are no concern."""
     from fpa_export.common.images import IMAGE_SUFFIXES
 
     if not folder.is_dir():
