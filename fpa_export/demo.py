@@ -18,6 +18,7 @@ import torch
 
 from fpa_export.common.cli import Command, friendly_errors
 from fpa_export.export import DEFAULT_EXPORTER, EXPORTERS
+from fpa_export.models import DEFAULT_MODEL
 
 TIMING_BATCH = 64
 
@@ -63,18 +64,41 @@ def fastest_sampler(onnx_path: Path, painting_threads: int):
     return best, rates
 
 
-def _earlier_larger_demo(folder: Path, n: int) -> bool:
-    """True when `folder` holds an earlier demo's samples of the default model with more than `n`
-    images: the demo replaces its own samples (`fpa-sample` refuses a smaller --n into a folder)."""
+def _demo_manifest(folder: Path):
+    """The samples.json of an earlier demo's samples in `folder` (the default model's), or None."""
     from fpa_export.common.errors import FpaError
     from fpa_export.sampling import manifest
 
     try:
         found = manifest.read(folder)
     except FpaError:
-        return False  # not ours to replace: sample_folder says why, in one line
-    return (isinstance(found, dict) and isinstance(found.get("n"), int) and found["n"] > n
-            and isinstance(found.get("model"), dict) and found["model"].get("path") == "default")
+        return None  # not ours to replace: sample_folder says why, in one line
+    model = found.get("model") if isinstance(found, dict) else None
+    return found if isinstance(model, dict) and model.get("path") == DEFAULT_MODEL else None
+
+
+def _earlier_larger_demo(folder: Path, n: int) -> bool:
+    """True when `folder` holds an earlier demo's samples of the default model with more than `n`
+    images: the demo replaces its own samples (`fpa-sample` refuses a smaller --n into a folder)."""
+    found = _demo_manifest(folder)
+    return found is not None and isinstance(found.get("n"), int) and found["n"] > n
+
+
+PICTURES = ("samples_grid.png", "painting.gif", "painting_grid.png")  # the demo's pictures in --outdir
+
+
+def check_pictures(outdir: Path) -> None:
+    """Before any work: the demo's pictures may replace only files written here (`writers.check_output`)
+    or, in an earlier demo's folder (samples of the default model), that demo's own pictures, which
+    versions before the mark wrote unmarked: those are removed first. Anything else is one line."""
+    from fpa_export.painting.writers import check_output, made_here
+
+    ours = _demo_manifest(outdir / "samples") is not None
+    for name in PICTURES:
+        path = outdir / name
+        if ours and path.is_file() and not made_here(path):
+            path.unlink()  # an earlier demo's picture, from before pictures carried the mark
+        check_output(path)
 
 
 def write_sample_grid(folder: Path, out: Path, count: int = 64) -> Path:
@@ -108,6 +132,7 @@ def main(outdir: Path, n: int, exporter: str):
     from fpa_export.sampling import SampleRun, sample_folder
 
     start = time.perf_counter()
+    check_pictures(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     click.echo(f"Model: the embedded default, {describe_model()}")
     click.echo("1/3 exporting to ONNX and verifying against PyTorch …")
@@ -118,11 +143,11 @@ def main(outdir: Path, n: int, exporter: str):
     speeds = ", ".join(f"{name} {rate:.0f} img/s" for name, rate in rates.items())
     click.echo(f"2/3 sampling {n} images with {sampler.name} (batch {TIMING_BATCH}: {speeds}) …")
     report = sample_folder(run, sampler=sampler)
-    grid = write_sample_grid(report.outdir, outdir / "samples_grid.png")
+    grid = write_sample_grid(report.outdir, outdir / PICTURES[0])
     click.echo("3/3 rendering the painting …")
     painter = open_painter(None)
-    painting = render_painting(painter, PaintingJob(seeds=range(8)), gif=outdir / "painting.gif")
-    steps = render_painting(painter, PaintingJob(seeds=range(4)), grid=outdir / "painting_grid.png")
+    painting = render_painting(painter, PaintingJob(seeds=range(8)), gif=outdir / PICTURES[1])
+    steps = render_painting(painter, PaintingJob(seeds=range(4)), grid=outdir / PICTURES[2])
     click.echo(f"\nDone in {time.perf_counter() - start:.0f} s:\n"
                f"  ONNX graph     {exported.path} (+ .json sidecar with the verification)\n"
                f"  samples        {report.outdir}/ ({report.written} written, {report.skipped} kept; "

@@ -45,3 +45,25 @@ def test_demo_never_replaces_a_folder_it_did_not_write(tmp_path, monkeypatch):
     assert not _earlier_larger_demo(folder, 8)  # another model's samples: fpa-sample's refusal stands
     (folder / "samples.json").write_text("{not json")
     assert not _earlier_larger_demo(folder, 8)
+
+
+def test_demo_replaces_its_earlier_unmarked_pictures_but_no_one_elses(tmp_path, monkeypatch):
+    import numpy as np
+
+    from fpa_export.painting.writers import made_here
+
+    monkeypatch.setenv("FPA_EXPORT_CACHE", str(tmp_path / "cache"))
+    args = ["--n", "8", "--exporter", "torchscript"]
+    outdir = tmp_path / "demo"
+    assert CliRunner().invoke(main, ["--outdir", str(outdir), *args]).exit_code == 0
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(outdir / "painting.gif")  # as versions before the mark
+    again = CliRunner().invoke(main, ["--outdir", str(outdir), *args])
+    assert again.exit_code == 0 and made_here(outdir / "painting.gif"), again.output
+    other = tmp_path / "mine"
+    other.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(other / "painting.gif")  # a user's file, no demo here
+    before = (other / "painting.gif").read_bytes()
+    refused = CliRunner().invoke(main, ["--outdir", str(other), *args])
+    assert refused.exit_code == 1 and "painting.gif: exists and is not a picture" in refused.output
+    assert (other / "painting.gif").read_bytes() == before and sorted(p.name for p in other.iterdir()) == [
+        "painting.gif"]  # refused before any work: no graph, no samples
