@@ -114,9 +114,6 @@ def _locked_run(out, model, train, options, resume, info, generator, d_init, met
     run = Run(out, trainer, source, options, rank=info.rank, world_size=info.world_size, meta=meta)
     if resume:
         run.resume()  # TrainingError when there is nothing to resume or nothing left to do
-        # The settings the run goes on with are written with its next latest.pt, so a resume that fails
-        # first (unreadable --data, a non-finite loss, out of memory) leaves the run's config.json as it was.
-        run.config_due = True
     else:
         run.truncate_log(0)  # a run killed before its first latest.pt left log lines of its own
         run.write_config()  # the settings of the run (`fpa-train --resume` reads them back)

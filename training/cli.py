@@ -8,8 +8,7 @@ import click
 from fpa_export.common.cli import HELP_OPTIONS, Group, friendly_errors, given, nonempty_path, version_option
 from fpa_export.common.devices import device_option
 from .options import AUG_TYPES, MAX_SEED
-from .resume_options import (D_FIXED, FPA_FIXED, MODEL_FIELDS, TRAIN_FREE, UNET_FIXED, adopt, check_preset,
-                             check_source)
+from .resume_options import D_FIXED, FPA_FIXED, MODEL_FIELDS, TRAIN_FREE, UNET_FIXED, adopt, check_preset
 
 # Discriminator sizes. 'paper' is lightweight-gan's (docs/MODEL.md §6); 'cpu-small' is the D of the shipped
 # default model (tools/train_default.sh): channel cap 64, no attention before the 32-px stage, 2 × 16 heads.
@@ -266,8 +265,7 @@ def unet_command(ctx, source, **kw):
         raise click.UsageError(f"--{d_given[0].replace('_', '-')}: the discriminator continues from --from "
                                "with its own layout; D options apply only with --fresh-d")
     if kw["resume"]:  # the discriminator is --from's or the run's own; see fpa_command
-        kw, note = adopt(ctx, kw, fixed=UNET_FIXED, free=TRAIN_FREE, unet_stage=True)
-        check_source(Path(kw["out"]), Path(source))
+        kw, note = adopt(ctx, kw, fixed=UNET_FIXED, free=TRAIN_FREE, unet_from=Path(source))
         if note:
             click.echo(note, err=True)
     config = read_checkpoint(source)["config"]

@@ -200,6 +200,9 @@ class Run:
                                 "options (as latest.pt's train_config)") from None
         self.best = float(state.get("best", math.inf))
         self.truncate_log(ckpt["step"])
+        # The settings the run goes on with are written with its next latest.pt, so a resume that fails
+        # first (unreadable --data, a non-finite loss, out of memory) leaves the run's config.json as it was.
+        self.config_due = True
         return int(ckpt["step"])
 
     # -- metric ---------------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def run_record(out: Path) -> Optional[dict]:
 
 
 def run_settings(out: Path) -> Optional[tuple[dict, dict, Optional[dict]]]:
-    """(model config, train config, run options or None when config.json is missing or unreadable) of
+    """(model config, train config, config.json's record or None when it is missing or unreadable) of
     the run in `out`, or None when there is no latest.pt (the run's own resume then says "nothing to
     resume")."""
     from fpa_export.models import read_checkpoint
@@ -79,21 +79,25 @@ def run_settings(out: Path) -> Optional[tuple[dict, dict, Optional[dict]]]:
     model, train = ckpt.get("config"), (ckpt.get("train_state") or {}).get("train_config")
     if not isinstance(model, dict) or not isinstance(train, dict):
         raise FpaError(f"{path}: has no train_state, cannot resume")
-    record = run_record(out)
-    return model, train, None if record is None else record["run"]
+    return model, train, run_record(out)
 
 
-def adopt(ctx: click.Context, kw: dict, fixed: dict, free: dict, unet_stage: bool = False) -> tuple[dict, str]:
+def adopt(ctx: click.Context, kw: dict, fixed: dict, free: dict,
+          unet_from: Optional[Path] = None) -> tuple[dict, str]:
     """(`kw` with the run's values for the options not given, a line naming each given option of `free`
     that overrides the run's ('' when none)); FpaError (one line) for a given option of `fixed` that
-    differs from the run's, and for a run whose config.json is lost when --data is not given (the run
-    options would silently be the defaults: another data set, other periods), and for a run of the other
-    stage (`unet_stage`: this is `fpa-train unet`)."""
-    settings = run_settings(Path(kw["out"]))
+    differs from the run's, for a run whose config.json is lost when --data is not given (the run
+    options would silently be the defaults: another data set, other periods), for a run of the other
+    stage, and for a U-Net run (`unet_from`: this is `fpa-train unet --from`) given another --from."""
+    out = Path(kw["out"])
+    settings = run_settings(out)
     if settings is None:
         return kw, ""
-    model, train, run = settings
-    _check_stage(Path(kw["out"]), model, unet_stage)
+    model, train, record = settings
+    _check_stage(out, model, record, unet_from is not None)
+    if unet_from is not None:
+        _check_source(out, record, unet_from)
+    run = None if record is None else record["run"]
     lost = run is None
     if lost and not _given(ctx, "data"):
         raise FpaError(f"{Path(kw['out']) / 'config.json'}: missing or unreadable, so the run's --data, "
@@ -119,25 +123,24 @@ def adopt(ctx: click.Context, kw: dict, fixed: dict, free: dict, unet_stage: boo
     return kw, f"Resuming with {', '.join(changed)}" if changed else ""
 
 
-def _check_stage(out: Path, model: dict, unet_stage: bool) -> None:
+def _check_stage(out: Path, model: dict, record: Optional[dict], unet_stage: bool) -> None:
     """The resuming command must be the run's: `fpa-train unet` for a U-Net run, plain `fpa-train` else."""
     if bool(model.get("unet")) == unet_stage:
         return
     if unet_stage:
         raise FpaError(f"{out}: holds an FPA run, not a U-Net run; resume it with: fpa-train --out {out} "
                        "--resume")
-    source = (run_record(out) or {}).get("from", "FPA_CHECKPOINT")
+    source = (record or {}).get("from", "FPA_CHECKPOINT")
     raise FpaError(f"{out}: holds a U-Net run; resume it with: fpa-train unet --from {source} --out {out} "
                    "--resume")
 
 
-def check_source(out: Path, source: Path) -> None:
+def _check_source(out: Path, record: Optional[dict], source: Path) -> None:
     """A resumed U-Net run keeps the frozen FPA it started from (its weights are in latest.pt): a --from
     other than the run's recorded one is refused rather than recorded over it. A recorded file that no
     longer exists (moved) cannot be compared, and the given --from stands."""
-    record = run_record(out) or {}
-    theirs = record.get("from")
-    if not (out / "latest.pt").is_file() or not isinstance(theirs, str) or not Path(theirs).exists():
+    theirs = (record or {}).get("from")
+    if not isinstance(theirs, str) or not Path(theirs).exists():
         return
     if not Path(theirs).samefile(source):
         raise FpaError(f"--from {source}: the run in {out} was started from {theirs}; a resumed U-Net run "

@@ -16,8 +16,7 @@ FORMAT_NAMES = (*FORMATS, "jpeg")  # jpeg: another spelling of jpg (the files ar
 
 
 def _format_name(ctx, param, value: str) -> str:
-    """--format as the sampler names it: lower case, jpeg spelt jpg."""
-    value = value.lower()
+    """--format as the sampler names it (the Choice already gives it in lower case): jpeg spelt jpg."""
     return "jpg" if value == "jpeg" else value
 
 
@@ -161,7 +160,9 @@ def main(model, n, outdir, batch_size, seed, backend, device, precision, image_f
         raise UserError("give --outdir (or --no-save with --reference-stats)")
     check_applies("outdir", not no_save, "without --no-save (which writes no images)")
     check_applies("jpeg_quality", image_format == "jpg", "with --format jpg")
-    resuming = outdir is not None and not no_save and not overwrite and (outdir / "samples.json").is_file()
+    from fpa_export.sampling.manifest import is_sample_folder
+
+    resuming = outdir is not None and not no_save and not overwrite and is_sample_folder(outdir)
     check_applies("verify", resuming, "when a folder of samples is resumed (it checks the files there)")
     run = SampleRun(outdir or Path("."), n=n, seed=seed, batch_size=batch_size,
                     image_format=image_format, jpeg_quality=jpeg_quality, truncation=truncation,

@@ -181,9 +181,10 @@ def friendly_errors(func=None, *, catch: tuple = (), interrupted=
             where = f" ({err.filename})" if getattr(err, "filename", None) else ""
             raise UserError(f"{err.strerror or err}{where}")
         except (MemoryError, RuntimeError) as err:
-            if not out_of_memory(err):
+            line = out_of_memory(err)
+            if not line:
                 raise  # a bug stays a traceback
-            raise UserError(out_of_memory(err))
+            raise UserError(line)
         except KeyboardInterrupt:
             click.echo(interrupted(kwargs) if callable(interrupted) else interrupted, err=True)
             raise SystemExit(130)

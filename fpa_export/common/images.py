@@ -131,7 +131,6 @@ def load_image_array(path: str | Path, size: int, channels: int) -> np.ndarray:
 def _eight_bit(img):
     """A 16-bit greyscale image (Pillow's modes I;16* and, holding values over 255, I) as 8-bit L,
     scaled 65535 → 255; Pillow's own convert would clip it to white. Other modes as they are."""
-    import numpy as np
     from PIL import Image
 
     if not (img.mode.startswith("I;16") or img.mode == "I"):

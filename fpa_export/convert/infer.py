@@ -41,9 +41,9 @@ class OfficialTensors:
             if not isinstance(value, torch.Tensor) or not value.is_floating_point():
                 kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
                 raise ConversionError(f"{path}: {prefix}{name} is {kind}, not a float tensor")
-            if not_dense(value):
-                raise ConversionError(f"{path}: {prefix}{name} is {not_dense(value)}; only dense tensors "
-                                      "are converted")
+            kind = not_dense(value)
+            if kind:
+                raise ConversionError(f"{path}: {prefix}{name} is {kind}; only dense tensors are converted")
 
     def __contains__(self, name: str) -> bool:
         return name in self.items
