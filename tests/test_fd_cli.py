@@ -89,6 +89,14 @@ def test_model_scores_exactly_like_a_folder_of_its_saved_samples(tmp_path):
     assert fd.compare(from_model, from_files).fd < 1e-9
 
 
+def test_json_says_how_each_model_source_was_sampled(folders):
+    a, _ = folders
+    record = json.loads(invoke(a, "default", "--n", "6", "--sample-seed", "5", "--seeds", "0",
+                               "--size", "32", "--json").output)
+    assert record["source_a"] == f"folder {a}"
+    assert record["source_b"] == "model default, 6 samples, sample seed 5, fp32, torch-cpu"
+
+
 @pytest.mark.parametrize("args, message", [
     (["missing_dir", "missing_dir2"], "no such file"),
     (["{a}", "{b}", "--seeds", "x"], "--seeds"),

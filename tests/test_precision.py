@@ -187,6 +187,7 @@ def test_load_generator_precision_and_no_grad(model, bf16_cpu):
     assert not images.requires_grad
     assert images.clamp(0, 1).numpy().shape == (6, 3, 8, 8)  # works verbatim, no .detach() needed
     assert load_generator(path, requires_grad=True)(_z()).requires_grad
+    assert load_generator(path, precision=None).kvb.weight.dtype == torch.float32  # as make_sampler's
     low = load_generator(path, precision="bf16")
     assert low.kvb.weight.dtype == torch.bfloat16 and low(_z()).dtype == torch.float32
     with pytest.raises(PrecisionError, match="CUDA"):

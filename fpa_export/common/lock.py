@@ -10,6 +10,9 @@ among the outputs: an FID tool reading a sample folder sees only images and `sam
 drops an flock when its process dies (kill -9 included), so a stale lock cannot exist: the next writer
 simply takes it. Which process holds a busy lock is read from /proc/locks (Linux); elsewhere the message
 says "another process".
+
+Writers that share a folder's lock serialise their short read-modify-write of a shared file (the
+shards' samples.json) with `brief_lock(path)`: a lock file that exists only while it is held.
 """
 from __future__ import annotations
 
@@ -79,3 +82,30 @@ def _remove_if_empty(folder: Path) -> None:
             folder.rmdir()
     except OSError:  # not empty after all (another writer's file), or already gone
         pass
+
+
+@contextlib.contextmanager
+def brief_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` for a block of milliseconds, waiting for another
+    holder; the file is created for the block and removed when it ends, so it is not left among the
+    outputs (kill -9 inside the block leaves it, and the next holder removes it). A holder that
+    locked a file another holder has since removed (or replaced) locks the one now at `path`."""
+    path = Path(path)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                continue  # removed by the holder before us: lock the next one
+            held = os.fstat(fd)
+            if (current.st_dev, current.st_ino) != (held.st_dev, held.st_ino):
+                continue
+            try:
+                yield
+            finally:
+                path.unlink(missing_ok=True)  # while still holding it: waiters then retry
+            return
+        finally:
+            os.close(fd)

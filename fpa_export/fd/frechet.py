@@ -250,6 +250,7 @@ class FDResult:
     extractor: str
     extractor_ids: dict[int, str]
     resolution: int
+    sources: tuple[str, str] = ("", "")  # what A and B were (`StatsSet.source`: a model's sampling)
 
     @property
     def seeds(self) -> list[int]:
@@ -282,5 +283,5 @@ def compare(a: StatsSet, b: StatsSet) -> FDResult:
     per_seed = {seed: frechet_distance(a.stats[seed], b.stats[seed]) for seed in seeds}
     return FDResult(per_seed=per_seed, n_a=a.n, n_b=b.n, extractor=a.extractor,
                     extractor_ids={seed: a.extractor_ids[seed] for seed in seeds},
-                    resolution=a.resolution)
+                    resolution=a.resolution, sources=(a.source, b.source))
 

@@ -218,7 +218,8 @@ def stats_of(source: Source, seeds: Sequence[int], resolution: int, n: int = 200
     else:
         sampler = open_sampler(source, backend, device)
         batches = model_batches(sampler, n, sample_seed, batch_size, resolution)
-        label = f"model {source.text}, {n} samples, sample seed {sample_seed}, {sampler.precision}"
+        label = (f"model {source.text}, {n} samples, sample seed {sample_seed}, {sampler.precision}, "
+                 f"{sampler.name}")
     return compute_stats(batches, seeds=seeds, resolution=resolution, source=label, device=device)
 
 
@@ -294,13 +295,16 @@ def stats_only(a: str, out: str | Path, seeds: Optional[Sequence[int]] = None,
 
 def result_json(result: FDResult, **extra) -> str:
     """One JSON object: fd (mean over seeds), fd_std, per-seed values, N, extractor, seeds, resolution,
-    and `extra` (the CLI adds the sources `a` and `b` as given, so a saved line says what it compared)."""
+    what each set was (`source_a`, `source_b`: a model's sample count, sample seed, precision and
+    backend), and `extra` (the CLI adds the sources `a` and `b` as given, so a saved line says what it
+    compared)."""
     record = {
         "fd": result.fd, "fd_std": result.fd_std,
         "fd_per_seed": {str(seed): value for seed, value in sorted(result.per_seed.items())},
         "n_a": result.n_a, "n_b": result.n_b, "extractor": result.extractor, "seeds": result.seeds,
         "extractor_ids": [result.extractor_ids[seed] for seed in result.seeds],
-        "resolution": result.resolution, "comparable_with_published_fid": False, **extra,
+        "resolution": result.resolution, "source_a": result.sources[0], "source_b": result.sources[1],
+        "comparable_with_published_fid": False, **extra,
     }
     return json.dumps(record)
 

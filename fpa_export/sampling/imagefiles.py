@@ -20,6 +20,7 @@ import re
 import struct
 import zlib
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -68,11 +69,13 @@ def smallest_file(shape: tuple[int, ...], fmt: str) -> int:
     return MIN_FILE_BYTES
 
 
-def check_room(folder: Path, count: int, file_bytes: int) -> None:
+def check_room(folder: Path, count: int, file_bytes: int, replaced: Sequence[Path] = ()) -> None:
     """One line, before any painting, when `count` more files of at least `file_bytes` each cannot fit
     the free space or the free inodes of `folder`'s file system (`--n 100000000000` would otherwise
-    paint for days and stop at a full disk). A lower bound, so it never refuses a run that fits; a run
-    that passes can still fill the disk, and then stops with one line, its finished files kept."""
+    paint for days and stop at a full disk), counting the space and inodes of the files `replaced`
+    (removed before the new ones are written) as free. A lower bound, so it never refuses a run that
+    fits; a run that passes can still fill the disk, and then stops with one line, its finished files
+    kept."""
     probe = Path(folder).absolute()
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
@@ -80,14 +83,25 @@ def check_room(folder: Path, count: int, file_bytes: int) -> None:
         fs = os.statvfs(probe)
     except (OSError, AttributeError):  # no statvfs (Windows) or no answer: nothing to judge by
         return
-    free = fs.f_bavail * fs.f_frsize
-    inodes = fs.f_favail if fs.f_files > 0 else None  # 0 total: a file system without an inode limit
+    free = fs.f_bavail * fs.f_frsize + _bytes_held(replaced)
+    inodes = fs.f_favail + len(replaced) if fs.f_files > 0 else None  # 0 total: no inode limit
     if count * file_bytes > free or (inodes is not None and count > inodes):
         fits = min(free // max(1, file_bytes), inodes if inodes is not None else free)
         raise FpaError(f"{folder}: {count:,} more files of at least {file_bytes:,} bytes will not fit: "
                        f"its file system has {free / 2**30:.1f} GiB"
                        + (f" and {inodes:,} inodes" if inodes is not None else "")
                        + f" free (room for about {fits:,}); free some space or use a smaller --n")
+
+
+def _bytes_held(paths: Sequence[Path]) -> int:
+    """The disk space `paths` occupy (their blocks), 0 for any that vanished."""
+    held = 0
+    for path in paths:
+        try:
+            held += os.stat(path).st_blocks * 512
+        except (OSError, AttributeError):
+            pass
+    return held
 
 
 def encode(image: np.ndarray, fmt: str, jpeg_quality: int = 95) -> bytes:

@@ -3,7 +3,8 @@
     {"format": "fpa-samples", "format_version": 1,
      "model": {"sha256", "kind", "path", "precision"}, "model_paths": [...], "config": {...},
      "seed": 0, "n": 1000, "image_format": "png", "jpeg_quality": null, "truncation": 1.0,
-     "files": "{i:06d}.png", "latents": LATENT_RULE, "uint8": ..., "backends": [...], "versions": {...},
+     "files": "{i:06d}.png", "latents": LATENT_RULE, "uint8": ..., "backends": [...],
+     "versions": {package: version, or [versions] where runs differed},
      "precision": {"name": "bf16", "probe": {"images", "within_2_levels", "mean_levels", "max_levels",
                                              "tolerance"}}}
 
@@ -26,6 +27,7 @@ from typing import Optional
 
 from fpa_export.common.errors import FpaError, not_a_file
 from fpa_export.common.atomic import atomic_write_json
+from fpa_export.common.lock import brief_lock
 from fpa_export.models import PACKAGE_VERSION
 from .imagefiles import existing_files
 from .latents import LATENT_RULE
@@ -141,6 +143,22 @@ def merge(old: Optional[dict], new: dict, overwrite: bool, files: Optional[dict]
     merged = dict(new)
     merged["backends"] = sorted(set(old.get("backends", [])) | set(new["backends"]))
     merged["model_paths"] = model_paths(old, new)
+    merged["versions"] = versions(old.get("versions") or {}, new["versions"])
+    return merged
+
+
+def versions(old: dict, new: dict) -> dict:
+    """The library versions of every run that painted into the folder: package → version, or the list
+    of its versions, earliest first, where the runs used several (onnxruntime's is kept when a later
+    run used torch only)."""
+    merged = {}
+    for package in sorted(set(old) | set(new)):
+        seen = []
+        for value in (old.get(package), new.get(package)):
+            for item in value if isinstance(value, list) else [value]:
+                if item is not None and item not in seen:
+                    seen.append(item)
+        merged[package] = seen[0] if len(seen) == 1 else seen if seen else None
     return merged
 
 
@@ -158,7 +176,13 @@ def write(folder: Path, manifest: dict) -> Path:
 def claim(folder: Path, manifest: dict) -> dict:
     """Write `manifest` as the folder's unless another run's is there (FolderMismatch, nothing
     written); return what was written. For shards that share the folder: a manifest is created only
-    where none exists (one of two racing runs wins), else merged with the one found."""
+    where none exists (one of two racing runs wins), else merged with the one found. Claims take
+    turns (`brief_lock`), so no shard's backend, version or model path is lost to another's write."""
+    with brief_lock(Path(folder) / CLAIM_LOCK):
+        return _claim(folder, manifest)
+
+
+def _claim(folder: Path, manifest: dict) -> dict:
     for _ in range(CLAIM_ATTEMPTS):
         found = read(folder)
         if found is not None:
@@ -180,6 +204,7 @@ def claim(folder: Path, manifest: dict) -> dict:
 
 
 CLAIM_ATTEMPTS = 10
+CLAIM_LOCK = ".samples.lock"  # exists only during a claim (common.lock.brief_lock)
 LINK_UNSUPPORTED = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK)
 
 

@@ -195,19 +195,20 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
             replaced = True  # the folder held another run: --overwrite replaces all of it
         if run.overwrite:
             record = wanted
-        _remove_leftovers(outdir, run, every_shard=replaced)
+        _remove_stale_temporaries(outdir, run)
+        replaced_files = _replaced_files(outdir, run, every_shard=replaced)  # removed by _begin
         owned = shard_indices(run.n, run.shard)
         todo, count, broken, have = _plan(outdir, owned, run.image_format, source.config, pool,
-                                          workers)
+                                          workers, keep=not run.overwrite)
         shape = image_shape(source.config.image_size, source.config.channels)
-        check_room(outdir, count, smallest_file(shape, run.image_format))
+        check_room(outdir, count, smallest_file(shape, run.image_format), replaced_files)
         if run.verify:
             _verify(outdir, have, run, sampler, painters)
         # closing: on any error the painters are cancelled and joined before the folder is unlocked
         with closing(iter_samples(sampler, todo, run.seed, run.batch_size, run.truncation,
                                   painters)) as painted:
             batches = _first_batch_then(painted, lambda: _begin(outdir, record, choice, on_start,
-                                                                run.overwrite))
+                                                                run.overwrite, replaced_files))
             written = _write_all(pool, workers, files, batches, run, total=count,
                                  progress=progress)
     return SampleReport(outdir, written, len(owned) - count, broken, time.perf_counter() - start,
@@ -260,10 +261,15 @@ def _verify(outdir: Path, have: set[int], run: SampleRun, sampler, painters: int
     verify_existing(outdir, sorted(have), paint, run.image_format, run.jpeg_quality)
 
 
-def _begin(outdir: Path, record: dict, choice: dict, on_start, overwrite: bool) -> None:
-    """The run is known valid (its first batch is painted): write the manifest, announce the choice.
-    A shard claims the folder's manifest (`manifest.claim`; FolderMismatch, nothing written): another
-    shard's run of another model may have begun since (the shards share the folder's lock)."""
+def _begin(outdir: Path, record: dict, choice: dict, on_start, overwrite: bool,
+           replaced_files: Sequence[Path] = ()) -> None:
+    """The run is known valid (its first batch is painted): remove the files --overwrite replaces
+    (only now, so a run refused by its model, its export or a Ctrl-C before it paints leaves the old
+    samples), write the manifest, announce the choice. A shard claims the folder's manifest
+    (`manifest.claim`; FolderMismatch, nothing written): another shard's run of another model may have
+    begun since (the shards share the folder's lock)."""
+    for path in replaced_files:  # before the new manifest, so it never describes the old files
+        path.unlink(missing_ok=True)
     if overwrite:  # --overwrite holds the folder alone
         manifest.write(outdir, record)
     else:
@@ -297,28 +303,31 @@ def torch_threads(count: Optional[int]):
         torch.set_num_threads(previous)
 
 
-def _remove_leftovers(outdir: Path, run: SampleRun, every_shard: bool = False) -> None:
-    """Temporary files of this shard's indices from an interrupted run; with --overwrite, every sample
-    file of this shard's indices (other shards clean their own), or with `every_shard` (the folder
-    held another model, seed or precision: --overwrite holds it alone) every sample file, so a folder
-    never mixes the old run's files with the new one's."""
+def _remove_stale_temporaries(outdir: Path, run: SampleRun) -> None:
+    """Temporary files of this shard's indices from an interrupted run."""
     first, count = run.shard
     for index, path in stale_temporaries(outdir):
         if index % count == first:
             path.unlink(missing_ok=True)
-    if run.overwrite:
-        for index, names in existing_files(outdir).items():
-            if every_shard or index % count == first:
-                for name in names:
-                    (outdir / name).unlink(missing_ok=True)
+
+
+def _replaced_files(outdir: Path, run: SampleRun, every_shard: bool = False) -> list[Path]:
+    """What --overwrite replaces: every sample file of this shard's indices (other shards replace
+    their own), or with `every_shard` (the folder held another model, seed or precision: --overwrite
+    holds it alone) every sample file, so a folder never mixes the old run's files with the new one's."""
+    if not run.overwrite:
+        return []
+    first, count = run.shard
+    return [outdir / name for index, names in existing_files(outdir).items()
+            if every_shard or index % count == first for name in names]
 
 
 def _plan(outdir: Path, owned: range, fmt: str, config, pool: ThreadPoolExecutor,
-          workers: int) -> tuple[Iterator[int], int, int, set[int]]:
+          workers: int, keep: bool = True) -> tuple[Iterator[int], int, int, set[int]]:
     """(indices to paint, lazily; how many; how many had a broken file; the valid indices present).
-    Decodes every existing file
-    of this shard; the plan is a generator over `owned`, so its size does not depend on --n."""
-    present = existing_files(outdir)
+    Decodes every existing file of this shard (none with `keep` False: --overwrite paints them all);
+    the plan is a generator over `owned`, so its size does not depend on --n."""
+    present = existing_files(outdir) if keep else {}
     candidates = sorted(i for i, names in present.items() if i in owned and file_name(i, fmt) in names)
     chunks = [candidates[k::workers] for k in range(workers)]
 
