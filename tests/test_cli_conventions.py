@@ -218,7 +218,7 @@ def test_a_program_run_collects_garbage_less_often_except_training(command, expe
     ("fpa-vis", ["invert", "--bogus"], "No such option '--bogus'"),
     ("fpa-convert", [], "Missing argument"),
     ("fpa-train", ["--steps", "0", "--out", "x"], "Invalid value for '--steps'"),
-    ("fpa-train", ["unet"], "Missing option '--from'"),
+    ("fpa-train", ["unet", "--out", "{tmp}/u"], "Missing option '--from'"),
     # an option the run would ignore is refused, not silently dropped
     ("fpa-sample", ["--n", "4", "--outdir", "{tmp}/s", "--jpeg-quality", "80"],
      "--jpeg-quality applies only with --format jpg"),

@@ -2,11 +2,15 @@
 cannot convert (sparse, meta) in one line."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from fpa_export.models import read_checkpoint, save_checkpoint
 from tests.conftest import make_generator
 from tests.test_convert import _write, assert_one_line_error, convert, edited
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_sparse_or_meta_tensor_is_one_line(tmp_path):
@@ -27,7 +31,10 @@ def test_a_training_checkpoint_or_another_file_is_kept_unless_forced(tmp_path):
     run.mkdir()
     latest = save_checkpoint(run / "latest.pt", make_generator(0), step=7, train_state={"step": 7})
     other = _write(tmp_path / "other.pt", b"someone else's file")
-    for target in (latest, other):
+    model = save_checkpoint(tmp_path / "mymodel.pt", make_generator(1))  # no train state, not converted
+    shipped = tmp_path / "default_model.pt"
+    shipped.write_bytes((ROOT / "models" / "default_model.pt").read_bytes())
+    for target in (latest, other, model, shipped):
         before = target.read_bytes()
         result = convert(official, "-o", target, ok=False)
         assert_one_line_error(result, f"{target}: exists and is not a converted checkpoint",

@@ -101,6 +101,17 @@ def test_export_keeps_a_file_that_is_not_a_graph_unless_forced(checkpoint, tmp_p
     kept = theirs.read_bytes()
     line = _last_line(CliRunner().invoke(main, ["onnx", str(checkpoint), "-o", str(theirs), "--no-verify"]))
     assert "exists and is not a graph exported by fpa-export" in line and theirs.read_bytes() == kept, line
+    their_json = tmp_path / "theirs.onnx.json"  # beside it, a JSON of theirs: not our sidecar either
+    their_json.write_text('{"tool": "mine"}\n')
+    line = _last_line(CliRunner().invoke(main, ["onnx", str(checkpoint), "-o", str(theirs), "--no-verify"]))
+    assert "exists and is not a graph exported by fpa-export" in line and theirs.read_bytes() == kept, line
+    assert their_json.read_text() == '{"tool": "mine"}\n'
+    fresh = tmp_path / "fresh.onnx"  # no graph there yet, but a user's JSON where its sidecar goes
+    (tmp_path / "fresh.onnx.json").write_text("[1, 2]\n")
+    line = _last_line(CliRunner().invoke(main, ["onnx", str(checkpoint), "-o", str(fresh), "--no-verify"]))
+    assert line == (f"Error: {fresh}.json: exists and is not the sidecar of a graph exported by "
+                    "fpa-export, so it is kept; give another file name, or pass --force to replace it"), line
+    assert not fresh.exists() and (tmp_path / "fresh.onnx.json").read_text() == "[1, 2]\n"
     forced = CliRunner().invoke(main, [*args, "--force"])
     assert forced.exit_code == 0, forced.output
     again = CliRunner().invoke(main, args)  # now a graph: re-running replaces or reuses it, no --force

@@ -166,7 +166,7 @@ def test_a_resumed_unet_run_refuses_another_from(run, tmp_path):
     assert len(wrong.output.strip().splitlines()) == 1 and (out / "config.json").read_bytes() == before
     plain = cli("--out", str(out), "--resume", "--steps", "2")  # a U-Net run resumed as an FPA run
     assert plain.exit_code == 1 and len(plain.output.strip().splitlines()) == 1, plain.output
-    assert f"holds a U-Net run; resume it with: fpa-train unet --from {run / 'latest.pt'}" in plain.output
+    assert f"holds a U-Net run; resume it with: fpa-train unet --out {out} --resume" in plain.output
     copy, step = copy_run(run, tmp_path / "copy")
     staged = cli("unet", "--from", str(run / "latest.pt"), "--out", str(copy), "--resume", "--steps", "9")
     assert staged.exit_code == 1 and "holds an FPA run, not a U-Net run" in staged.output
@@ -198,5 +198,15 @@ def test_a_data_folder_named_like_a_built_in_set_is_the_folder(tmp_path, monkeyp
     result = cli("--data", "./digits/", *TINY_MODEL_ARGS, *TINY_D_ARGS, "--batch-size", "2", "--steps", "1",
                  "--eval-every", "0", "--out", str(tmp_path / "run"))
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["run"]["data"] == "./digits/"
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["run"]["data"]
+    assert recorded == str(tmp_path / "digits")  # the folder, by its absolute path
     assert "unreadable image(s) skipped" in result.output  # make_folder's bad file: the folder was read
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "digits").mkdir(parents=True)  # an empty folder of that name where it resumes
+    monkeypatch.chdir(elsewhere)
+    again = cli("--out", str(tmp_path / "run"), "--resume", "--steps", "2")
+    assert again.exit_code == 0, again.output  # not "no images found": the run's own folder is read
+    given = cli("--out", str(tmp_path / "run"), "--resume", "--steps", "3", "--data", "../digits")
+    assert given.exit_code == 0 and "--data" not in given.output, given.output  # the same folder
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["run"]["data"] == recorded and config["run"]["steps"] == 3

@@ -73,3 +73,29 @@ def test_disk_full_during_a_checkpoint_save_is_one_line_and_keeps_the_old_checkp
     assert len(error) == 1 and "No space left on device" in error[0] and "intact" in error[0]
     assert (out / "latest.pt").read_bytes() == before
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_new_run_keeps_a_folders_files_that_are_not_a_runs(tmp_path):
+    """A folder without latest.pt holding files of the run's names (a project's config.json, a log, a
+    best.pt, a picture named like a grid) is refused; a run of ours stopped before its first
+    checkpoint (its config.json is a run's) is started again."""
+    out = tmp_path / "project"
+    (out / "samples").mkdir(parents=True)
+    files = {out / "config.json": b'{"project": "mine"}\n', out / "log.jsonl": b"my log\n",
+             out / "best.pt": b"not a checkpoint", out / "samples" / "step_0000002.png": b"a photo"}
+    for path, data in files.items():
+        path.write_bytes(data)
+    args = ["--data", "mnist", *TINY_MODEL_ARGS, *TINY_D_ARGS, "--steps", "2", "--eval-every", "0",
+            "--no-progress", "--out", str(out)]
+    for name in ("config.json", "log.jsonl", "best.pt", "samples/step_0000002.png"):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and "pick a new --out" in result.output
+        assert name in result.output and "not a run folder of fpa-train" in result.output
+        assert {path: path.read_bytes() for path in files} == files
+        del files[out / name]
+        (out / name).unlink()
+    assert CliRunner().invoke(main, args).exit_code == 0  # nothing of the user's left: the run starts
+    (out / "latest.pt").unlink()  # as if stopped before its first checkpoint: its config.json is a run's
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and (out / "latest.pt").is_file(), again.output

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -24,16 +25,23 @@ def train_fpa(out: str | Path, model: FPAConfig, train: TrainConfig, options: Ru
     return _run(out, model, train, options, resume)
 
 
-def train_unet(out: str | Path, fpa_checkpoint: str | Path, unet: UNetConfig, train: TrainConfig,
+def train_unet(out: str | Path, fpa_checkpoint: Optional[str | Path], unet: UNetConfig, train: TrainConfig,
                options: RunOptions, resume: bool = False, base: str = "raw", fresh_d: bool = False) -> dict:
     """Stage 2 (docs/MODEL.md §5): a U-Net on top of the frozen FPA of `fpa_checkpoint`.
 
     As the official recipe: the frozen base is the checkpoint's raw generator G (`base="ema"`: its EMA
     generator instead), the discriminator and its Adam state continue from the checkpoint's train state
     (`fresh_d=True`: a fresh D and optimiser, the official `--load_only_g --reset_d_optimizer`), and
-    the generator's optimiser is fresh. The discriminator layout of a continued D is the source run's."""
+    the generator's optimiser is fresh. The discriminator layout of a continued D is the source run's.
+    A resumed run continues from its own latest.pt, which holds the frozen FPA: `fpa_checkpoint` is not
+    read (it may be None, moved or trained further since), and the run's record of where its FPA came
+    from (config.json's `from`, `from_step`, `base`, `discriminator`) is kept."""
     if base not in BASES:
         raise TrainingError(f"base must be one of {', '.join(BASES)}, got {base!r}")
+    if resume and (Path(out) / "latest.pt").is_file():
+        return _resume_unet(Path(out), fpa_checkpoint, unet, train, options)
+    if fpa_checkpoint is None:
+        raise TrainingError("the U-Net stage starts from a trained FPA checkpoint: give it (--from)")
     ckpt = read_checkpoint(fpa_checkpoint)
     model_base = FPAConfig.from_dict(ckpt["config"])
     if model_base.unet is not None:
@@ -51,9 +59,30 @@ def train_unet(out: str | Path, fpa_checkpoint: str | Path, unet: UNetConfig, tr
     if unexpected or not all(key.startswith("unet.") for key in missing):
         raise TrainingError(f"{fpa_checkpoint}: weights do not fit the FPA+U-Net model")
     train = dataclasses.replace(train, unet_stage=True)
-    meta = {"from": str(fpa_checkpoint), "from_step": int(ckpt["step"]), "base": base,
+    meta = {"from": os.path.abspath(fpa_checkpoint), "from_step": int(ckpt["step"]), "base": base,
             "discriminator": "fresh" if d_init is None else "continued (weights and Adam state)"}
     return _run(out, model, train, options, resume, generator=generator, d_init=d_init, meta=meta)
+
+
+UNET_RECORD = ("from", "from_step", "base", "discriminator")  # config.json: where the frozen FPA came from
+
+
+def _resume_unet(out: Path, fpa_checkpoint, unet: UNetConfig, train: TrainConfig,
+                 options: RunOptions) -> dict:
+    """A U-Net run continued from its latest.pt, with its own model, frozen FPA and discriminator layout
+    (its weights are loaded by `Run.resume`, which refuses another U-Net)."""
+    ckpt = read_checkpoint(out / "latest.pt")
+    model = FPAConfig.from_dict(ckpt["config"])
+    if model.unet is None:
+        raise TrainingError(f"{out}: holds an FPA run, not a U-Net run; resume it with train_fpa "
+                            f"(fpa-train --out {out} --resume)")
+    own = TrainConfig.from_dict((ckpt.get("train_state") or {}).get("train_config", {}))
+    train = dataclasses.replace(train, unet_stage=True, **{k: getattr(own, k) for k in D_FIELDS})
+    record = runfolder.run_record(out) or {}
+    meta = {key: record[key] for key in UNET_RECORD if key in record}
+    if "from" not in meta and fpa_checkpoint is not None:  # config.json was lost: the given source
+        meta["from"] = os.path.abspath(fpa_checkpoint)
+    return _run(out, model.replace(unet=unet), train, options, True, meta=meta)
 
 
 def _base_weights(path, ckpt: dict, state: dict, base: str) -> dict:
@@ -91,6 +120,7 @@ def _start_discriminator(trainer: Trainer, d_init: dict, lr: float) -> None:
 
 def _run(out, model, train, options, resume, generator=None, d_init=None, meta=None) -> dict:
     out = Path(out)
+    options = dataclasses.replace(options, data=datasets.recorded_data(options.data))
     if Path(options.data).is_dir():  # the run's sample grids would be read back as training data
         check_outside(out, options.data)
     info = ddp.setup(options.device)
@@ -107,6 +137,8 @@ def _locked_run(out, model, train, options, resume, info, generator, d_init, met
     """The run itself, with the run folder locked and swept."""
     if (out / "latest.pt").exists() and not resume:
         raise TrainingError(f"{out}: already holds a run; pass --resume to continue it or pick a new --out")
+    if not resume:
+        runfolder.check_fresh(out)  # a user's config.json, log.jsonl, best.pt or grids are kept
     trainer = Trainer(model, train, device=info.device, generator=generator, wrap=ddp.wrapper(info))
     source = datasets.open_source(options.data, model.image_size, model.channels, seed=train.seed)
     if d_init is not None and not resume:

@@ -8,7 +8,8 @@ import click
 from fpa_export.common.cli import HELP_OPTIONS, Group, friendly_errors, given, nonempty_path, version_option
 from fpa_export.common.devices import device_option
 from .options import AUG_TYPES, MAX_SEED
-from .resume_options import D_FIXED, FPA_FIXED, MODEL_FIELDS, TRAIN_FREE, UNET_FIXED, adopt, check_preset
+from .resume_options import (D_FIXED, FPA_FIXED, MODEL_FIELDS, TRAIN_FREE, UNET_FIXED, adopt, check_preset,
+                             run_settings)
 
 # Discriminator sizes. 'paper' is lightweight-gan's (docs/MODEL.md §6); 'cpu-small' is the D of the shipped
 # default model (tools/train_default.sh): channel cap 64, no attention before the 32-px stage, 2 × 16 heads.
@@ -170,6 +171,14 @@ def _train_config(kw: dict):
                        amp=kw["amp"], seed=kw["seed"])
 
 
+def _recorded_data(ctx: click.Context, kw: dict) -> dict:
+    """A given --data as the run records it (a folder by its absolute path), so that a resume compares
+    like with like."""
+    from .data import recorded_data
+
+    return {**kw, "data": recorded_data(kw["data"])} if given(ctx, "data") else kw
+
+
 def _run_options(kw: dict):
     from .loop import RunOptions
 
@@ -227,6 +236,7 @@ def fpa_command(ctx, **kw):
     from fpa_export.models import FPAConfig
     from .api import train_fpa
 
+    kw = _recorded_data(ctx, kw)
     note = ""
     if kw["resume"]:  # the options left out continue the run, the given ones must fit it
         kw, note = adopt(ctx, kw, fixed={**FPA_FIXED, **D_FIXED}, free=TRAIN_FREE)
@@ -240,9 +250,24 @@ def fpa_command(ctx, **kw):
     _report(kw["out"], result)
 
 
+def _fpa_source(ctx, param, value):
+    """--from: an existing checkpoint file, or 'default' (the embedded model); None when not given."""
+    from fpa_export.common.errors import not_a_file
+    from fpa_export.models import DEFAULT_MODEL, default_checkpoint_path
+
+    if value is None:
+        return None
+    if value == DEFAULT_MODEL:
+        return Path(default_checkpoint_path())
+    if not Path(value).is_file():
+        raise click.BadParameter(not_a_file(value), ctx, param)
+    return Path(value)
+
+
 @main.command("unet", context_settings=CTX)
-@click.option("--from", "source", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="checkpoint of a trained FPA run (latest.pt or best.pt)")
+@click.option("--from", "source", default=None, callback=_fpa_source,
+              help="checkpoint of a trained FPA run (latest.pt or best.pt), or 'default' (the embedded "
+                   "model); with --resume the run's own frozen FPA is used and --from may be left out")
 @_options(UNET_OPTIONS + RUN_OPTIONS)
 @_friendly
 @click.pass_context
@@ -260,15 +285,21 @@ def unet_command(ctx, source, **kw):
     from fpa_export.models import UNetConfig, read_checkpoint
     from .api import train_unet
 
+    kw = _recorded_data(ctx, kw)
     d_given = [name for name in D_OPTION_NAMES if given(ctx, name)]
     if d_given and not kw["fresh_d"]:
         raise click.UsageError(f"--{d_given[0].replace('_', '-')}: the discriminator continues from --from "
                                "with its own layout; D options apply only with --fresh-d")
-    if kw["resume"]:  # the discriminator is --from's or the run's own; see fpa_command
-        kw, note = adopt(ctx, kw, fixed=UNET_FIXED, free=TRAIN_FREE, unet_from=Path(source))
+    settings = None
+    if kw["resume"]:  # the model and discriminator are the run's own; see fpa_command
+        kw, note = adopt(ctx, kw, fixed={**UNET_FIXED, **D_FIXED}, free=TRAIN_FREE, unet=True,
+                         unet_from=source)
         if note:
             click.echo(note, err=True)
-    config = read_checkpoint(source)["config"]
+        settings = run_settings(Path(kw["out"]))
+    if settings is None and source is None:
+        raise click.UsageError("Missing option '--from': the trained FPA checkpoint to start from")
+    config = settings[0] if settings is not None else read_checkpoint(source)["config"]
     kw = resolve_d_preset(kw, config["hidden_size"])  # used only with --fresh-d
     check_attention_widths(ctx, kw, config["image_size"])
     dim = kw["unet_dim"] or config["image_size"]

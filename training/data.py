@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.util
+import os
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -82,6 +83,13 @@ class FolderImages:
         if not good:
             return torch.empty(0, self.channels, self.image_size, self.image_size), skipped
         return torch.stack(good), skipped
+
+
+def recorded_data(data: str) -> str:
+    """A run's --data as it records and compares it: a built-in set by its name, a folder by its absolute
+    path, so a run resumed from another working folder reads the same images."""
+    data = str(data)
+    return data if data in BUILTIN or not data.strip() else os.path.abspath(data)
 
 
 def open_source(data: str, image_size: int, channels: int, seed: int = 0):

@@ -12,7 +12,6 @@ the run options (data, --steps, periods, metric) from config.json. An option giv
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -20,6 +19,7 @@ import click
 
 from fpa_export.common.cli import given as _given
 from fpa_export.common.errors import FpaError
+from .runfolder import run_record
 
 _join = lambda items: ",".join(str(item) for item in items)  # noqa: E731  tuples as the CLI writes them
 
@@ -57,13 +57,9 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def run_record(out: Path) -> Optional[dict]:
-    """The run's config.json as a dict, or None when it is missing or unreadable."""
-    try:
-        record = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and isinstance(record.get("run"), dict) else None
+def _shown(value) -> str:
+    """A run's value as a message shows it: an empty one (no attention widths) as '' (none)."""
+    return "'' (none)" if value == "" else str(value)
 
 
 def run_settings(out: Path) -> Optional[tuple[dict, dict, Optional[dict]]]:
@@ -82,19 +78,20 @@ def run_settings(out: Path) -> Optional[tuple[dict, dict, Optional[dict]]]:
     return model, train, run_record(out)
 
 
-def adopt(ctx: click.Context, kw: dict, fixed: dict, free: dict,
+def adopt(ctx: click.Context, kw: dict, fixed: dict, free: dict, unet: bool = False,
           unet_from: Optional[Path] = None) -> tuple[dict, str]:
     """(`kw` with the run's values for the options not given, a line naming each given option of `free`
     that overrides the run's ('' when none)); FpaError (one line) for a given option of `fixed` that
     differs from the run's, for a run whose config.json is lost when --data is not given (the run
     options would silently be the defaults: another data set, other periods), for a run of the other
-    stage, and for a U-Net run (`unet_from`: this is `fpa-train unet --from`) given another --from."""
+    stage (`unet`: this is `fpa-train unet`), and for a U-Net run given a --from (`unet_from`) other
+    than its own."""
     out = Path(kw["out"])
     settings = run_settings(out)
     if settings is None:
         return kw, ""
     model, train, record = settings
-    _check_stage(out, model, record, unet_from is not None)
+    _check_stage(out, model, unet)
     if unet_from is not None:
         _check_source(out, record, unet_from)
     run = None if record is None else record["run"]
@@ -114,37 +111,36 @@ def adopt(ctx: click.Context, kw: dict, fixed: dict, free: dict,
             kw[name] = theirs
         elif kw[name] != theirs and name in fixed:
             part = "discriminator" if name in D_FIXED else "model"
-            raise FpaError(f"{_flag(name)} {kw[name]}: the run in {kw['out']} has {theirs}; a resumed run "
-                           f"keeps its {part} (drop {_flag(name)}, or start a new run with another --out)")
+            raise FpaError(f"{_flag(name)} {kw[name]}: the run in {kw['out']} has {_shown(theirs)}; a "
+                           f"resumed run keeps its {part} (drop {_flag(name)}, or start a new run with "
+                           "another --out)")
         elif kw[name] != theirs:
-            changed.append(f"{_flag(name)} {kw[name]} (the run had {theirs})")
+            changed.append(f"{_flag(name)} {kw[name]} (the run had {_shown(theirs)})")
     if lost:
         changed.append("the run options not given at their defaults (config.json was missing or unreadable)")
     return kw, f"Resuming with {', '.join(changed)}" if changed else ""
 
 
-def _check_stage(out: Path, model: dict, record: Optional[dict], unet_stage: bool) -> None:
+def _check_stage(out: Path, model: dict, unet_stage: bool) -> None:
     """The resuming command must be the run's: `fpa-train unet` for a U-Net run, plain `fpa-train` else."""
     if bool(model.get("unet")) == unet_stage:
         return
     if unet_stage:
         raise FpaError(f"{out}: holds an FPA run, not a U-Net run; resume it with: fpa-train --out {out} "
                        "--resume")
-    source = (record or {}).get("from", "FPA_CHECKPOINT")
-    raise FpaError(f"{out}: holds a U-Net run; resume it with: fpa-train unet --from {source} --out {out} "
-                   "--resume")
+    raise FpaError(f"{out}: holds a U-Net run; resume it with: fpa-train unet --out {out} --resume")
 
 
 def _check_source(out: Path, record: Optional[dict], source: Path) -> None:
-    """A resumed U-Net run keeps the frozen FPA it started from (its weights are in latest.pt): a --from
-    other than the run's recorded one is refused rather than recorded over it. A recorded file that no
-    longer exists (moved) cannot be compared, and the given --from stands."""
+    """A resumed U-Net run keeps the frozen FPA it started from (its weights are in latest.pt, so --from
+    is not needed to resume): a --from other than the run's recorded one is refused. A recorded file
+    that no longer exists (moved) cannot be compared; the record is kept either way."""
     theirs = (record or {}).get("from")
     if not isinstance(theirs, str) or not Path(theirs).exists():
         return
     if not Path(theirs).samefile(source):
         raise FpaError(f"--from {source}: the run in {out} was started from {theirs}; a resumed U-Net run "
-                       f"keeps its frozen FPA (pass --from {theirs}, or start a new run with another --out)")
+                       f"keeps its frozen FPA (drop --from, or start a new run with another --out)")
 
 
 def check_preset(ctx: click.Context, kw: dict, preset: dict) -> None:

@@ -7,14 +7,20 @@
   left behind. Only ours: atomic writes name them `.<target>.<8 random chars>.tmp`
   (`fpa_export.common.atomic`), and only those whose target is a run-folder file and which are older
   than `min_age` seconds are removed; anything else in the folder is left alone.
+- `check_fresh(out)`: a new run replaces the files of a run of ours stopped before its first latest.pt,
+  never a folder's files of the same names that are not a run's.
+- `run_record(out)`: the run's config.json, as a dict.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from pathlib import Path
+from typing import Optional
 
 from fpa_export.common.atomic import sweep_stale_temps
+from fpa_export.common.errors import FpaError
 from fpa_export.common.lock import folder_lock
 
 RUN_FILES = re.compile(r"(latest\.pt|best\.pt|config\.json|log\.jsonl|step_\d+(_raw)?\.png)")
@@ -29,3 +35,26 @@ def locked(out: Path, is_main: bool):
 def sweep_stale_temp_files(out: Path, min_age: float = STALE_AFTER_S) -> list[Path]:
     """Delete our stale temp files of run files in `out` and `out/samples`; returns what was removed."""
     return [path for folder in (out, out / "samples") for path in sweep_stale_temps(folder, min_age, RUN_FILES)]
+
+
+def run_record(out: Path) -> Optional[dict]:
+    """The run's config.json as a dict, or None when it is missing, unreadable or not a run's."""
+    try:
+        record = json.loads((Path(out) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("run"), dict) else None
+
+
+def check_fresh(out: Path) -> None:
+    """Before a new run writes into `out`: the run files there (config.json, log.jsonl, best.pt, sample
+    grids) are replaced only when they are a run's of ours that stopped before its first latest.pt,
+    known by its config.json, which a new run writes before any other file. Anything else of those
+    names is a user's or another tool's: refused in one line, nothing touched."""
+    out = Path(out)
+    found = [name for name in ("config.json", "log.jsonl", "best.pt") if (out / name).exists()]
+    grids = sorted(out.glob("samples/step_*.png")) if (out / "samples").is_dir() else []
+    found += [f"samples/{grids[0].name}"] if grids else []
+    if found and run_record(out) is None:
+        raise FpaError(f"{out}: holds {', '.join(found)}, which a new run would overwrite, and is not a run "
+                       "folder of fpa-train (no run config.json); pick a new --out")

@@ -32,6 +32,7 @@ from .options import DEFAULTS, MODEL_TYPES, WEIGHTS
 
 __all__ = ["convert_official", "read_official", "ConversionError", "ConversionWarning", "DEFAULTS",
            "MODEL_TYPES", "WEIGHTS"]
+SOURCE_KIND = "official-fpainter"  # the `source.kind` of a converted checkpoint
 UNSUPPORTED = {"learned_init": "a learned initial canvas (official --use_learned_init)"}
 
 
@@ -80,7 +81,7 @@ def convert_official(path: str | os.PathLike, out: str | os.PathLike, model_type
     for note in notes:
         warnings.warn(note, ConversionWarning, stacklevel=2)
     source = {
-        "kind": "official-fpainter",
+        "kind": SOURCE_KIND,
         "file": path.name,
         "sha256": digest,
         "official_version": str(data.get("version")),
@@ -93,11 +94,15 @@ def convert_official(path: str | os.PathLike, out: str | os.PathLike, model_type
 
 
 def _converted(path: Path) -> bool:
-    """Whether the file at `path` is a checkpoint without a train state (what a conversion writes)."""
+    """Whether the file at `path` is what a conversion writes: a checkpoint whose `source` record is a
+    conversion's (not a trained model, nor one saved by `save_checkpoint` or another tool)."""
     try:
-        return not read_checkpoint(path).get("train_state")
+        record = read_checkpoint(path)
     except FpaError:
         return False
+    source = record.get("source")
+    return (not record.get("train_state") and isinstance(source, dict)
+            and source.get("kind") == SOURCE_KIND)
 
 
 def _check_options_apply(options: dict, config: FPAConfig, path: Path) -> None:

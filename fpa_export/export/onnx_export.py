@@ -29,8 +29,8 @@ from fpa_export.models import FPAGenerator, describe, load_checkpoint
 from fpa_export.loading import resolve_checkpoint
 from .fp16 import to_mixed_fp16
 from .onnx_meta import embed_record
-from .sidecar import (ExportError, check_writable, library_versions, read_export_record, read_sidecar, reusable,
-                      sha256_file, sidecar_path, write_sidecar)
+from .sidecar import (ExportError, check_writable, has_our_sidecar, library_versions, read_export_record,
+                      reusable, sha256_file, sidecar_path, write_sidecar)
 from .spec import INPUT_NAME, BATCH, ExportSpec
 from .tempfiles import sweep_stale_temporaries
 from .verify import Tolerance, check_model, compare_with_torch, import_onnx
@@ -60,12 +60,12 @@ class ExportResult:
 
 
 def _exported(path: Path) -> bool:
-    """Whether `path` is a graph of ours, to be rebuilt: its sidecar is there (beside a damaged export
-    too), or its metadata holds our record (checked or, for a graph edited since, not)."""
+    """Whether `path` is a graph of ours, to be rebuilt: our sidecar is beside it (beside a damaged
+    export too), or its metadata holds our record (checked or, for a graph edited since, not)."""
     from fpa_export.common.errors import FpaError
     from .onnx_meta import GraphModified
 
-    if read_sidecar(path) is not None:
+    if has_our_sidecar(path):
         return True
     try:
         return read_export_record(path) is not None
@@ -109,6 +109,8 @@ def export_onnx(checkpoint=None, out=None, graph: str = "image", fp16: bool = Fa
     if not force:
         check_replaceable(out, "a graph exported by fpa-export", _exported, "pass --force to replace it",
                           ExportError)
+        check_replaceable(sidecar_path(out), "the sidecar of a graph exported by fpa-export",
+                          lambda path: has_our_sidecar(out), "pass --force to replace it", ExportError)
     sweep_stale_temporaries(out.parent)
     inputs = {"checkpoint_sha256": sha256_file(checkpoint), "spec": spec.to_dict(), "opset": opset,
               "exporter": exporter, "verify": verify, "atol": atol,

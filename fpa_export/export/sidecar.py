@@ -67,6 +67,16 @@ def read_sidecar(artefact: str | os.PathLike) -> Optional[dict]:
     return data if isinstance(data, dict) else None
 
 
+SIDECAR_KINDS = ("onnx", "tensorrt")  # the `kind` of the records fpa-export writes
+
+
+def has_our_sidecar(artefact: str | os.PathLike) -> bool:
+    """Whether the sidecar of `artefact` is one fpa-export wrote (its kind and inputs recorded), not
+    another tool's or a user's JSON of that name."""
+    data = read_sidecar(artefact)
+    return data is not None and data.get("kind") in SIDECAR_KINDS and isinstance(data.get("inputs"), dict)
+
+
 _RECORDS: dict = {}  # (file and sidecar identities) → record: one hash per file per process
 _RECORDS_KEPT = 32
 
