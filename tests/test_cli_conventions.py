@@ -234,7 +234,8 @@ def test_a_program_run_collects_garbage_less_often_except_training(command, expe
     ("fpa-gif", ["--grid", "{tmp}/g.png", "--mode", "both"], "--mode applies only to an animation"),
     # an empty path would silently mean the current folder
     ("fpa-sample", ["--n", "4", "--outdir", ""], "Invalid value for '--outdir': an empty path"),
-    ("fpa-train", ["--out", "", "--steps", "1"], "Invalid value for '--out': an empty path"),
+    ("fpa-train", ["--out", "", "--steps", "1"], "an empty path; give a folder name"),
+    ("fpa-convert", ["x.pt", "-o", ""], "an empty path; give a file name"),
 ])
 def test_usage_mistakes_are_one_line_naming_the_help(command, args, text, tmp_path):
     from click.testing import CliRunner

@@ -99,3 +99,17 @@ def test_a_new_run_keeps_a_folders_files_that_are_not_a_runs(tmp_path):
     (out / "latest.pt").unlink()  # as if stopped before its first checkpoint: its config.json is a run's
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0 and (out / "latest.pt").is_file(), again.output
+
+
+def test_a_damaged_latest_pt_names_the_runs_best_pt(tmp_path):
+    out = tmp_path / "run"
+    train_fpa(out, tiny_config(image_size=16), train_config(), options(steps=2, eval_every=1))
+    assert (out / "best.pt").is_file()
+    data = (out / "latest.pt").read_bytes()
+    (out / "latest.pt").write_bytes(data[: len(data) // 2])  # torn
+    args = ["--out", str(out), "--resume", "--steps", "3", "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "latest.pt" in result.output and "best.pt can be resumed instead" in result.output
+    (out / "latest.pt").write_bytes((out / "best.pt").read_bytes())  # as the line says
+    assert CliRunner().invoke(main, args).exit_code == 0

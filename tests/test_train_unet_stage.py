@@ -69,7 +69,8 @@ def test_base_ema_and_fresh_d(tmp_path, source):
 def test_best_pt_carries_the_raw_generator_and_the_selection_record(tmp_path, source):
     data, path = source
     best = read_checkpoint(path.parent / "best.pt")
-    assert best["metrics"]["selected_by"] == {"metric": "fd_pixel", "samples": 16, "lower_is_better": True}
+    assert best["metrics"]["selected_by"] == {"metric": "fd_pixel", "samples": 16, "real_images": 5,
+                                              "lower_is_better": True}  # the folder's 5 readable images
     assert "fd_pixel" in best["metrics"]
     train_unet(tmp_path / "u", path.parent / "best.pt", tiny_unet_config(3), train_config(),
                options(data, steps=1))  # raw G and D come from best.pt's train_state

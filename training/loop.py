@@ -30,10 +30,10 @@ import torch
 
 from fpa_export.common.errors import FpaError
 from fpa_export.common.atomic import atomic_write, atomic_write_json
-from fpa_export.models import FPAConfig, read_checkpoint, save_checkpoint
+from fpa_export.models import FPAConfig, save_checkpoint
 from fpa_export.common.images import arrange, grid, to_hwc, to_uint8
 from . import data as datasets
-from . import quality
+from . import quality, runfolder
 from .ema import ema_notice, ema_record
 from .trainer import Trainer
 
@@ -179,7 +179,7 @@ class Run:
         if not path.exists():
             raise TrainingError(f"{self.out}: nothing to resume (no latest.pt); drop --resume to start "
                                 "a new run there")
-        ckpt = read_checkpoint(path)
+        ckpt = runfolder.read_latest(self.out)
         if int(ckpt["step"]) >= self.options.steps:
             raise TrainingError(f"{path}: the run is already at step {ckpt['step']}, --steps is "
                                 f"{self.options.steps}; pass a larger --steps to continue it")
@@ -295,7 +295,7 @@ class Run:
             value = self.measure()
             metrics = {f"fd_{opts.metric}": value,
                        "selected_by": {"metric": f"fd_{opts.metric}", "samples": opts.eval_count,
-                                       "lower_is_better": True}}
+                                       "real_images": int(self.real_stats.n), "lower_is_better": True}}
             self._log({"step": step, f"fd_{opts.metric}": round(value, 6)})
             if value < self.best:
                 self.best = value

@@ -19,7 +19,7 @@ import click
 
 from fpa_export.common.cli import given as _given
 from fpa_export.common.errors import FpaError
-from .runfolder import run_record
+from .runfolder import read_latest, run_record
 
 _join = lambda items: ",".join(str(item) for item in items)  # noqa: E731  tuples as the CLI writes them
 
@@ -66,12 +66,10 @@ def run_settings(out: Path) -> Optional[tuple[dict, dict, Optional[dict]]]:
     """(model config, train config, config.json's record or None when it is missing or unreadable) of
     the run in `out`, or None when there is no latest.pt (the run's own resume then says "nothing to
     resume")."""
-    from fpa_export.models import read_checkpoint
-
     path = out / "latest.pt"
     if not path.is_file():
         return None
-    ckpt = read_checkpoint(path)
+    ckpt = read_latest(out)
     model, train = ckpt.get("config"), (ckpt.get("train_state") or {}).get("train_config")
     if not isinstance(model, dict) or not isinstance(train, dict):
         raise FpaError(f"{path}: has no train_state, cannot resume")

@@ -9,7 +9,7 @@
   than `min_age` seconds are removed; anything else in the folder is left alone.
 - `check_fresh(out)`: a new run replaces the files of a run of ours stopped before its first latest.pt,
   never a folder's files of the same names that are not a run's.
-- `run_record(out)`: the run's config.json, as a dict.
+- `run_record(out)`: the run's config.json, as a dict; `read_latest(out)`: the run's latest.pt.
 """
 from __future__ import annotations
 
@@ -58,3 +58,17 @@ def check_fresh(out: Path) -> None:
     if found and run_record(out) is None:
         raise FpaError(f"{out}: holds {', '.join(found)}, which a new run would overwrite, and is not a run "
                        "folder of fpa-train (no run config.json); pick a new --out")
+
+
+def read_latest(out: Path) -> dict:
+    """The run's latest.pt, read as every checkpoint is; a damaged one is one line that, when the run
+    has a best.pt, says how to resume from that instead."""
+    from fpa_export.models import CheckpointError, read_checkpoint
+
+    try:
+        return read_checkpoint(Path(out) / "latest.pt")
+    except CheckpointError as err:
+        if not (Path(out) / "best.pt").is_file():
+            raise
+        raise CheckpointError(f"{err}; the run's best.pt can be resumed instead: copy it over latest.pt "
+                              "(the run then continues from best.pt's step)") from None

@@ -229,7 +229,10 @@ def nonempty_path(ctx, param, value):
     if value is None:
         return None
     if not str(value).strip():
-        raise click.BadParameter("an empty path; give a folder or file name", ctx, param)
+        kind = getattr(param, "type", None)
+        what = ("file" if getattr(kind, "dir_okay", True) is False else
+                "folder" if getattr(kind, "file_okay", True) is False else "folder or file")
+        raise click.BadParameter(f"an empty path; give a {what} name", ctx, param)
     return Path(value)
 
 
