@@ -71,7 +71,7 @@ def _resume_unet(out: Path, fpa_checkpoint, unet: UNetConfig, train: TrainConfig
                  options: RunOptions) -> dict:
     """A U-Net run continued from its latest.pt, with its own model, frozen FPA and discriminator layout
     (its weights are loaded by `Run.resume`, which refuses another U-Net)."""
-    ckpt = read_checkpoint(out / "latest.pt")
+    ckpt = runfolder.read_latest(out)
     model = FPAConfig.from_dict(ckpt["config"])
     if model.unet is None:
         raise TrainingError(f"{out}: holds an FPA run, not a U-Net run; resume it with train_fpa "

@@ -290,13 +290,12 @@ def unet_command(ctx, source, **kw):
     if d_given and not kw["fresh_d"]:
         raise click.UsageError(f"--{d_given[0].replace('_', '-')}: the discriminator continues from --from "
                                "with its own layout; D options apply only with --fresh-d")
-    settings = None
-    if kw["resume"]:  # the model and discriminator are the run's own; see fpa_command
+    settings = run_settings(Path(kw["out"])) if kw["resume"] else None
+    if settings is not None:  # the model and discriminator are the run's own; see fpa_command
         kw, note = adopt(ctx, kw, fixed={**UNET_FIXED, **D_FIXED}, free=TRAIN_FREE, unet=True,
-                         unet_from=source)
+                         unet_from=source, settings=settings)
         if note:
             click.echo(note, err=True)
-        settings = run_settings(Path(kw["out"]))
     if settings is None and source is None:
         raise click.UsageError("Missing option '--from': the trained FPA checkpoint to start from")
     config = settings[0] if settings is not None else read_checkpoint(source)["config"]

@@ -77,15 +77,15 @@ def run_settings(out: Path) -> Optional[tuple[dict, dict, Optional[dict]]]:
 
 
 def adopt(ctx: click.Context, kw: dict, fixed: dict, free: dict, unet: bool = False,
-          unet_from: Optional[Path] = None) -> tuple[dict, str]:
+          unet_from: Optional[Path] = None, settings: Optional[tuple] = None) -> tuple[dict, str]:
     """(`kw` with the run's values for the options not given, a line naming each given option of `free`
     that overrides the run's ('' when none)); FpaError (one line) for a given option of `fixed` that
     differs from the run's, for a run whose config.json is lost when --data is not given (the run
     options would silently be the defaults: another data set, other periods), for a run of the other
     stage (`unet`: this is `fpa-train unet`), and for a U-Net run given a --from (`unet_from`) other
-    than its own."""
+    than its own. `settings`: the run's `run_settings`, when the caller has read them already."""
     out = Path(kw["out"])
-    settings = run_settings(out)
+    settings = settings if settings is not None else run_settings(out)
     if settings is None:
         return kw, ""
     model, train, record = settings
