@@ -261,5 +261,7 @@ def test_gpu_check_dry_run(tmp_path):
     assert set(reference["images_per_s"]) == {"1", "4", "8"} and reference["latency_ms_b1"] > 0
     assert rows[("default", "torch CUDA graphs", "fp16")] == {
         **rows[("default", "torch CUDA graphs", "fp16")], "status": "skipped", "note": "needs CUDA"}
+    eager_fp16 = rows[("default", "torch eager", "fp16")]  # the CPU cannot run it: skipped, not an error
+    assert eager_fp16["status"] == "skipped" and "CUDA" in eager_fp16["note"], eager_fp16
     assert result["e2e"][0]["status"] == "ok" and result["e2e"][0]["n"] == 16
     assert "DRY RUN" in (tmp_path / "gpu_check.md").read_text()

@@ -89,6 +89,23 @@ def test_model_scores_exactly_like_a_folder_of_its_saved_samples(tmp_path):
     assert fd.compare(from_model, from_files).fd < 1e-9
 
 
+def test_save_stats_is_written_only_when_the_comparison_succeeds(folders, tmp_path):
+    a, b = folders
+    saved = tmp_path / "ref.npz"
+    assert invoke(b, "--save-stats", saved, "--seeds", "0", "--size", "32").exit_code == 0
+    before = saved.read_bytes()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    other_seed = tmp_path / "seed0.npz"
+    other_seed.write_bytes(before)
+    for other, message in ((empty, "no images found"), (other_seed, "no statistics for seed(s) [1]")):
+        result = invoke(a, other, "--save-stats", saved, "--seeds", "1", "--size", "32")
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert saved.read_bytes() == before  # B's failure, found after A's features, leaves the file
+    assert invoke(a, b, "--save-stats", saved, "--seeds", "1", "--size", "32").exit_code == 0
+    assert saved.read_bytes() != before
+
+
 def test_json_says_how_each_model_source_was_sampled(folders):
     a, _ = folders
     record = json.loads(invoke(a, "default", "--n", "6", "--sample-seed", "5", "--seeds", "0",

@@ -232,6 +232,24 @@ def test_sample_folder_with_other_images_is_refused(stray, args, earlier, tmp_pa
     assert {p: p.read_bytes() for p in outdir.rglob("*") if p.is_file()} == before
 
 
+def test_real_images_below_a_sample_folder_are_refused_and_counted(real, tmp_path):
+    from fpa_export.cli.sample import main
+
+    samples = tmp_path / "samples"
+    assert CliRunner().invoke(main, ["--n", "4", "--outdir", str(samples)]).exit_code == 0
+    before = {p: p.read_bytes() for p in samples.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(main, ["stats", str(real), "--write-folder", str(samples / "real")])
+    line = _last_line(result)
+    assert f"inside the sample folder {samples}" in line and "write the real images elsewhere" in line, line
+    assert {p: p.read_bytes() for p in samples.rglob("*") if p.is_file()} == before
+    below = samples / "more"  # 25 images put there by hand: each one counts
+    below.mkdir()
+    for k in range(25):
+        Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(below / f"{k:03d}.png")
+    line = _last_line(CliRunner().invoke(main, ["--n", "4", "--outdir", str(samples)]))
+    assert "(more/000.png, more/001.png, more/002.png and 22 more)" in line, line
+
+
 def test_sample_folder_with_notes_is_fine(tmp_path):
     from fpa_export.cli.sample import main
 

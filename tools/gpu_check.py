@@ -33,6 +33,7 @@ import click
 import torch
 
 from fpa_export.common.atomic import atomic_write_bytes, atomic_write_json
+from fpa_export.runtime.precision import PrecisionError
 import bench_common as common
 from gpu_contenders import BACKENDS, Skip, Target, difference, measure
 
@@ -85,7 +86,7 @@ def run_contender(target: Target, backend: str, precision: str, latents, referen
             row["reference_outputs"] = result["outputs"][fid_batch]
         elif reference is not None:
             row.update(difference(result["outputs"][fid_batch], reference))
-    except Skip as why:
+    except (Skip, PrecisionError) as why:  # PrecisionError: this device cannot run the precision
         row.update(status="skipped", note=str(why))
     except Exception as err:  # noqa: BLE001 — every failure is a row, never an abort
         row.update(status="error", note=f"{type(err).__name__}: {err}"[:300],

@@ -26,8 +26,8 @@ def _format_name(ctx, param, value: str) -> str:
 @click.option("-o", "--out", type=click.Path(dir_okay=False), callback=nonempty_path,
               help="Output .npz of statistics.")
 @click.option("--write-folder", type=click.Path(file_okay=False), callback=nonempty_path, default=None,
-              help="Also write the real images, transformed and round-tripped exactly so, as a folder "
-                   "NNNNNN.jpg|png that pytorch-fid, clean-fid or torch-fidelity read (the paper's "
+              help="Write the real images (with -o: as well), transformed and round-tripped exactly so, "
+                   "as a folder NNNNNN.jpg|png that pytorch-fid, clean-fid or torch-fidelity read (the paper's "
                    "protocol: --format jpg --jpeg-quality 75).")
 @click.option("--model", default=None, type=ModelPath(), help="Model whose image size and channels the real images are "
               "brought to (checkpoint, .onnx or engine)  [default: the embedded model]")
@@ -196,7 +196,12 @@ def _write_real_folder(image_dir, folder, model, image_format, jpeg_quality) -> 
     from fpa_export.common.images import write_real_folder
     from fpa_export.common.lock import folder_lock
     from fpa_export.runtime.modelfile import open_model
+    from fpa_export.sampling.manifest import enclosing_sample_folder
 
+    samples = enclosing_sample_folder(folder)
+    if samples is not None:  # the real images would be scored as samples
+        raise UserError(f"{folder}: inside the sample folder {samples}, whose images FID tools read as "
+                        "samples; write the real images elsewhere")
     config = open_model(model).config
     with folder_lock(folder, "real-image folder"):
         written, skipped = write_real_folder(image_dir, folder, config.image_size, config.channels,

@@ -262,7 +262,8 @@ def fd_between(a: str, b: str, seeds: Optional[Sequence[int]] = None,
                batch_size: int = 100, device: str = "cpu", backend: Optional[str] = None,
                save_a: Optional[str | Path] = None, precision: Optional[str] = None) -> FDResult:
     """The Fréchet distance between two sources (see the module docstring), per seed. `precision`:
-    that of model sources (None: fp32, an exported graph's own)."""
+    that of model sources (None: fp32, an exported graph's own). `save_a`: A's statistics are saved
+    there once the comparison has succeeded, so a failing B never writes or replaces the file."""
     sources = [classify(a), classify(b)]
     for source in sources:
         if source.kind == "model":
@@ -270,10 +271,10 @@ def fd_between(a: str, b: str, seeds: Optional[Sequence[int]] = None,
     seeds, resolution = choose_settings(sources, seeds, resolution)
     options = dict(n=n, sample_seed=sample_seed, batch_size=batch_size, device=device, backend=backend)
     stats_a = stats_of(sources[0], seeds, resolution, **options)
+    result = compare(stats_a, stats_of(sources[1], seeds, resolution, **options))
     if save_a is not None:
         save_stats(save_a, stats_a)
-    stats_b = stats_of(sources[1], seeds, resolution, **options)
-    return compare(stats_a, stats_b)
+    return result
 
 
 def stats_only(a: str, out: str | Path, seeds: Optional[Sequence[int]] = None,

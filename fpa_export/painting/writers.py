@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -60,13 +59,13 @@ def check_output(path: str | Path) -> None:
     """Before any work: a picture or animation is never written into a sample folder (FID tools would
     read it as a sample) nor over a file that it did not write (a photo, a sample, notes): one line."""
     from fpa_export.common.atomic import check_replaceable
-    from fpa_export.sampling.manifest import is_sample_folder
+    from fpa_export.sampling.manifest import enclosing_sample_folder
 
     path = Path(path)
-    for folder in Path(os.path.abspath(path)).parents:  # subfolders too: clean-fid and fpa-fd read them
-        if is_sample_folder(folder):
-            raise FpaError(f"{path}: inside the sample folder {folder}, whose images FID tools read as "
-                           "samples; write it elsewhere")
+    folder = enclosing_sample_folder(path)
+    if folder is not None:
+        raise FpaError(f"{path}: inside the sample folder {folder}, whose images FID tools read as "
+                       "samples; write it elsewhere")
     check_replaceable(path, "a picture or animation written by fpa-export", made_here, "delete it first")
 
 

@@ -254,15 +254,11 @@ def stray_images(folder: Path, n: int, fmt: str, overwrite: bool = False) -> lis
     return sorted(strays)
 
 
-def _images_below(subfolder: Path, folder: Path, suffixes: tuple[str, ...], limit: int = 20) -> list[str]:
-    """Up to `limit` image files under `subfolder`, as paths relative to `folder`."""
-    found = []
-    for root, _, names in os.walk(subfolder):
-        found += [str((Path(root) / name).relative_to(folder)) for name in sorted(names)
-                  if name.lower().endswith(suffixes)]
-        if len(found) >= limit:
-            break
-    return found[:limit]
+def _images_below(subfolder: Path, folder: Path, suffixes: tuple[str, ...]) -> list[str]:
+    """Every image file under `subfolder`, as paths relative to `folder` (all of them, so the refusal
+    counts them right)."""
+    return [str((Path(root) / name).relative_to(folder)) for root, _, names in os.walk(subfolder)
+            for name in sorted(names) if name.lower().endswith(suffixes)]
 
 
 def not_files(folder: Path) -> list[str]:

@@ -51,6 +51,15 @@ def is_sample_folder(folder: Path) -> bool:
         return False
 
 
+def enclosing_sample_folder(path: str | os.PathLike) -> Optional[Path]:
+    """The sample folder that `path` would lie inside, at any depth (clean-fid and fpa-fd read
+    subfolders too, so anything image-like written there is scored as a sample), or None."""
+    for folder in Path(os.path.abspath(path)).parents:
+        if is_sample_folder(folder):
+            return folder
+    return None
+
+
 def build(model: dict, config: dict, *, seed: int, n: int, image_format: str,
           jpeg_quality: Optional[int], truncation: float, backend: Optional[str] = None) -> dict:
     return {
