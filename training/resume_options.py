@@ -138,7 +138,7 @@ def _check_source(out: Path, record: Optional[dict], source: Path) -> None:
         return
     if not Path(theirs).samefile(source):
         raise FpaError(f"--from {source}: the run in {out} was started from {theirs}; a resumed U-Net run "
-                       f"keeps its frozen FPA (drop --from, or start a new run with another --out)")
+                       "keeps its frozen FPA (drop --from, or start a new run with another --out)")
 
 
 def check_preset(ctx: click.Context, kw: dict, preset: dict) -> None:

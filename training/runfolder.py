@@ -53,8 +53,8 @@ def check_fresh(out: Path) -> None:
     names is a user's or another tool's: refused in one line, nothing touched."""
     out = Path(out)
     found = [name for name in ("config.json", "log.jsonl", "best.pt") if (out / name).exists()]
-    grids = sorted(out.glob("samples/step_*.png")) if (out / "samples").is_dir() else []
-    found += [f"samples/{grids[0].name}"] if grids else []
+    grid = next(out.glob("samples/step_*.png"), None)
+    found += [f"samples/{grid.name}"] if grid is not None else []
     if found and run_record(out) is None:
         raise FpaError(f"{out}: holds {', '.join(found)}, which a new run would overwrite, and is not a run "
                        "folder of fpa-train (no run config.json); pick a new --out")

@@ -67,14 +67,10 @@ def read_sidecar(artefact: str | os.PathLike) -> Optional[dict]:
     return data if isinstance(data, dict) else None
 
 
-SIDECAR_KINDS = ("onnx", "tensorrt")  # the `kind` of the records fpa-export writes
-
-
 def has_our_sidecar(artefact: str | os.PathLike) -> bool:
-    """Whether the sidecar of `artefact` is one fpa-export wrote (its kind and inputs recorded), not
-    another tool's or a user's JSON of that name."""
-    data = read_sidecar(artefact)
-    return data is not None and data.get("kind") in SIDECAR_KINDS and isinstance(data.get("inputs"), dict)
+    """Whether the sidecar of `artefact` is one fpa-export wrote (`_well_formed`), not another tool's
+    or a user's JSON of that name."""
+    return _well_formed(read_sidecar(artefact))
 
 
 _RECORDS: dict = {}  # (file and sidecar identities) → record: one hash per file per process
