@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 import torch
 
-from fpa_export.common.atomic import atomic_write
+from fpa_export.common.atomic import atomic_write_bytes
 from fpa_export.common.errors import FpaError
 from fpa_export.common.version import PACKAGE_VERSION
 
@@ -75,8 +75,10 @@ def save_checkpoint(path: str | os.PathLike, generator: FPAGenerator, **extra: A
     The file is serialised in memory first, so a write failure is one OSError from the file system
     (turned into one line naming the file); the rename never happens and the previous file is intact."""
     ckpt = make_checkpoint(generator, **extra)
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)  # into memory: torch's zip writer turns a failed file write into RuntimeError
     try:
-        return atomic_write(path, lambda handle: torch.save(ckpt, handle))
+        return atomic_write_bytes(path, buffer.getbuffer())
     except OSError as err:
         raise CheckpointWriteError(f"{path}: cannot write the checkpoint ({err.strerror or err}); "
                                    "the previous file, if any, is intact") from None

@@ -3,6 +3,7 @@ bytes), configs that are mistyped or too large to allocate, meta/sparse and NaN/
 checkpoint write that fails on a full disk."""
 from __future__ import annotations
 
+import io
 import errno
 import time
 
@@ -194,5 +195,41 @@ def test_disk_full_while_saving_is_one_line_and_the_old_checkpoint_is_intact(tmp
         save_checkpoint(path, make_generator(seed=1))
     one_line(err, "latest.pt", "No space left on device", "intact")
     assert isinstance(err.value, OSError)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]
+
+
+def test_disk_filling_part_way_through_the_checkpoint_is_one_line(tmp_path, monkeypatch):
+    """A disk that fills after a few hundred bytes, behind a buffered file (as a real one is): torch's
+    zip writer, writing into such a file itself, fails with a RuntimeError, not an OSError."""
+    path = save_checkpoint(tmp_path / "latest.pt", make_generator())
+    before = path.read_bytes()
+    real_fdopen = __import__("os").fdopen
+
+    class FillsUp(io.RawIOBase):
+        def __init__(self, handle):
+            self.handle, self.written = handle, 0
+
+        def writable(self):
+            return True
+
+        def write(self, data):
+            if self.written + len(data) > 300:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.written += len(data)
+            return self.handle.write(data)
+
+        def fileno(self):
+            return self.handle.fileno()
+
+        def close(self):
+            self.handle.close()
+            super().close()
+
+    monkeypatch.setattr("os.fdopen", lambda fd, mode="r": io.BufferedWriter(
+        FillsUp(real_fdopen(fd, mode, buffering=0)), buffer_size=256))
+    with pytest.raises(CheckpointError) as err:
+        save_checkpoint(path, make_generator(seed=1))
+    one_line(err, "latest.pt", "No space left on device", "intact")
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]

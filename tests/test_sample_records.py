@@ -121,3 +121,30 @@ def test_a_brief_lock_excludes_a_second_holder_and_leaves_no_file(tmp_path):
         order.append("first")
     other.join()
     assert order == ["first", "second"] and not path.exists()
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("n", "abc", "n is 'abc'"), ("n", None, "n is None"), ("n", -1, "n is -1"),
+    ("backends", None, "backends is None"), ("backends", "abc", "backends is 'abc'"),
+    ("versions", [1], "versions is [1]"), ("model_paths", [5], "model_paths is [5]"),
+    ("model", "m.pt", "model is 'm.pt'"), ("format_version", 2, "format_version 2"),
+])
+def test_a_hand_edited_samples_json_of_wrong_types_is_one_line_and_overwrite_replaces_it(
+        model, tmp_path, field, value, named):
+    from click.testing import CliRunner
+
+    from fpa_export.cli.sample import main as sample_main
+    from tests.test_sample_safety import _one_line
+
+    folder = tmp_path / "edited"
+    sample_folder(_run(folder, n=4), model=model, backend="torch", progress=False)
+    record = json.loads((folder / "samples.json").read_text())
+    record[field] = value
+    (folder / "samples.json").write_text(json.dumps(record))
+    before = _snapshot(folder)
+    args = [str(model), "--n", "6", "--outdir", str(folder), "--backend", "torch"]
+    _one_line(CliRunner().invoke(sample_main, args), named)
+    assert _snapshot(folder) == before
+    done = CliRunner().invoke(sample_main, args + ["--overwrite"])
+    assert done.exit_code == 0, done.output
+    assert json.loads((folder / "samples.json").read_text())["n"] == 6

@@ -106,8 +106,9 @@ def add_run(record: dict, sampler) -> dict:
 
 
 def read(folder: Path, overwrite: bool = False) -> Optional[dict]:
-    """The folder's manifest, None when there is none; FolderMismatch when it is unreadable or not a
-    manifest, except with `overwrite` (the run replaces it: None)."""
+    """The folder's manifest, None when there is none; FolderMismatch when it is unreadable, not a
+    manifest or has a field of the wrong type (`field_problem`), except with `overwrite` (the run
+    replaces it: None)."""
     path = Path(folder) / MANIFEST
     if not os.path.lexists(path):
         return None
@@ -123,7 +124,41 @@ def read(folder: Path, overwrite: bool = False) -> Optional[dict]:
         if overwrite:
             return None
         raise FolderMismatch(f"{path}: not an fpa-sample manifest; use another --outdir or --overwrite")
+    problem = field_problem(data)
+    if problem:
+        if overwrite:
+            return None
+        raise FolderMismatch(f"{path}: {problem}, so the folder's samples are unknown; restore the "
+                             "file, use another --outdir or pass --overwrite")
     return data
+
+
+def field_problem(data: dict) -> str:
+    """'' when the fields a rerun relies on have the types `build` writes, else the first that does not,
+    named (a hand-edited or foreign samples.json is refused in one line, never half-merged)."""
+    version = data.get("format_version")
+    if not _is_int(version) or not 1 <= version <= FORMAT_VERSION:
+        return (f"format_version {version!r} is not one this version reads (1 to {FORMAT_VERSION}; "
+                "a newer fpa-export wrote it?)")
+    if not _is_int(data.get("n")) or data["n"] < 0:
+        return f"n is {data.get('n')!r}, not a count of images"
+    if not isinstance(data.get("model"), dict) or not isinstance(data["model"].get("path", ""), (str, type(None))):
+        return f"model is {data.get('model')!r}, not a record of the model"
+    for key in ("backends", "model_paths"):
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            return f"{key} is {value!r}, not a list of names"
+    found = data.get("versions", {})
+    if not isinstance(found, dict) or not all(
+            value is None or isinstance(value, str)
+            or (isinstance(value, list) and all(isinstance(item, str) for item in value))
+            for value in found.values()):
+        return f"versions is {found!r}, not package names with their versions"
+    return ""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def merge(old: Optional[dict], new: dict, overwrite: bool, files: Optional[dict] = None) -> dict:
@@ -143,14 +178,14 @@ def merge(old: Optional[dict], new: dict, overwrite: bool, files: Optional[dict]
             raise FolderMismatch(f"the folder holds samples with {difference}; use another --outdir "
                                  "or --overwrite")
     # an earlier run's samples lie below its n; a name past it is a stray (module docstring)
-    painted = [index for index in files if index < int(old.get("n", 0))]
+    painted = [index for index in files if index < old["n"]]
     beyond = sum(1 for index in painted if index >= new["n"])
     if beyond:
         raise FolderMismatch(f"the folder holds {len(painted)} samples, up to index {max(painted)}, and "
                              f"FID tools read every file: --n {new['n']} would leave {beyond} beyond it; "
                              f"give --n {max(painted) + 1} or more, or --overwrite")
     merged = dict(new)
-    merged["backends"] = sorted(set(old.get("backends", [])) | set(new["backends"]))
+    merged["backends"] = sorted(set(old.get("backends") or []) | set(new["backends"]))
     merged["model_paths"] = model_paths(old, new)
     merged["versions"] = versions(old.get("versions") or {}, new["versions"])
     return merged
