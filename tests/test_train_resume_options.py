@@ -210,3 +210,25 @@ def test_a_data_folder_named_like_a_built_in_set_is_the_folder(tmp_path, monkeyp
     assert given.exit_code == 0 and "--data" not in given.output, given.output  # the same folder
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["run"]["data"] == recorded and config["run"]["steps"] == 3
+
+
+@pytest.mark.parametrize("field, value, flag, given", [
+    ("log_every", None, "--log-every", "1"), ("log_every", "often", "--log-every", "1"),
+    ("eval_count", 1, "--eval-count", "10"), ("sample_every", [1], "--sample-every", "5"),
+    ("metric", "fid", "--metric", "pixel"), ("data", None, "--data", "digits"),
+])
+def test_a_config_json_value_the_option_does_not_take_is_one_line(run, tmp_path, field, value, flag,
+                                                                    given):
+    copy, step = copy_run(run, tmp_path / "copy")
+    config = copy / "config.json"
+    record = json.loads(config.read_text())
+    record["run"][field] = value
+    config.write_text(json.dumps(record))
+    before = (copy / "latest.pt").read_bytes()
+    result = cli("--out", str(copy), "--resume", "--steps", str(step + 1))
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert f"config.json: the run's {flag} is {value!r}, which {flag} does not take" in result.output
+    assert (copy / "latest.pt").read_bytes() == before and json.loads(config.read_text()) == record
+    fixed = cli("--out", str(copy), "--resume", "--steps", str(step + 1), flag, given)
+    assert fixed.exit_code == 0, fixed.output

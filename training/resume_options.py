@@ -8,6 +8,9 @@ the run options (data, --steps, periods, metric) from config.json. An option giv
   otherwise one line names the option and the run's value; or
 - overrides the run's (a lower --lr after a non-finite loss, a larger --steps), said in one line.
 
+A run's value is taken as the option would take it on the command line: one it does not take (a
+hand-edited `"log_every": null` in config.json) is one line naming the file and the option.
+
 `--device` and `--progress` belong to the machine and the terminal, never to the run.
 """
 from __future__ import annotations
@@ -106,7 +109,8 @@ def adopt(ctx: click.Context, kw: dict, fixed: dict, free: dict, unet: bool = Fa
         except (KeyError, TypeError):
             continue  # an older run without this setting: the command line's value stands
         if not _given(ctx, name):
-            kw[name] = theirs
+            kw[name] = _as_option_takes(ctx, name, theirs, out / ("config.json" if name in RUN_FREE
+                                                                  else "latest.pt"))
         elif kw[name] != theirs and name in fixed:
             part = "discriminator" if name in D_FIXED else "model"
             raise FpaError(f"{_flag(name)} {kw[name]}: the run in {kw['out']} has {_shown(theirs)}; a "
@@ -117,6 +121,21 @@ def adopt(ctx: click.Context, kw: dict, fixed: dict, free: dict, unet: bool = Fa
     if lost:
         changed.append("the run options not given at their defaults (config.json was missing or unreadable)")
     return kw, f"Resuming with {', '.join(changed)}" if changed else ""
+
+
+def _as_option_takes(ctx: click.Context, name: str, value, source: Path):
+    """The run's `value` for option `name`, as the option would have taken it on the command line; a
+    value the option does not take (a hand-edited `"log_every": null`) is one line naming `source`."""
+    param = next((p for p in ctx.command.params if p.name == name), None)
+    if param is None or (value is None and param.default is None):
+        return value
+    try:
+        if value is None or isinstance(value, (list, dict)):
+            raise click.BadParameter(f"{value!r} is not a value it takes")
+        return param.type.convert(value, param, ctx)
+    except click.BadParameter as err:
+        raise FpaError(f"{source}: the run's {_flag(name)} is {value!r}, which {_flag(name)} does not "
+                       f"take ({err.message}); restore the file, or give {_flag(name)}") from None
 
 
 def _check_stage(out: Path, model: dict, unet_stage: bool) -> None:
