@@ -163,3 +163,56 @@ def test_an_unwritable_cache_is_still_read_from_its_replacement(checkpoint, monk
     first = probe_reference.cached_reference(sha, "cpu", paint)
     assert np.array_equal(probe_reference.cached_reference(sha, "cpu", paint), first)
     assert len(painted) == 1
+
+
+
+def test_a_full_cache_falls_back_and_a_full_fallback_names_the_graph(checkpoint, exports, monkeypatch,
+                                                                      tmp_path, capsys):
+    """A disk fills while the graph is written (the write's error names no file): the temp folder, which
+    may lie on another disk, takes the graph; when it is full too, the error names the graph's path."""
+    import errno
+
+    from fpa_export.common.atomic import atomic_write
+
+    monkeypatch.setattr(cache.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    full, export = [tmp_path / "cache"], cache._export
+
+    def no_room(handle):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def filling(checkpoint, out, *args):
+        if any(root in out.parents for root in full):
+            atomic_write(out, no_room)
+        return export(checkpoint, out, *args)
+
+    monkeypatch.setattr(cache, "_export", filling)
+    _paint(checkpoint)
+    warning = capsys.readouterr().err.strip()
+    assert warning.startswith(f"Warning: export cache {tmp_path / 'cache'} has no room for the graph")
+    assert warning.count("\n") == 0
+    assert [out.parent.parent.parent for out in exports] == [tmp_path / "tmp"]
+    assert not list((tmp_path / "cache").rglob("model.onnx"))
+    full.append(tmp_path / "tmp")
+    other = save_checkpoint(tmp_path / "other.pt", make_generator(12, channels=1))
+    with pytest.raises(OSError) as err:
+        _paint(other)
+    assert err.value.errno == errno.ENOSPC and err.value.filename.endswith("model.onnx")
+    assert str(tmp_path / "tmp") in err.value.filename
+
+
+@pytest.mark.parametrize("damage", ["a file as the entry", "a folder as the graph"])
+def test_a_damaged_entry_is_one_line_naming_it_and_is_kept(checkpoint, exports, damage):
+    from fpa_export.common.errors import FpaError
+
+    _paint(checkpoint)
+    entry = exports[0].parent
+    shutil.rmtree(entry)
+    if damage == "a file as the entry":
+        entry.write_text("x")
+    else:
+        (entry / cache.GRAPH_NAME).mkdir(parents=True)
+    with pytest.raises(FpaError) as err:
+        _paint(checkpoint)
+    assert "a damaged export cache entry" in str(err.value) and f"remove {entry} " in str(err.value)
+    assert "\n" not in str(err.value) and len(exports) == 1
+    assert entry.is_file() if damage == "a file as the entry" else (entry / cache.GRAPH_NAME).is_dir()

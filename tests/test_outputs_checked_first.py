@@ -115,6 +115,21 @@ def test_an_atomic_write_error_names_the_target_not_its_temporary_file(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary file left
 
 
+def test_a_full_disk_while_writing_names_the_target(tmp_path):
+    """A write's own error names no file (Python's file objects do not): the one line must name it."""
+    import errno
+
+    from fpa_export.common.atomic import atomic_write
+
+    def no_room(handle):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as err:
+        atomic_write(tmp_path / "stats.npz", no_room)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "stats.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_pipe_or_device_is_refused_as_an_output_and_left_alone(tmp_path):
     import os
 

@@ -24,9 +24,11 @@ def atomic_write(path: str | os.PathLike, write, exclusive: bool = False) -> Pat
     try:
         return _replace_atomically(path, write, exclusive)
     except OSError as err:
-        if err.filename is None or not Path(err.filename).name.startswith(f".{path.name}."):
+        if err.errno is None or (err.filename is not None
+                                 and not Path(err.filename).name.startswith(f".{path.name}.")):
             raise
-        # an error on our temporary file is one on the target, as the user knows it
+        # an error on our temporary file, or a write's error that names no file (a full disk), is one
+        # on the target, as the user knows it
         raise type(err)(err.errno, err.strerror, str(path)) from None
 
 

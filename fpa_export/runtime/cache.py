@@ -16,12 +16,13 @@ The graph's record holds the checkpoint's config and one-line description (`desc
 that with a filled cache a run learns both without loading the checkpoint — without importing torch
 (`known_export`).
 
-A cache folder that cannot be written is replaced by a per-user folder under the system temp dir, with
-one warning line. Temp files of our atomic writes (`.<name>.<random>.tmp`) older than
+A cache folder that cannot be written, or that has no room for a graph (a full disk or quota), is
+replaced by a per-user folder under the system temp dir, with one warning line. Temp files of our atomic writes (`.<name>.<random>.tmp`) older than
 `STALE_TEMP_SECONDS` are swept from the cache when it is used.
 """
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 import re
@@ -131,12 +132,29 @@ def entry_name(sha256: str, graph: str, lstm: str, exporter: str, fp16: bool) ->
 def cached_graph(checkpoint: Path, sha256: str, graph: str = "image", lstm: str = "op",
                  exporter: str = "torchscript", fp16: bool = False) -> Path:
     """The exported graph of `checkpoint` (digest `sha256`) for these options, exported on first use."""
+    root = usable_cache_dir()
+    try:
+        return _cached_in(root, checkpoint, sha256, graph, lstm, exporter, fp16)
+    except OSError as err:
+        fallback = _fallback_dir()
+        if err.errno not in NO_ROOM or root == fallback or not _writable(fallback, mode=0o700):
+            raise
+        sys.stderr.write(f"Warning: export cache {root} has no room for the graph ({err.strerror}); "
+                         f"using {fallback}\n")
+        return _cached_in(fallback, checkpoint, sha256, graph, lstm, exporter, fp16)
+
+
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT)  # a full cache: the temp folder may lie on another disk
+
+
+def _cached_in(root: Path, checkpoint: Path, sha256: str, graph: str, lstm: str, exporter: str,
+               fp16: bool) -> Path:
     from fpa_export.common.lock import FolderBusy, folder_lock
 
-    root = usable_cache_dir()
     sweep_stale_temps(root)
     entry = root / entry_name(sha256, graph, lstm, exporter, fp16)
     out = entry / GRAPH_NAME
+    _check_entry(entry, out)
     if _valid_record(out, sha256) is not None:
         return out
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
@@ -150,6 +168,15 @@ def cached_graph(checkpoint: Path, sha256: str, graph: str = "image", lstm: str 
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)  # another process is exporting this very entry: wait, then reuse it
+
+
+def _check_entry(entry: Path, out: Path) -> None:
+    """A cache entry that is not a folder, or whose graph is not a file, was made by something else than
+    an export (which writes neither): one line naming it, nothing removed."""
+    for path, kind, is_kind in ((entry, "a folder", os.path.isdir), (out, "a file", os.path.isfile)):
+        if os.path.lexists(path) and not is_kind(path):
+            raise FpaError(f"{path}: a damaged export cache entry (this should be {kind}); remove "
+                           f"{entry} and run again, or set FPA_EXPORT_CACHE to another folder")
 
 
 def known_export(sha256: str) -> Optional[dict]:
