@@ -1,6 +1,6 @@
 """No command writes over its own input, writes two outputs into one file, or adds images to a folder
 that holds other images (common.atomic.check_outputs / check_suffix, sampling.imagefiles.stray_images,
-common.images.write_real_folder): each is one line and a non-zero exit, with nothing written."""
+fd.realfolder.write_real_folder): each is one line and a non-zero exit, with nothing written."""
 import os
 
 import numpy as np

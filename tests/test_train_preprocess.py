@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fpa_export.common.images import (iter_image_batches, list_images, load_image, resize_center_crop,
-                                      write_real_folder)
+from fpa_export.common.images import iter_image_batches, list_images, load_image, resize_center_crop
+from fpa_export.fd.realfolder import write_real_folder
 
 
 def torchvision_reference(image: Image.Image, size: int) -> np.ndarray:

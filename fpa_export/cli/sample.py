@@ -38,7 +38,8 @@ def _format_name(ctx, param, value: str) -> str:
               help="Feature-extractor seeds, listed: 3 (seed 3), 0-2 (a range) or 0,4,7.")
 @click.option("--batch-size", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--device", default="cpu", show_default=True, callback=device_option, help="cpu, cuda, cuda:N or mps.")
-@friendly_errors
+@friendly_errors(interrupted=lambda kw: "Interrupted; finished outputs are kept" + (
+    f", and the same command finishes {kw['write_folder']}" if kw.get("write_folder") else "") + ".")
 def stats_command(image_dir, out, write_folder, model, image_format, jpeg_quality, seeds, batch_size,
                   device):
     """Prepare statistics of the real images under IMAGE_DIR once, for `fpa-sample --reference-stats`.
@@ -193,7 +194,7 @@ def main(model, n, outdir, batch_size, seed, backend, device, precision, image_f
 
 
 def _write_real_folder(image_dir, folder, model, image_format, jpeg_quality) -> None:
-    from fpa_export.common.images import write_real_folder
+    from fpa_export.fd.realfolder import write_real_folder
     from fpa_export.common.lock import folder_lock
     from fpa_export.runtime.modelfile import open_model
     from fpa_export.sampling.manifest import enclosing_sample_folder

@@ -192,39 +192,3 @@ def check_outside(out, image_dir) -> None:
         raise FpaError(f"{out}: the folder to write is inside the images read ({image_dir}); give a "
                        "folder outside it")
 
-
-def write_real_folder(image_dir: str | Path, out: str | Path, size: int, channels: int = 3,
-                      image_format: str = "jpg", jpeg_quality: int = 75) -> tuple[int, int]:
-    """The paper's real-image folder for FID tools: every image under `image_dir` through the training
-    transform, saved as `out/NNNNNN.jpg` (JPEG at `jpeg_quality`, the fakes' round trip) or `.png`.
-    Returns (written, skipped). Writes are atomic; unreadable or oversized files are skipped."""
-    from PIL import Image
-
-    from .atomic import atomic_write_bytes
-
-    if image_format not in ("jpg", "png"):
-        raise FpaError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
-    check_outside(out, image_dir)  # the copies would be read as real images
-    target = Path(out).resolve()
-    if target.is_dir() and any(os.scandir(target)):  # old files would be scored beside the new
-        raise FpaError(f"{out}: this folder holds files already (FID tools would read them with the "
-                       "real images); give a new or empty folder")
-    paths = list_images(image_dir)
-    if not paths:
-        raise FpaError(f"{image_dir}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
-    written = skipped = 0
-    for path in paths:
-        try:
-            array = load_image_array(path, size, channels)
-        except UnreadableImage:
-            skipped += 1
-            continue
-        if image_format == "jpg":
-            data = jpeg_round_trip(array, jpeg_quality)
-        else:
-            buffer = io.BytesIO()
-            Image.fromarray(array).save(buffer, format="PNG")
-            data = buffer.getvalue()
-        atomic_write_bytes(Path(out) / f"{written:06d}.{image_format}", data)
-        written += 1
-    return written, skipped
