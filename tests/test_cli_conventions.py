@@ -160,6 +160,26 @@ def test_a_program_run_with_stdout_closed_still_succeeds(tmp_path):
     assert closed.returncode == 0, closed.stderr[-2000:]
 
 
+LATE_CTRL_C = """
+import atexit, os, signal, sys, time
+def late():  # a Ctrl-C while an exit handler runs (an export's temp folder being removed)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)
+    print("handler finished", flush=True)
+atexit.register(late)
+from fpa_export.cli.sample import main
+sys.argv = ["fpa-sample", "--version"]
+main()
+"""
+
+
+def test_a_ctrl_c_once_the_work_is_done_is_no_traceback():
+    result = subprocess.run([sys.executable, "-c", LATE_CTRL_C], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [f"fpa-sample {PACKAGE_VERSION}", "handler finished"]
+
+
 def test_under_a_profiler_a_program_run_exits_normally(tmp_path):
     """cProfile and coverage write their reports in the normal exit, so it is kept for them."""
     result = _program(tmp_path, "--version", profiled=True)

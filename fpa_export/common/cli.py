@@ -25,6 +25,7 @@ import functools
 import gc
 import os
 import re
+import signal
 import sys
 import threading
 from typing import Optional
@@ -125,7 +126,9 @@ class Group(_EndsProcess, click.Group):
 
 def end_process(code=0) -> None:
     """Exit now with `code` (as `sys.exit` reads it) once other threads, `atexit` and stdio are done.
-    Called on the main thread (`_program_run`)."""
+    Called on the main thread (`_program_run`). The work is done: a Ctrl-C from here on is ignored, so
+    it cannot interrupt an exit handler with a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     shutdown = getattr(threading, "_shutdown", None)  # CPython's own first exit step
     if shutdown is not None:
         shutdown()  # threading's exit hooks (idle executor workers told to stop), then joins the rest
