@@ -153,7 +153,7 @@ def test_steps_only_graph_is_one_line_and_writes_nothing(model, tmp_path):
     _one_line(CliRunner().invoke(fd_main, [str(real), str(steps), "--n", "4"]), "steps graph")
 
 
-def test_a_graph_replaced_after_its_sidecar_is_refused_by_name(model, tmp_path):
+def test_a_graph_replaced_after_its_sidecar_is_known_by_its_embedded_record(model, tmp_path):
     pytest.importorskip("onnxruntime")
     from fpa_export.export import export_onnx
 
