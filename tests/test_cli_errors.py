@@ -123,3 +123,10 @@ def test_a_real_allocation_failure_of_the_cli_is_one_line(tmp_path):
     assert done.stderr.strip().splitlines()[-1].startswith("Error: out of memory (one allocation of"), \
         done.stderr[-500:]
     assert not (out / "latest.pt").exists()
+
+
+def test_sizes_in_messages_keep_their_figure_below_a_gibibyte():
+    from fpa_export.common.errors import size_text
+
+    assert [size_text(n) for n in (512, 40 * 2**10, 312 * 2**20, 3 * 2**29)] == [
+        "512 bytes", "40 KiB", "312 MiB", "1.5 GiB"]

@@ -7,7 +7,6 @@ import os
 import time
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from fpa_export.common.lock import FolderBusy, folder_lock
@@ -62,11 +61,17 @@ def test_disk_full_during_a_checkpoint_save_is_one_line_and_keeps_the_old_checkp
     assert CliRunner().invoke(main, args + ["--steps", "2"]).exit_code == 0
     before = (out / "latest.pt").read_bytes()
 
-    def full_disk(obj, handle):
-        handle.write(b"partial")
-        raise OSError(errno.ENOSPC, "No space left on device")
+    from fpa_export.common import atomic
 
-    monkeypatch.setattr(torch, "save", full_disk)
+    replace = atomic._replace_atomically
+
+    def full_disk(path, write, exclusive):  # the disk fills part-way through latest.pt
+        def partial(handle):
+            handle.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return replace(path, partial if path.name == "latest.pt" else write, exclusive)
+
+    monkeypatch.setattr(atomic, "_replace_atomically", full_disk)
     result = CliRunner().invoke(main, args + ["--steps", "4", "--resume"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     error = [line for line in result.output.splitlines() if line.startswith("Error")]

@@ -33,7 +33,7 @@ from typing import Optional
 import click
 from click.exceptions import NoArgsIsHelpError
 
-from .errors import FpaError
+from .errors import FpaError, size_text
 
 
 # A program run collects cyclic garbage less often than Python's default (700, 10, 10): importing torch
@@ -207,8 +207,7 @@ def out_of_memory(err: BaseException) -> str:
     found = _ALLOCATION.search(text)
     size = found.group(1) if found else ""
     if size.endswith(" bytes"):
-        count = int(size.split()[0])
-        size = f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.0f} MiB"
+        size = size_text(int(size.split()[0]))
     asked = f" (one allocation of {size})" if size else ""
     return (f"out of memory{asked}; ask for less at once (a smaller batch, image or network), or use a "
             "machine with more memory")

@@ -32,3 +32,12 @@ def not_a_file(path) -> str:
     if os.path.isdir(path):
         return f"{path}: a folder, not a file"
     return f"{path}: not a regular file"
+
+
+def size_text(count: int) -> str:
+    """A byte count as a message shows it: 1.5 GiB, 312 MiB, 40 KiB or 512 bytes."""
+    if count >= 2**30:
+        return f"{count / 2**30:.1f} GiB"
+    if count >= 2**20:
+        return f"{count / 2**20:.0f} MiB"
+    return f"{count / 2**10:.0f} KiB" if count >= 2**10 else f"{count} bytes"

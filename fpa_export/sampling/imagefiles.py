@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fpa_export.common.errors import FpaError
+from fpa_export.common.errors import FpaError, size_text
 from fpa_export.runtime.names import SAMPLE_FORMATS as FORMATS
 
 PNG_BLOCK = 4096   # bytes: the allocation block of common file systems (ext4, xfs, NTFS, APFS)
@@ -88,7 +88,7 @@ def check_room(folder: Path, count: int, file_bytes: int, replaced: Sequence[Pat
     if count * file_bytes > free or (inodes is not None and count > inodes):
         fits = min(free // max(1, file_bytes), inodes if inodes is not None else free)
         raise FpaError(f"{folder}: {count:,} more files of at least {file_bytes:,} bytes will not fit: "
-                       f"its file system has {free / 2**30:.1f} GiB"
+                       f"its file system has {size_text(free)}"
                        + (f" and {inodes:,} inodes" if inodes is not None else "")
                        + f" free (room for about {fits:,}); free some space or use a smaller --n")
 
