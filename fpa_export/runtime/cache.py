@@ -10,15 +10,17 @@ waits for the first and then reuses its file, so both succeed and one valid file
 written atomically and its record (sidecar) after it; an entry is used only when the record's inputs
 match and the graph's sha256 is the one recorded (or, without its sidecar, the graph's bytes are the
 ones its embedded record was written with), so an interrupted export or a damaged graph is never used
-(it is redone).
+(it is redone). An entry that is not a folder, or whose graph is not a file, was not made by an export:
+it is refused in one line naming what to remove.
 
 The graph's record holds the checkpoint's config and one-line description (`describe`: step, EMA), so
 that with a filled cache a run learns both without loading the checkpoint — without importing torch
 (`known_export`).
 
 A cache folder that cannot be written, or that has no room for a graph (a full disk or quota), is
-replaced by a per-user folder under the system temp dir, with one warning line. Temp files of our atomic writes (`.<name>.<random>.tmp`) older than
-`STALE_TEMP_SECONDS` are swept from the cache when it is used.
+replaced by a per-user folder under the system temp dir, with one warning line. Temp files of our
+atomic writes (`.<name>.<random>.tmp`) older than `STALE_TEMP_SECONDS` are swept from the cache when it
+is used.
 """
 from __future__ import annotations
 

@@ -142,7 +142,8 @@ def field_problem(data: dict) -> str:
                 "a newer fpa-export wrote it?)")
     if not _is_int(data.get("n")) or data["n"] < 0:
         return f"n is {data.get('n')!r}, not a count of images"
-    if not isinstance(data.get("model"), dict) or not isinstance(data["model"].get("path", ""), (str, type(None))):
+    model = data.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("path", ""), (str, type(None))):
         return f"model is {data.get('model')!r}, not a record of the model"
     for key in ("backends", "model_paths"):
         value = data.get(key, [])
