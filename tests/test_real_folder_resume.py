@@ -88,3 +88,17 @@ def test_a_source_that_lost_images_since_the_stop_leaves_no_stale_names(real, tm
     finished = _stats(real, out)
     assert finished.exit_code == 0, finished.output
     assert sorted(_contents(out)) == ["000000.png", "000001.png"]
+
+
+def test_a_stop_after_the_folder_is_complete_says_how_to_get_the_statistics(real, tmp_path, monkeypatch):
+    from fpa_export.fd import realstats
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(realstats, "prepare_real_stats", interrupted)
+    out = tmp_path / "out"
+    result = _stats(real, out, "-o", str(tmp_path / "s.npz"))
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    assert f"{out} is complete; for the statistics, rerun with -o and without --write-folder" in result.output
+    assert len(_contents(out)) == 5 and not (tmp_path / "s.npz").exists()

@@ -128,6 +128,8 @@ def test_a_brief_lock_excludes_a_second_holder_and_leaves_no_file(tmp_path):
     ("backends", None, "backends is None"), ("backends", "abc", "backends is 'abc'"),
     ("versions", [1], "versions is [1]"), ("model_paths", [5], "model_paths is [5]"),
     ("model", "m.pt", "model is 'm.pt'"), ("format_version", 2, "format_version 2"),
+    ("model", {"precision": ["fp32"]}, "model is {'precision': ['fp32']}"),
+    ("the whole file", "[" * 100_000, "unreadable"),  # nested too deeply for Python's JSON reader
 ])
 def test_a_hand_edited_samples_json_of_wrong_types_is_one_line_and_overwrite_replaces_it(
         model, tmp_path, field, value, named):
@@ -140,7 +142,7 @@ def test_a_hand_edited_samples_json_of_wrong_types_is_one_line_and_overwrite_rep
     sample_folder(_run(folder, n=4), model=model, backend="torch", progress=False)
     record = json.loads((folder / "samples.json").read_text())
     record[field] = value
-    (folder / "samples.json").write_text(json.dumps(record))
+    (folder / "samples.json").write_text(value if field == "the whole file" else json.dumps(record))
     before = _snapshot(folder)
     args = [str(model), "--n", "6", "--outdir", str(folder), "--backend", "torch"]
     _one_line(CliRunner().invoke(sample_main, args), named)

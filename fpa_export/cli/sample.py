@@ -38,8 +38,7 @@ def _format_name(ctx, param, value: str) -> str:
               help="Feature-extractor seeds, listed: 3 (seed 3), 0-2 (a range) or 0,4,7.")
 @click.option("--batch-size", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--device", default="cpu", show_default=True, callback=device_option, help="cpu, cuda, cuda:N or mps.")
-@friendly_errors(interrupted=lambda kw: "Interrupted; finished outputs are kept" + (
-    f", and the same command finishes {kw['write_folder']}" if kw.get("write_folder") else "") + ".")
+@friendly_errors(interrupted=lambda kw: _stats_interrupted(kw.get("write_folder")))
 def stats_command(image_dir, out, write_folder, model, image_format, jpeg_quality, seeds, batch_size,
                   device):
     """Prepare statistics of the real images under IMAGE_DIR once, for `fpa-sample --reference-stats`.
@@ -191,6 +190,19 @@ def main(model, n, outdir, batch_size, seed, backend, device, precision, image_f
                f"({report.images_per_second:.0f} img/s, {report.backend})")
     if reference_stats is not None:
         _score_folder(model, run, device, reference_stats)
+
+
+def _stats_interrupted(folder) -> str:
+    """What a Ctrl-C of `fpa-sample stats` leaves: a real-image folder the same command finishes, or
+    one already complete (then only the statistics are left to compute, without --write-folder)."""
+    if folder is None:
+        return "Interrupted; finished outputs are kept."
+    from fpa_export.fd.realfolder import PARTIAL
+
+    if (Path(folder) / PARTIAL).exists() or not Path(folder).is_dir():
+        return f"Interrupted; finished outputs are kept, and the same command finishes {folder}."
+    return (f"Interrupted; {folder} is complete; for the statistics, rerun with -o and without "
+            "--write-folder.")
 
 
 def _write_real_folder(image_dir, folder, model, image_format, jpeg_quality) -> None:

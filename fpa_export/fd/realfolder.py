@@ -21,7 +21,7 @@ import os
 import re
 from pathlib import Path
 
-from fpa_export.common.atomic import atomic_write_bytes, atomic_write_json, sweep_stale_temps
+from fpa_export.common.atomic import TEMP_NAME, atomic_write_bytes, atomic_write_json, sweep_stale_temps
 from fpa_export.common.errors import FpaError
 from fpa_export.common.images import IMAGE_SUFFIXES, UnreadableImage, check_outside, jpeg_round_trip, \
     list_images, load_image_array
@@ -91,7 +91,7 @@ def _check_folder(out: Path, wanted: dict) -> None:
                        "give the same options to finish it, or a new folder")
     ours = re.compile(r"\d{6}\." + re.escape(wanted["image_format"]))
     strangers = [entry.name for entry in os.scandir(out) if entry.name != PARTIAL
-                 and not ours.fullmatch(entry.name) and not entry.name.endswith(".tmp")]
+                 and not ours.fullmatch(entry.name) and not TEMP_NAME.fullmatch(entry.name)]
     if strangers:
         raise FpaError(f"{out}: holds {strangers[0]}, which this command did not write (FID tools would "
                        "read it with the real images); move it away, or give a new folder")

@@ -47,7 +47,7 @@ def is_sample_folder(folder: Path) -> bool:
     """Whether `folder` holds a sample run's samples.json (what FID tools read as a set of samples)."""
     try:
         return json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return False
 
 
@@ -116,7 +116,7 @@ def read(folder: Path, overwrite: bool = False) -> Optional[dict]:
         raise FolderMismatch(f"{not_a_file(path)}; move it away or use another --outdir")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         if overwrite:
             return None
         raise FolderMismatch(f"{path}: unreadable; remove it or pass --overwrite") from None
@@ -143,7 +143,8 @@ def field_problem(data: dict) -> str:
     if not _is_int(data.get("n")) or data["n"] < 0:
         return f"n is {data.get('n')!r}, not a count of images"
     model = data.get("model")
-    if not isinstance(model, dict) or not isinstance(model.get("path", ""), (str, type(None))):
+    if not isinstance(model, dict) or not all(isinstance(model.get(key), (str, type(None)))
+                                              for key in ("path", "precision", "sha256")):
         return f"model is {data.get('model')!r}, not a record of the model"
     for key in ("backends", "model_paths"):
         value = data.get(key, [])
