@@ -216,6 +216,8 @@ def test_a_data_folder_named_like_a_built_in_set_is_the_folder(tmp_path, monkeyp
     ("log_every", None, "--log-every", "1"), ("log_every", "often", "--log-every", "1"),
     ("eval_count", 1, "--eval-count", "10"), ("sample_every", [1], "--sample-every", "5"),
     ("metric", "fid", "--metric", "pixel"), ("data", None, "--data", "digits"),
+    ("log_every", 1.5, "--log-every", "1"), ("steps", True, "--steps", "9"), ("data", "", "--data", "digits"),
+    ("data", 5, "--data", "digits"),
 ])
 def test_a_config_json_value_the_option_does_not_take_is_one_line(run, tmp_path, field, value, flag,
                                                                     given):
@@ -225,10 +227,25 @@ def test_a_config_json_value_the_option_does_not_take_is_one_line(run, tmp_path,
     record["run"][field] = value
     config.write_text(json.dumps(record))
     before = (copy / "latest.pt").read_bytes()
-    result = cli("--out", str(copy), "--resume", "--steps", str(step + 1))
+    steps = [] if field == "steps" else ["--steps", str(step + 1)]
+    result = cli("--out", str(copy), "--resume", *steps)
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
     assert f"config.json: the run's {flag} is {value!r}, which {flag} does not take" in result.output
     assert (copy / "latest.pt").read_bytes() == before and json.loads(config.read_text()) == record
     fixed = cli("--out", str(copy), "--resume", "--steps", str(step + 1), flag, given)
     assert fixed.exit_code == 0, fixed.output
+
+
+
+def test_a_run_option_config_json_does_not_record_is_refused_or_named(run, tmp_path):
+    copy, step = copy_run(run, tmp_path / "copy")
+    config = copy / "config.json"
+    record = json.loads(config.read_text())
+    del record["run"]["data"], record["run"]["eval_every"]
+    config.write_text(json.dumps(record))
+    refused = cli("--out", str(copy), "--resume", "--steps", str(step + 1))
+    assert refused.exit_code == 1 and "records no --data" in refused.output, refused.output
+    given = cli("--out", str(copy), "--resume", "--steps", str(step + 1), "--data", "digits")
+    assert given.exit_code == 0, given.output
+    assert "--eval-every at the default (config.json does not record the run's)" in given.output

@@ -100,6 +100,10 @@ def adopt(ctx: click.Context, kw: dict, fixed: dict, free: dict, unet: bool = Fa
     if lost and not _given(ctx, "data"):
         raise FpaError(f"{Path(kw['out']) / 'config.json'}: missing or unreadable, so the run's --data, "
                        "--steps and periods are unknown; resume with them given (at least --data)")
+    unrecorded = [name for name in RUN_FREE if not lost and name not in run and not _given(ctx, name)]
+    if "data" in unrecorded:
+        raise FpaError(f"{out / 'config.json'}: records no --data, so the run's data set is unknown; "
+                       "resume with --data given")
     readers = {**fixed, **free, **{name: (lambda key: lambda m, t: run[key])(name)
                                    for name in RUN_FREE if not lost and name in run}}
     kw, changed = dict(kw), []
@@ -120,6 +124,9 @@ def adopt(ctx: click.Context, kw: dict, fixed: dict, free: dict, unet: bool = Fa
             changed.append(f"{_flag(name)} {kw[name]} (the run had {_shown(theirs)})")
     if lost:
         changed.append("the run options not given at their defaults (config.json was missing or unreadable)")
+    elif unrecorded:
+        changed.append(f"{', '.join(_flag(name) for name in unrecorded)} at the default (config.json does "
+                       "not record the run's)")
     return kw, f"Resuming with {', '.join(changed)}" if changed else ""
 
 
@@ -129,10 +136,13 @@ def _as_option_takes(ctx: click.Context, name: str, value, source: Path):
     param = next((p for p in ctx.command.params if p.name == name), None)
     if param is None or (value is None and param.default is None):
         return value
+    whole = isinstance(param.type, click.types.IntParamType)
     try:
-        if value is None or isinstance(value, (list, dict)):
+        if value is None or isinstance(value, (list, dict)) or (whole and type(value) is not int) \
+                or (param.type is click.STRING and not isinstance(value, str)):
             raise click.BadParameter(f"{value!r} is not a value it takes")
-        return param.type.convert(value, param, ctx)
+        converted = param.type.convert(value, param, ctx)
+        return param.callback(ctx, param, converted) if param.callback else converted
     except click.BadParameter as err:
         raise FpaError(f"{source}: the run's {_flag(name)} is {value!r}, which {_flag(name)} does not "
                        f"take ({err.message}); restore the file, or give {_flag(name)}") from None
