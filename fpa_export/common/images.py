@@ -15,7 +15,6 @@ the numpy ones and never imports it).
 """
 from __future__ import annotations
 
-import io
 import os
 import warnings
 from pathlib import Path
@@ -173,15 +172,6 @@ def iter_image_batches(paths: list[Path], size: int, channels: int,
             yield torch.stack(images), skipped
         elif skipped:
             yield torch.empty(0, channels, size, size), skipped
-
-
-def jpeg_round_trip(array: np.ndarray, quality: int = 75) -> bytes:
-    """One uint8 image → JPEG bytes at `quality` (75 is Pillow's default, the official `save_image`'s)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
 
 
 def check_outside(out, image_dir) -> None:

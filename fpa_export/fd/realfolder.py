@@ -1,8 +1,9 @@
 """The real-image folder for FID tools (`fpa-sample stats --write-folder`), written so that a stop never
 leaves it half-made for good.
 
-Every image under the source folder goes through the training transform and the fakes' format round
-trip (`common.images`), saved as `NNNNNN.jpg|png`. While the folder is being written it holds a record,
+Every image under the source folder goes through the training transform (`common.images`) and is
+saved as `NNNNNN.jpg|png`, encoded as samples are (`sampling.imagefiles.encode`, the round trip that
+`fpa-sample stats -o` puts the real images through too). While the folder is being written it holds a record,
 `.real-images.partial.json` (the source and the settings; no FID tool reads it), which goes once the last
 image is written. So:
 
@@ -15,7 +16,6 @@ Imports no torch: only Pillow and numpy.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -23,8 +23,9 @@ from pathlib import Path
 
 from fpa_export.common.atomic import TEMP_NAME, atomic_write_bytes, atomic_write_json, sweep_stale_temps
 from fpa_export.common.errors import FpaError
-from fpa_export.common.images import IMAGE_SUFFIXES, UnreadableImage, check_outside, jpeg_round_trip, \
-    list_images, load_image_array
+from fpa_export.common.images import IMAGE_SUFFIXES, UnreadableImage, check_outside, list_images, \
+    load_image_array
+from fpa_export.sampling.imagefiles import encode
 
 PARTIAL = ".real-images.partial.json"
 FORMAT = "fpa-real-images"
@@ -56,24 +57,14 @@ def write_real_folder(image_dir: str | Path, out: str | Path, size: int, channel
         except UnreadableImage:
             skipped += 1
             continue
-        atomic_write_bytes(out / f"{written:06d}.{image_format}", _encode(array, image_format, jpeg_quality))
+        atomic_write_bytes(out / f"{written:06d}.{image_format}", encode(array, image_format, jpeg_quality))
         written += 1
-    for stale in _numbered(out):  # an earlier, stopped run of a source that held more images
-        if stale[0] >= written:
-            os.unlink(out / stale[1])
+    for index, name in _numbered(out):  # an earlier, stopped run of a source that held more images
+        if index >= written:
+            os.unlink(out / name)
     sweep_stale_temps(out, 0)  # no other writer: the caller holds the folder's lock
     os.unlink(out / PARTIAL)
     return written, skipped
-
-
-def _encode(array, image_format: str, jpeg_quality: int) -> bytes:
-    if image_format == "jpg":
-        return jpeg_round_trip(array, jpeg_quality)
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _check_folder(out: Path, wanted: dict) -> None:
