@@ -175,12 +175,13 @@ def test_a_full_cache_falls_back_and_a_full_fallback_names_the_graph(checkpoint,
     from fpa_export.common.atomic import atomic_write
 
     monkeypatch.setattr(cache.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
-    full, export = [tmp_path / "cache"], cache._export
+    full, export, attempts = [tmp_path / "cache"], cache._export, []
 
     def no_room(handle):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     def filling(checkpoint, out, *args):
+        attempts.append(out)
         if any(root in out.parents for root in full):
             atomic_write(out, no_room)
         return export(checkpoint, out, *args)
@@ -192,6 +193,9 @@ def test_a_full_cache_falls_back_and_a_full_fallback_names_the_graph(checkpoint,
     assert warning.count("\n") == 0
     assert [out.parent.parent.parent for out in exports] == [tmp_path / "tmp"]
     assert not list((tmp_path / "cache").rglob("model.onnx"))
+    tried = len(attempts)
+    _paint(checkpoint)  # the replacement's entry is found first: no second try at the full cache
+    assert len(attempts) == tried and capsys.readouterr().err == ""
     full.append(tmp_path / "tmp")
     other = save_checkpoint(tmp_path / "other.pt", make_generator(12, channels=1))
     with pytest.raises(OSError) as err:

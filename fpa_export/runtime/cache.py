@@ -19,8 +19,9 @@ that with a filled cache a run learns both without loading the checkpoint — wi
 
 A cache folder that cannot be written, or that has no room for a graph (a full disk or quota), is
 replaced by a per-user folder under the system temp dir, with one warning line. Temp files of our
-atomic writes (`.<name>.<random>.tmp`) older than `STALE_TEMP_SECONDS` are swept from the cache when it
-is used.
+atomic writes (`.<name>.<random>.tmp`) older than `STALE_TEMP_SECONDS` are swept from the cache when a
+graph is exported into it. A lookup reads the cache, then its replacement (`cache_roots`), before
+anything is exported: a full cache does not make every run export again.
 """
 from __future__ import annotations
 
@@ -134,6 +135,11 @@ def entry_name(sha256: str, graph: str, lstm: str, exporter: str, fp16: bool) ->
 def cached_graph(checkpoint: Path, sha256: str, graph: str = "image", lstm: str = "op",
                  exporter: str = "torchscript", fp16: bool = False) -> Path:
     """The exported graph of `checkpoint` (digest `sha256`) for these options, exported on first use."""
+    name = entry_name(sha256, graph, lstm, exporter, fp16)
+    for earlier in cache_roots():  # exported before: into the cache, or into the folder replacing it
+        _check_entry(earlier / name, earlier / name / GRAPH_NAME)
+        if _valid_record(earlier / name / GRAPH_NAME, sha256) is not None:
+            return earlier / name / GRAPH_NAME
     root = usable_cache_dir()
     try:
         return _cached_in(root, checkpoint, sha256, graph, lstm, exporter, fp16)
@@ -157,8 +163,6 @@ def _cached_in(root: Path, checkpoint: Path, sha256: str, graph: str, lstm: str,
     entry = root / entry_name(sha256, graph, lstm, exporter, fp16)
     out = entry / GRAPH_NAME
     _check_entry(entry, out)
-    if _valid_record(out, sha256) is not None:
-        return out
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     while True:
         try:
