@@ -38,3 +38,15 @@ def make_generator(seed: int = 0, **changes) -> FPAGenerator:
 def tiny_variant(request):
     """(name, config changes) for v1, v2, greyscale and U-Net tiny models."""
     return request.param, TINY_VARIANTS[request.param]
+
+
+def flat_images(folder, values, shape):
+    """`folder` (created) holding `k.png` for each k: an image of `shape` filled with `values[k]`;
+    returns the folder. Stand-in real images for the real-image folder and statistics."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir()
+    for k, value in enumerate(values):
+        Image.fromarray(np.full(shape, value, dtype=np.uint8)).save(folder / f"{k}.png")
+    return folder

@@ -11,7 +11,7 @@ from PIL import Image
 from fpa_export.common.atomic import check_outputs, check_suffix, same_file
 from fpa_export.common.errors import FpaError
 from fpa_export.models import save_checkpoint
-from tests.conftest import make_generator
+from tests.conftest import flat_images, make_generator
 
 
 def _last_line(result) -> str:
@@ -31,11 +31,7 @@ def checkpoint(tmp_path):
 
 @pytest.fixture
 def real(tmp_path):
-    folder = tmp_path / "real"
-    folder.mkdir()
-    for k in range(3):
-        Image.fromarray(np.full((16, 16, 3), 60 * k, dtype=np.uint8)).save(folder / f"{k}.png")
-    return folder
+    return flat_images(tmp_path / "real", [0, 60, 120], (16, 16, 3))
 
 
 def test_same_file_sees_links_and_spellings(tmp_path):

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import errno
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from fpa_export.cli.sample import main
 from fpa_export.fd import realfolder
+from tests.conftest import flat_images
 
 
 @pytest.fixture
 def real(tmp_path):
-    folder = tmp_path / "real"
-    folder.mkdir()
-    for k in range(5):
-        Image.fromarray(np.full((20, 24, 3), 40 * k, dtype=np.uint8)).save(folder / f"{k}.png")
-    return folder
+    return flat_images(tmp_path / "real", [0, 40, 80, 120, 160], (20, 24, 3))
 
 
 def _stats(real, out, *extra):
