@@ -187,7 +187,7 @@ def merge(old: Optional[dict], new: dict, overwrite: bool, files: Optional[dict]
                              f"FID tools read every file: --n {new['n']} would leave {beyond} beyond it; "
                              f"give --n {max(painted) + 1} or more, or --overwrite")
     merged = dict(new)
-    merged["backends"] = sorted(set(old.get("backends") or []) | set(new["backends"]))
+    merged["backends"] = sorted(set(old.get("backends", [])) | set(new["backends"]))
     merged["model_paths"] = model_paths(old, new)
     merged["versions"] = versions(old.get("versions") or {}, new["versions"])
     return merged
