@@ -220,3 +220,26 @@ def test_a_damaged_entry_is_one_line_naming_it_and_is_kept(checkpoint, exports, 
     assert "a damaged export cache entry" in str(err.value) and f"remove {entry} " in str(err.value)
     assert "\n" not in str(err.value) and len(exports) == 1
     assert entry.is_file() if damage == "a file as the entry" else (entry / cache.GRAPH_NAME).is_dir()
+
+
+@pytest.mark.parametrize("field, both", [("latent_size", False), ("image_size", False),
+                                         ("image_size", True)])
+def test_an_entry_sidecar_edited_to_another_config_is_not_believed(checkpoint, exports, field, both):
+    """A sidecar still recording the graph's sha256 but claiming another latent or image size (in its
+    `config`, or in the spec too) is not the graph's: the record inside the graph is read instead, so
+    the run neither crashes in onnxruntime nor records sizes its files do not have."""
+    import json
+    from fpa_export.export.sidecar import sidecar_path
+
+    first = _paint(checkpoint)
+    sidecar = sidecar_path(exports[0])
+    record = json.loads(sidecar.read_text())
+    true_config = dict(record["config"])
+    record["config"][field] *= 2
+    if both:
+        record["inputs"]["spec"]["config"][field] *= 2
+    sidecar.write_text(json.dumps(record))
+    sampler = make_sampler(checkpoint, backend="onnx")
+    assert sampler.config.to_dict() == true_config
+    assert torch.equal(sampler(torch.zeros(2, 8)), first)
+    assert len(exports) == 1

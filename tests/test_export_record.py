@@ -343,3 +343,35 @@ def test_an_edited_embedded_record_is_refused_too(exported, tmp_path):
             make_sampler(str(target), backend="onnx")
         again = export_onnx(exported[0], target, exporter="torchscript")
         assert not again.reused and read_export_record(target)["config"]["image_size"] == size
+
+
+def test_a_sidecar_contradicting_its_graph_is_not_believed(exported, tmp_path):
+    """A user's sidecar edited after the export (here: another latent size) still records the graph's
+    sha256, but the graph's own record says otherwise: that record is read, and sampling works."""
+    from fpa_export.runtime import make_sampler
+
+    _, generator, path = exported
+    copy = _without_sidecar(path, tmp_path, "user.onnx")
+    record = read_sidecar(path)
+    record["config"]["latent_size"] += 1
+    sidecar_path(copy).write_text(json.dumps(record))
+    assert read_export_record(copy)["record_source"] == "metadata"
+    sampler = make_sampler(str(copy), backend="onnx")
+    assert sampler.config.latent_size == generator.config.latent_size
+    z = torch.randn(3, generator.config.latent_size)
+    assert sampler(z).shape == (3, 1, generator.config.image_size, generator.config.image_size)
+
+
+@pytest.mark.parametrize("edit", ["config", "spec tensors"])
+def test_a_record_whose_config_and_spec_disagree_is_not_well_formed(exported, edit):
+    """The check that holds for files without an embedded record (TensorRT plans): the config must be
+    the spec's, and the spec's tensors those that config gives."""
+    from fpa_export.export.sidecar import _well_formed
+
+    record = read_sidecar(exported[2])
+    assert _well_formed(record)
+    if edit == "config":
+        record["config"]["image_size"] *= 2
+    else:
+        record["inputs"]["spec"]["outputs"][0]["shape"][-1] *= 2
+    assert not _well_formed(record)

@@ -9,8 +9,10 @@
 
 An artefact is reused only when its sidecar's `inputs` equal the new ones and its hash still matches.
 An .onnx file also carries the same record in its own metadata (`onnx_meta.py`); `read_export_record`
-is the one reader every command uses: the sidecar when it describes this very file, else the embedded
-record, so a graph without its sidecar (or with a sidecar of another graph) is still understood.
+is the one reader every command uses: the sidecar when it describes this very file (records its sha256,
+its config is its spec's and, for an .onnx, it says what the record inside the file says), else the
+embedded record, so a graph without its sidecar, with a sidecar of another graph or with one edited
+since, is still understood as what it is.
 """
 from __future__ import annotations
 
@@ -110,7 +112,7 @@ def _read_export_record(path: Path) -> Optional[dict]:
     digest = sha256_file(path)
     sidecar = read_sidecar(path)
     if _well_formed(sidecar) and isinstance(sidecar.get("output"), dict) \
-            and sidecar["output"].get("sha256") == digest:
+            and sidecar["output"].get("sha256") == digest and _agrees_with_embedded(path, sidecar):
         return {**sidecar, "record_source": "sidecar"}
     if path.suffix.lower() != ".onnx":
         return None
@@ -123,18 +125,43 @@ def _read_export_record(path: Path) -> Optional[dict]:
     return {**record, "output": output, "record_source": "metadata"}
 
 
+RECORD_FIELDS = ("inputs", "config", "describe")  # what a sidecar repeats of the graph's own record
+
+
+def _agrees_with_embedded(path: Path, sidecar: dict) -> bool:
+    """False when an .onnx file's own record (`onnx_meta`) says otherwise than its sidecar about what
+    it is: the sidecar was edited, and the file's record is believed. True for other files and for
+    graphs of versions that embedded no record. Reads the metadata only (no second hash)."""
+    if path.suffix.lower() != ".onnx":
+        return True
+    from .onnx_meta import RECORD_KEY, read_metadata
+
+    try:
+        embedded = json.loads((read_metadata(path) or {})[RECORD_KEY])
+    except (KeyError, ValueError, RecursionError):
+        return True
+    return not isinstance(embedded, dict) or all(
+        _normalised(embedded.get(key)) == _normalised(sidecar.get(key)) for key in RECORD_FIELDS)
+
+
 def _well_formed(record) -> bool:
-    """A record whose spec and config parse (a hand-edited or foreign JSON is not one)."""
+    """A record whose spec and config parse and agree: the config is the spec's, and the tensors the
+    spec lists are the ones that config gives (a hand-edited or foreign JSON is not one)."""
     from .spec import ExportSpec
 
     if not isinstance(record, dict) or not isinstance(record.get("inputs"), dict):
         return False
     try:
-        ExportSpec.from_dict(record["inputs"]["spec"])
-        FPAConfig.from_dict(record["config"])
+        claimed = record["inputs"]["spec"]
+        spec = ExportSpec.from_dict(claimed)
+        if _normalised(FPAConfig.from_dict(record["config"]).to_dict()) != \
+                _normalised(spec.config.to_dict()):
+            return False
+        derived = spec.to_dict()
+        return all(_normalised(claimed.get(key, derived[key])) == _normalised(derived[key])
+                   for key in ("inputs", "outputs"))
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
         return False
-    return True
 
 
 def spec_from_record(path: str | os.PathLike):
