@@ -7,6 +7,7 @@ import os
 import time
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from fpa_export.common.lock import FolderBusy, folder_lock
@@ -118,3 +119,31 @@ def test_a_damaged_latest_pt_names_the_runs_best_pt(tmp_path):
     assert "latest.pt" in result.output and "best.pt can be resumed instead" in result.output
     (out / "latest.pt").write_bytes((out / "best.pt").read_bytes())  # as the line says
     assert CliRunner().invoke(main, args).exit_code == 0
+
+
+@pytest.mark.parametrize("edit, text", [
+    (lambda c: c.update(step="x"), "its step is 'x', not a whole number"),
+    (lambda c: c.update(step=-1), "its step is -1"),
+    (lambda c: c.update(train_state=[1]), "its train_state is not a dict"),
+    (lambda c: c["train_state"].update(rng_cpu=None), "'rng_cpu' is not a random-number generator state"),
+    (lambda c: c["train_state"].update(rng_cpu=torch.zeros(7, dtype=torch.uint8)), "'rng_cpu' is not a"),
+    (lambda c: c["train_state"].pop("opt_g"), "its train_state lacks 'opt_g'"),
+    (lambda c: c["train_state"].update(generator=None), "has no dict for 'generator'"),
+    (lambda c: c["train_state"].update(gp_skipped="x"), "'gp_skipped' is 'x', not a number"),
+    (lambda c: c["train_state"].update(scaler_g=[2]), "'scaler_g' is not a dict"),
+])
+def test_a_hand_edited_latest_pt_is_one_line_before_anything_is_loaded(tmp_path, edit, text):
+    """Fields a resume loads that are not what fpa-train writes (an edit, another tool) are named in one
+    line; before, these were tracebacks (TypeError, ValueError) or a line blaming the discriminator."""
+    out = tmp_path / "run"
+    train_fpa(out, tiny_config(image_size=16), train_config(), options(steps=1))
+    ckpt = torch.load(out / "latest.pt", weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, out / "latest.pt")
+    before = (out / "latest.pt").read_bytes()
+    result = CliRunner().invoke(main, ["--out", str(out), "--resume", "--steps", "3", "--no-progress"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and text in lines[0] and "latest.pt" in lines[0], result.output
+    assert "discriminator" not in lines[0]
+    assert (out / "latest.pt").read_bytes() == before

@@ -61,12 +61,24 @@ def check_fresh(out: Path) -> None:
 
 
 def read_latest(out: Path) -> dict:
-    """The run's latest.pt, read as every checkpoint is; a damaged one is one line that, when the run
-    has a best.pt, says how to resume from that instead."""
+    """The run's latest.pt, read as every checkpoint is, with a step and a train_state a resume can
+    load (`trainer.state_problem`); a damaged one is one line that, when the run has a best.pt, says
+    how to resume from that instead."""
     from fpa_export.models import CheckpointError, read_checkpoint
+    from .trainer import state_problem
 
+    path = Path(out) / "latest.pt"
     try:
-        return read_checkpoint(Path(out) / "latest.pt")
+        ckpt = read_checkpoint(path)
+        step, state = ckpt.get("step"), ckpt.get("train_state")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise CheckpointError(f"{path}: its step is {step!r}, not a whole number ≥ 0 (edited?)")
+        if state is not None and not isinstance(state, dict):
+            raise CheckpointError(f"{path}: its train_state is not a dict (edited?)")
+        problem = state_problem(state) if state else None
+        if problem:
+            raise CheckpointError(f"{path}: {problem} (edited, or not written by fpa-train?)")
+        return ckpt
     except CheckpointError as err:
         if not (Path(out) / "best.pt").is_file():
             raise

@@ -257,6 +257,7 @@ class Trainer:
         return state
 
     def load_state(self, state: dict, ema_state: dict, step: int) -> None:
+        """`state` as `state()` wrote it (`state_problem` is None for it)."""
         self.generator.load_state_dict(state["generator"])
         self.ema_generator.load_state_dict(ema_state)
         self.discriminator.load_state_dict(state["discriminator"])
@@ -272,3 +273,29 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         self.step_count = int(step)
         self.gp_skipped = int(state.get("gp_skipped", 0))
+
+
+STATE_DICTS = ("train_config", "generator", "discriminator", "opt_g", "opt_d")  # `Trainer.state`'s dicts
+
+
+def state_problem(state: dict) -> "str | None":
+    """What makes `state` (a checkpoint's train_state) other than `Trainer.state` writes it, in words,
+    or None: checked before a resume loads any of it, so an edited or foreign file is one line, not a
+    traceback or a misleading "does not fit"."""
+    for key in STATE_DICTS:
+        if not isinstance(state.get(key), dict):
+            return f"its train_state {'lacks' if key not in state else 'has no dict for'} {key!r}"
+    for key in ("scaler_g", "scaler_d"):
+        if state.get(key) is not None and not isinstance(state[key], dict):
+            return f"its train_state's {key!r} is not a dict"
+    for key in ("rng_cpu", "rng_cuda"):
+        rng = state.get(key)
+        if (key in state or key == "rng_cpu") and not (
+                isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8 and rng.dim() == 1
+                and (key != "rng_cpu" or rng.numel() == torch.get_rng_state().numel())):
+            return f"its train_state's {key!r} is not a random-number generator state"
+    for key, kinds in (("gp_skipped", (int,)), ("best", (int, float))):
+        value = state.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return f"its train_state's {key!r} is {value!r}, not a number"
+    return None
