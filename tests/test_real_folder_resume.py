@@ -73,6 +73,22 @@ def test_a_stopped_folder_of_other_settings_or_with_a_strangers_file_is_refused(
     assert _contents(out) == {**before, "notes.txt": b"mine"}
 
 
+@pytest.mark.parametrize("first_through_link", [False, True])
+def test_a_stopped_folder_is_finished_through_a_link_to_its_source(real, tmp_path, monkeypatch,
+                                                                   first_through_link):
+    """The same images named through a symbolic link (or by the link's target) are the same source."""
+    link = tmp_path / "link-to-real"
+    link.symlink_to(real, target_is_directory=True)
+    first, then = (link, real) if first_through_link else (real, link)
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        _stop_after(patch, 2, KeyboardInterrupt())
+        _stats(first, out)
+    finished = _stats(then, out)
+    assert finished.exit_code == 0, finished.output
+    assert sorted(_contents(out)) == [f"{k:06d}.png" for k in range(5)]
+
+
 def test_a_source_that_lost_images_since_the_stop_leaves_no_stale_names(real, tmp_path, monkeypatch):
     out = tmp_path / "out"
     with monkeypatch.context() as patch:

@@ -42,7 +42,7 @@ def write_real_folder(image_dir: str | Path, out: str | Path, size: int, channel
         raise FpaError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
     check_outside(out, image_dir)  # the copies would be read as real images
     out = Path(out)
-    wanted = {"format": FORMAT, "source": os.path.abspath(image_dir), "size": size, "channels": channels,
+    wanted = {"format": FORMAT, "source": os.path.realpath(image_dir), "size": size, "channels": channels,
               "image_format": image_format,
               "jpeg_quality": jpeg_quality if image_format == "jpg" else None}
     _check_folder(out, wanted)
@@ -75,6 +75,9 @@ def _check_folder(out: Path, wanted: dict) -> None:
     if record is None:  # old files would be scored beside the new
         raise FpaError(f"{out}: this folder holds files already (FID tools would read them with the "
                        "real images); give a new or empty folder")
+    source = record.get("source")
+    if isinstance(source, str):  # the same images, named through a link or as the link's target
+        record = {**record, "source": os.path.realpath(source)}
     differs = [f"{key} {record.get(key)!r} vs {wanted[key]!r}" for key in SETTINGS
                if record.get(key) != wanted[key]]
     if differs:
