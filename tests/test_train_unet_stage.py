@@ -135,11 +135,33 @@ def test_nan_gradient_penalty_is_skipped_and_counted(monkeypatch):
     assert trainer.state()["gp_skipped"] == 1
 
 
+@pytest.mark.parametrize("start, every, steps, first, advice", [
+    (1, 10, 3, 10, "lower --ema-every to 2 or less, and --ema-start below it"),
+    (100, 10, 50, 110, "lower --ema-start below 40"),
+    (0, 1, 1, 1, "a run of 2 steps or more can average"),
+])
+def test_the_ema_notice_names_what_keeps_the_ema_from_averaging(start, every, steps, first, advice):
+    """`--ema-start 1` with the default `--ema-every 10` in a 3-step run: the period, not the start,
+    keeps the EMA from averaging, and the line says so."""
+    from fpa_export.training.ema import ema_notice, ema_record
+
+    schedule = EMASchedule(start=start, every=every, reset_every=2, reset_offset=0, reset_until=1000)
+    line = ema_notice(schedule, steps)
+    assert f"first update (step {first}," in line and advice in line, line
+    suggested = {"lower --ema-start below 40": dict(start=39), "lower --ema-every to 2 or less, and "
+                 "--ema-start below it": dict(start=1, every=2)}.get(advice)
+    if suggested:  # what the line suggests does make the EMA average
+        better = EMASchedule(**{**dict(start=start, every=every, reset_every=2, reset_offset=0,
+                                       reset_until=1000), **suggested})
+        assert ema_record(better, steps)["started"] is not None and ema_notice(better, steps) == ""
+
+
 def test_ema_that_never_starts_is_announced_and_recorded(tmp_path, capsys):
     late = EMASchedule(start=100, every=10, reset_every=2, reset_offset=0, reset_until=1000)
     train_fpa(tmp_path / "r", tiny_config(image_size=16), train_config(ema=late), options(steps=3))
     err = capsys.readouterr().err
-    assert "ends before --ema-start 100" in err and "step 2" in err
+    assert "ends before the EMA's first update (step 110, the first multiple of --ema-every 10 after " \
+        "--ema-start 100)" in err and "step 2" in err
     ckpt = read_checkpoint(tmp_path / "r" / "latest.pt")
     assert ckpt["ema"] == {"started": None, "last_reset": 2, "beta": 0.995}
     assert describe(ckpt).endswith("EMA: none (a copy of G at step 2)")

@@ -80,5 +80,14 @@ def ema_notice(schedule: EMASchedule, steps: int) -> str:
         return ""
     copy = (f"a copy of G from step {record['last_reset']} (its last reset)" if record["last_reset"] is not None
             else "G's initial weights")
-    return (f"Note: --steps {steps} ends before --ema-start {schedule.start}: the EMA generator will never "
-            f"average and is {copy}; lower --ema-start to average")
+    first = (schedule.start // schedule.every + 1) * schedule.every
+    last = (steps - 1) // schedule.every * schedule.every  # the last step of the run --ema-every allows
+    if steps < 2:
+        advice = "a run of 2 steps or more can average"
+    elif last > 0:
+        advice = f"lower --ema-start below {last} to average"
+    else:
+        advice = f"lower --ema-every to {steps - 1} or less, and --ema-start below it, to average"
+    return (f"Note: --steps {steps} ends before the EMA's first update (step {first}, the first multiple "
+            f"of --ema-every {schedule.every} after --ema-start {schedule.start}): the EMA generator will "
+            f"never average and is {copy}; {advice}")
