@@ -375,3 +375,18 @@ def test_a_record_whose_config_and_spec_disagree_is_not_well_formed(exported, ed
     else:
         record["inputs"]["spec"]["outputs"][0]["shape"][-1] *= 2
     assert not _well_formed(record)
+
+
+def test_exporting_again_over_an_edited_sidecar_restores_it(exported, tmp_path):
+    """The edited sidecar is still ours (it parses), so the export replaces it: the graph's own record
+    matches these inputs and is written back, with no --force needed."""
+    checkpoint, _, path = exported
+    out = _without_sidecar(path, tmp_path, "again.onnx")
+    good = read_sidecar(path)
+    edited = json.loads(json.dumps(good))
+    edited["config"]["latent_size"] += 1
+    sidecar_path(out).write_text(json.dumps(edited))
+    result = export_onnx(checkpoint, out, exporter="torchscript")
+    restored = read_sidecar(out)
+    assert restored["config"] == good["config"] and restored["inputs"] == good["inputs"]
+    assert read_export_record(result.path)["record_source"] == "sidecar"

@@ -89,6 +89,18 @@ def test_a_stopped_folder_is_finished_through_a_link_to_its_source(real, tmp_pat
     assert sorted(_contents(out)) == [f"{k:06d}.png" for k in range(5)]
 
 
+def test_a_record_naming_an_impossible_source_is_refused_in_one_line(real, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        _stop_after(patch, 2, KeyboardInterrupt())
+        _stats(real, out)
+    record = out / realfolder.PARTIAL
+    record.write_text(record.read_text().replace(str(real).replace("\\", "\\\\"), "a\\u0000b"))
+    again = _stats(real, out)
+    assert again.exit_code == 1 and "Traceback" not in again.output, again.output
+    assert "other settings (source 'a\\x00b'" in again.output
+
+
 def test_a_source_that_lost_images_since_the_stop_leaves_no_stale_names(real, tmp_path, monkeypatch):
     out = tmp_path / "out"
     with monkeypatch.context() as patch:

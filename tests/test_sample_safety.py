@@ -185,9 +185,19 @@ def test_a_sidecar_claiming_other_shapes_is_refused(model, tmp_path):
     record = json.loads(result.sidecar.read_text())
     for section in (record["config"], record["inputs"]["spec"]["config"]):
         section["channels"] = 3
+    for tensor in record["inputs"]["spec"]["outputs"]:
+        tensor["shape"][1] = 3
     result.sidecar.write_text(json.dumps(record))
+    sampler = make_sampler(result.path)  # the sidecar contradicts the graph's own record: not believed
+    assert sampler.config.channels == 1 and sampler(torch.zeros(1, 8)).shape[1] == 1
+    # a record without the graph's own to contradict it (a graph of an older version) meets the shapes
+    import onnxruntime
+    from fpa_export.export import ExportSpec
+    from fpa_export.runtime.onnx_backend import check_shapes
+
+    claimed = ExportSpec.from_dict(record["inputs"]["spec"])
     with pytest.raises(ExportError, match="record claims"):
-        make_sampler(result.path)(torch.zeros(1, 8))
+        check_shapes(result.path, claimed, onnxruntime.InferenceSession(str(result.path)))
 
 
 def test_verify_repaints_existing_files_and_refuses_other_content(model, tmp_path):

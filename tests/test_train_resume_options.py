@@ -88,7 +88,7 @@ def test_api_resume_with_another_model_names_the_fields(tmp_path):
     other = tiny_config(image_size=16).replace(hidden_size=24)
     with pytest.raises(TrainingError, match=r"the run's model has hidden_size 16 \(this run: 24\)"):
         train_fpa(out, other, train_config(), options(data="digits", steps=2), resume=True)
-    with pytest.raises(TrainingError, match="do not fit this run .*discriminator options"):
+    with pytest.raises(TrainingError, match="its discriminator does not fit this run .*discriminator options"):
         train_fpa(out, tiny_config(image_size=16), train_config(fmap_max=32), options(data="digits", steps=2),
                   resume=True)
     assert read_checkpoint(out / "latest.pt")["step"] == 1

@@ -131,6 +131,11 @@ def test_a_damaged_latest_pt_names_the_runs_best_pt(tmp_path):
     (lambda c: c["train_state"].update(generator=None), "has no dict for 'generator'"),
     (lambda c: c["train_state"].update(gp_skipped="x"), "'gp_skipped' is 'x', not a number"),
     (lambda c: c["train_state"].update(scaler_g=[2]), "'scaler_g' is not a dict"),
+    (lambda c: c["train_state"].update(scaler_g={"scale": 2.0}, scaler_d=None), "'scaler_d' is not a dict"),
+    (lambda c: c["train_state"].update(opt_g={"state": {}, "param_groups": "x"}), "'opt_g' is not an opt"),
+    (lambda c: c["train_state"].update(opt_g={}), "'opt_g' is not an optimiser state"),
+    (lambda c: c["train_state"].update(rng_cpu=torch.zeros(5056, dtype=torch.uint8)), "'rng_cpu' is not"),
+    (lambda c: c["train_state"].update(train_config={"ema": 5}), "'train_config' does not parse"),
 ])
 def test_a_hand_edited_latest_pt_is_one_line_before_anything_is_loaded(tmp_path, edit, text):
     """Fields a resume loads that are not what fpa-train writes (an edit, another tool) are named in one
@@ -147,3 +152,22 @@ def test_a_hand_edited_latest_pt_is_one_line_before_anything_is_loaded(tmp_path,
     assert len(lines) == 1 and text in lines[0] and "latest.pt" in lines[0], result.output
     assert "discriminator" not in lines[0]
     assert (out / "latest.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("edit, text", [
+    (lambda c: c["train_state"].update(generator={"x": torch.zeros(1)}), "its generator does not load"),
+    (lambda c: c.update(state_dict={"x": torch.zeros(1)}), "its EMA generator (state_dict) does not load"),
+])
+def test_weights_that_do_not_load_name_their_part_not_the_discriminator(tmp_path, edit, text):
+    """Weights are checked as they load: the error line names the part and says the file was edited,
+    not that the discriminator options differ."""
+    out = tmp_path / "run"
+    train_fpa(out, tiny_config(image_size=16), train_config(), options(steps=1))
+    ckpt = torch.load(out / "latest.pt", weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, out / "latest.pt")
+    result = CliRunner().invoke(main, ["--out", str(out), "--resume", "--steps", "3", "--no-progress"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and text in errors[0] and "Missing key(s)" in errors[0], result.output
+    assert "edited or damaged" in errors[0] and "discriminator options" not in errors[0]

@@ -35,7 +35,7 @@ from fpa_export.common.images import arrange, grid, to_hwc, to_uint8
 from . import data as datasets
 from . import quality, runfolder
 from .ema import ema_notice, ema_record
-from .trainer import Trainer
+from .trainer import StateMismatch, Trainer
 
 
 class TrainingError(FpaError, RuntimeError):
@@ -194,10 +194,12 @@ class Run:
                                 "model options, or start a new run with another --out")
         try:
             self.trainer.load_state(state, ckpt["state_dict"], ckpt["step"])
-        except (RuntimeError, KeyError, ValueError) as err:  # another discriminator layout, most often
-            raise TrainingError(f"{path}: its weights do not fit this run ({type(err).__name__}: "
-                                f"{str(err).splitlines()[0][:160]}); resume with the run's discriminator "
-                                "options (as latest.pt's train_config)") from None
+        except StateMismatch as err:
+            if err.part in StateMismatch.DISCRIMINATOR_PARTS:  # another discriminator layout, most often
+                raise TrainingError(f"{path}: its {err.part} does not fit this run ({err.detail}); resume "
+                                    "with the run's discriminator options (as latest.pt's train_config)") \
+                    from None
+            raise TrainingError(f"{path}: {err} (edited or damaged since fpa-train wrote it?)") from None
         self.best = float(state.get("best", math.inf))
         self.truncate_log(ckpt["step"])
         # The settings the run goes on with are written with its next latest.pt, so a resume that fails

@@ -257,22 +257,40 @@ class Trainer:
         return state
 
     def load_state(self, state: dict, ema_state: dict, step: int) -> None:
-        """`state` as `state()` wrote it (`state_problem` is None for it)."""
-        self.generator.load_state_dict(state["generator"])
-        self.ema_generator.load_state_dict(ema_state)
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        """`state` as `state()` wrote it (`state_problem` is None for it); StateMismatch naming the
+        part that does not load (another discriminator layout, or an edited file)."""
+        parts = [("generator", lambda: self.generator.load_state_dict(state["generator"])),
+                 ("EMA generator (state_dict)", lambda: self.ema_generator.load_state_dict(ema_state)),
+                 ("discriminator", lambda: self.discriminator.load_state_dict(state["discriminator"])),
+                 ("opt_g", lambda: self.opt_g.load_state_dict(state["opt_g"])),
+                 ("opt_d", lambda: self.opt_d.load_state_dict(state["opt_d"]))]
+        if state.get("scaler_g"):
+            parts += [("scaler_g", lambda: self.scaler_g.load_state_dict(state["scaler_g"])),
+                      ("scaler_d", lambda: self.scaler_d.load_state_dict(state["scaler_d"]))]
+        parts += [("rng_cpu", lambda: torch.set_rng_state(state["rng_cpu"]))]
+        if "rng_cuda" in state and self.device.type == "cuda":
+            parts += [("rng_cuda", lambda: torch.cuda.set_rng_state(state["rng_cuda"], self.device))]
+        for part, load in parts:
+            try:
+                load()
+            except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
+                raise StateMismatch(part, err) from None
         for group in self.opt_g.param_groups + self.opt_d.param_groups:
             group["lr"] = self.config.lr  # this run's --lr (Adam's state dict brings the saved one back)
-        if state.get("scaler_g"):
-            self.scaler_g.load_state_dict(state["scaler_g"])
-            self.scaler_d.load_state_dict(state["scaler_d"])
-        torch.set_rng_state(state["rng_cpu"])
-        if "rng_cuda" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         self.step_count = int(step)
         self.gp_skipped = int(state.get("gp_skipped", 0))
+
+
+class StateMismatch(FpaError):
+    """A part of a train_state that does not load into this trainer: `part` (its key) and `detail`."""
+
+    DISCRIMINATOR_PARTS = ("discriminator", "opt_d", "scaler_d")
+
+    def __init__(self, part: str, err: Exception):
+        self.part = part
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        self.detail = f"{type(err).__name__}: {' '.join(lines[:2])[:160]}"  # torch's "Error(s) in …:" + what
+        super().__init__(f"its {part} does not load ({self.detail})")
 
 
 STATE_DICTS = ("train_config", "generator", "discriminator", "opt_g", "opt_d")  # `Trainer.state`'s dicts
@@ -285,8 +303,18 @@ def state_problem(state: dict) -> "str | None":
     for key in STATE_DICTS:
         if not isinstance(state.get(key), dict):
             return f"its train_state {'lacks' if key not in state else 'has no dict for'} {key!r}"
+    try:
+        TrainConfig.from_dict(state["train_config"])
+    except (TypeError, ValueError, AttributeError, FpaError) as err:
+        return f"its train_state's 'train_config' does not parse ({type(err).__name__}: {err})"[:240]
+    for key in ("opt_g", "opt_d"):
+        groups = state[key].get("param_groups")
+        if not isinstance(state[key].get("state"), dict) or not isinstance(groups, list) \
+                or not all(isinstance(group, dict) for group in groups):
+            return f"its train_state's {key!r} is not an optimiser state (a 'state' and 'param_groups')"
     for key in ("scaler_g", "scaler_d"):
-        if state.get(key) is not None and not isinstance(state[key], dict):
+        if (state.get(key) is not None or (key == "scaler_d" and state.get("scaler_g"))) \
+                and not isinstance(state.get(key), dict):
             return f"its train_state's {key!r} is not a dict"
     for key in ("rng_cpu", "rng_cuda"):
         rng = state.get(key)
@@ -294,6 +322,13 @@ def state_problem(state: dict) -> "str | None":
                 isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8 and rng.dim() == 1
                 and (key != "rng_cpu" or rng.numel() == torch.get_rng_state().numel())):
             return f"its train_state's {key!r} is not a random-number generator state"
+    saved = torch.get_rng_state()
+    try:  # the generator's own check (an all-zero state is refused, for one): tried, then put back
+        torch.set_rng_state(state["rng_cpu"])
+    except RuntimeError:
+        return "its train_state's 'rng_cpu' is not a random-number generator state"
+    finally:
+        torch.set_rng_state(saved)
     for key, kinds in (("gp_skipped", (int,)), ("best", (int, float))):
         value = state.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, kinds):

@@ -72,7 +72,7 @@ def read_sidecar(artefact: str | os.PathLike) -> Optional[dict]:
 def has_our_sidecar(artefact: str | os.PathLike) -> bool:
     """Whether the sidecar of `artefact` is one fpa-export wrote (`_well_formed`), not another tool's
     or a user's JSON of that name."""
-    return _well_formed(read_sidecar(artefact))
+    return _parses(read_sidecar(artefact))  # ours even when edited since: it may be replaced
 
 
 _RECORDS: dict = {}  # (file and sidecar identities) → record: one hash per file per process
@@ -144,23 +144,37 @@ def _agrees_with_embedded(path: Path, sidecar: dict) -> bool:
         _normalised(embedded.get(key)) == _normalised(sidecar.get(key)) for key in RECORD_FIELDS)
 
 
-def _well_formed(record) -> bool:
-    """A record whose spec and config parse and agree: the config is the spec's, and the tensors the
-    spec lists are the ones that config gives (a hand-edited or foreign JSON is not one)."""
+def _parses(record) -> bool:
+    """A record whose spec and config parse: one of ours (a foreign JSON is not one)."""
+    return _parsed(record) is not None
+
+
+def _parsed(record):
+    """(ExportSpec, FPAConfig) of a record, or None when they do not parse."""
     from .spec import ExportSpec
 
     if not isinstance(record, dict) or not isinstance(record.get("inputs"), dict):
+        return None
+    try:
+        return ExportSpec.from_dict(record["inputs"]["spec"]), FPAConfig.from_dict(record["config"])
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
+        return None
+
+
+def _well_formed(record) -> bool:
+    """A record that parses and agrees with itself: the config is the spec's, and the tensors the spec
+    lists are the ones that config gives (a hand-edited record of another size is not one)."""
+    parsed = _parsed(record)
+    if parsed is None:
+        return False
+    spec, config = parsed
+    claimed, derived = record["inputs"]["spec"], spec.to_dict()
+    if not isinstance(claimed, dict) or _normalised(config.to_dict()) != _normalised(spec.config.to_dict()):
         return False
     try:
-        claimed = record["inputs"]["spec"]
-        spec = ExportSpec.from_dict(claimed)
-        if _normalised(FPAConfig.from_dict(record["config"]).to_dict()) != \
-                _normalised(spec.config.to_dict()):
-            return False
-        derived = spec.to_dict()
         return all(_normalised(claimed.get(key, derived[key])) == _normalised(derived[key])
                    for key in ("inputs", "outputs"))
-    except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
+    except (TypeError, ValueError, RecursionError):
         return False
 
 

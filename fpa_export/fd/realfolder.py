@@ -75,9 +75,10 @@ def _check_folder(out: Path, wanted: dict) -> None:
     if record is None:  # old files would be scored beside the new
         raise FpaError(f"{out}: this folder holds files already (FID tools would read them with the "
                        "real images); give a new or empty folder")
-    source = record.get("source")
-    if isinstance(source, str):  # the same images, named through a link or as the link's target
-        record = {**record, "source": os.path.realpath(source)}
+    try:  # the same images, named through a link or as the link's target
+        record = {**record, "source": os.path.realpath(record["source"])}
+    except (KeyError, TypeError, ValueError):  # none, not a path, or one with a NUL: compared as it is
+        pass
     differs = [f"{key} {record.get(key)!r} vs {wanted[key]!r}" for key in SETTINGS
                if record.get(key) != wanted[key]]
     if differs:
