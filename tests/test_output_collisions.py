@@ -228,6 +228,23 @@ def test_sample_folder_with_other_images_is_refused(stray, args, earlier, tmp_pa
     assert {p: p.read_bytes() for p in outdir.rglob("*") if p.is_file()} == before
 
 
+def test_a_sample_name_past_the_folders_n_is_a_stray_when_extending(tmp_path):
+    """A copy of sample 1 named 000009.png in a folder of 4 samples is no sample of any run: --n 12
+    would keep it as image 9. It is refused; a folder whose interrupted run planned n 12 is not."""
+    from fpa_export.cli.sample import main
+
+    outdir = tmp_path / "out"
+    assert CliRunner().invoke(main, ["--n", "4", "--outdir", str(outdir)]).exit_code == 0
+    (outdir / "000009.png").write_bytes((outdir / "000001.png").read_bytes())
+    before = _files(outdir)
+    line = _last_line(CliRunner().invoke(main, ["--n", "12", "--outdir", str(outdir)]))
+    assert "not samples 0..3 of its runs" in line and "000009.png" in line, line
+    assert _files(outdir) == before
+    (outdir / "000009.png").unlink()
+    assert CliRunner().invoke(main, ["--n", "12", "--outdir", str(outdir)]).exit_code == 0
+    assert CliRunner().invoke(main, ["--n", "16", "--outdir", str(outdir)]).exit_code == 0
+
+
 def test_real_images_below_a_sample_folder_are_refused_and_counted(real, tmp_path):
     from fpa_export.cli.sample import main
 

@@ -167,8 +167,9 @@ def sample_folder(run: SampleRun, model=None, backend: str = "auto", device: str
                             truncation=run.truncation)
     # early, before the model is opened; repeated under the folder's lock below
     _check_not_files(outdir)  # first: a folder named 000002.png is said as such, not as a sample
-    manifest.merge(manifest.read(outdir, run.overwrite), wanted, run.overwrite, existing_files(outdir))
-    _check_strays(outdir, run)
+    earlier = manifest.read(outdir, run.overwrite)
+    manifest.merge(earlier, wanted, run.overwrite, existing_files(outdir))
+    _check_strays(outdir, run, None if earlier is None or run.overwrite else earlier["n"])
     threads, workers = run.thread_counts()
     if sampler is None:
         sampler = open_sampler(source, backend, device, painting_plan(device, threads)[1], precision)
@@ -223,14 +224,17 @@ def _check_not_files(outdir: Path) -> None:
                        "or use another --outdir")
 
 
-def _check_strays(outdir: Path, run: SampleRun) -> None:
-    """Refuse a folder holding images that are not this run's samples (FID tools would score them)."""
-    strays = stray_images(outdir, run.n, run.image_format, run.overwrite)
+def _check_strays(outdir: Path, run: SampleRun, earlier_n: Optional[int]) -> None:
+    """Refuse a folder holding images that are not this run's samples (FID tools would score them):
+    names past the folder's earlier n (`earlier_n`, its samples.json's) were painted by no run of it."""
+    limit = run.n if earlier_n is None else min(run.n, earlier_n)
+    strays = stray_images(outdir, limit, run.image_format, run.overwrite)
     if strays:
         shown = ", ".join(strays[:3]) + (f" and {len(strays) - 3} more" if len(strays) > 3 else "")
-        raise FpaError(f"{outdir}: holds image files that are not samples 0..{run.n - 1} of this run "
-                       f"({shown}); FID tools would score them too: move them away or use another "
-                       "--outdir")
+        painted = f"samples 0..{limit - 1} of its runs" if limit < run.n else \
+            f"samples 0..{run.n - 1} of this run"
+        raise FpaError(f"{outdir}: holds image files that are not {painted} ({shown}); FID tools would "
+                       "score them too: move them away or use another --outdir")
 
 
 def painting_plan(device: str, threads: int, parallel: bool = True) -> tuple[int, int]:
