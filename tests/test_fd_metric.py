@@ -75,8 +75,13 @@ def test_stats_set_round_trip_and_foreign_stats_refused():
         StatsSet.from_arrays({"mu": np.zeros(3), "sigma": np.eye(3)})
 
 
-@pytest.mark.parametrize("damage", ["nan-mean", "inf-cov", "n", "seeds"])
+@pytest.mark.parametrize("damage", ["nan-mean", "inf-cov", "n", "seeds", "text-cov", "complex-cov",
+                                    "negated-cov", "asymmetric-cov", "n-array", "n-text", "version-array",
+                                    "resolution-16", "fractional-seeds", "one-seed-of-two", "one-id",
+                                    "no-seeds"])
 def test_damaged_statistics_are_refused_instead_of_giving_a_nan_distance(damage):
+    """Each edit of a statistics file is one line (FpaError) naming it as damaged or edited, never a
+    traceback from numpy or torch, nor a distance computed from something that is not a covariance."""
     arrays = compute_stats([torch.rand(6, 3, 32, 32)], seeds=(0, 1), resolution=32, source="x").to_arrays()
     arrays = {key: np.array(value, copy=True) for key, value in arrays.items()}
     key = next(k for k in arrays if arrays[k].dtype.kind == "f" and arrays[k].ndim == 2)  # the means
@@ -87,9 +92,27 @@ def test_damaged_statistics_are_refused_instead_of_giving_a_nan_distance(damage)
         arrays[cov][1, 0, 0] = np.inf
     elif damage == "n":
         arrays["n"] = np.asarray(-5)
-    else:
+    elif damage == "seeds":
         arrays["seeds"] = np.asarray([0, 0])
-    with pytest.raises(FpaError, match="damaged or edited"):
+    else:
+        cov = next(k for k in arrays if arrays[k].ndim == 3)
+        edits = {"text-cov": (cov, arrays[cov].astype(str)),
+                 "complex-cov": (cov, arrays[cov].astype(np.complex128)),
+                 "negated-cov": (cov, -arrays[cov]),
+                 "asymmetric-cov": (cov, arrays[cov] + np.triu(np.ones_like(arrays[cov][0]), 1)),
+                 "n-array": ("n", np.asarray([6])), "n-text": ("n", np.asarray("6")),
+                 "version-array": ("format_version", np.asarray([2])),
+                 "resolution-16": ("resolution", np.asarray(16)),
+                 "fractional-seeds": ("seeds", np.asarray([0.5, 1.0])),
+                 "one-seed-of-two": ("seeds", np.asarray([0])),
+                 "one-id": ("extractor_ids", arrays["extractor_ids"][:1]),
+                 "no-seeds": ("seeds", None)}
+        name, value = edits[damage]
+        if value is None:
+            del arrays[name]
+        else:
+            arrays[name] = value
+    with pytest.raises(FpaError, match="damaged or edited|not a complete statistics file"):
         StatsSet.from_arrays(arrays)
 
 

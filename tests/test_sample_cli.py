@@ -208,8 +208,21 @@ def test_reference_stats_are_checked_before_any_image_is_written(checkpoint, rea
     text.write_text("not statistics\n")
     cut = tmp_path / "cut.npz"
     cut.write_bytes(other.read_bytes()[:200])
+    own = tmp_path / "own.npz"  # this model's: edited below
+    assert _invoke("stats", real_dir, "-o", own, "--model", checkpoint, "--seeds", 1).exit_code == 0
+    edited = {}
+    for key, value, message in (("pipeline_jpeg_quality", 75, "png q75 images, these samples are 8 px, "
+                                 "1 channel(s), png;"),
+                                ("pipeline_size", np.asarray([8]), "its pipeline_size is [8]"),
+                                ("pipeline_format", np.asarray(["png", "jpg"]), "its pipeline_format is")):
+        with np.load(own) as data:
+            arrays = {k: data[k] for k in data.files}
+        arrays[key] = np.asarray(value)
+        edited[tmp_path / f"{key}.npz"] = message
+        np.savez(tmp_path / f"{key}.npz", **arrays)
     for stats, message in ((other, "prepared for 16 px"), (plain, "no pipeline record"),
-                           (text, "not a statistics file"), (cut, "a damaged statistics file")):
+                           (text, "not a statistics file"), (cut, "a damaged statistics file"),
+                           *edited.items()):
         folder = tmp_path / f"s-{stats.stem}"
         _one_line_error(_invoke(checkpoint, "--n", 6, "--outdir", folder, "--backend", "torch",
                                 "--reference-stats", stats), message)

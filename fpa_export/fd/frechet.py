@@ -30,6 +30,7 @@ STATS_FORMAT_VERSION = 2
 # are still read.
 STATS_KIND = "random-VGG feature statistics for fpa-fd (NOT Inception FID statistics)"
 MEAN_KEY, COV_KEY = "ranvgg_feature_mean", "ranvgg_feature_cov"
+MIN_RESOLUTION = 32  # the extractor's smallest input: five poolings leave 2×2 positions at the last layer
 
 
 @dataclass
@@ -142,27 +143,60 @@ class StatsSet:
         if "format" not in keys or str(arrays["format"]) != STATS_FORMAT:
             found = _describe_foreign(arrays, keys)
             raise FpaError(f"{where} is not fpa-fd statistics: found {found}; they cannot be compared")
-        version = int(arrays["format_version"])
+        version = stored_int(arrays, "format_version", where)
         if version > STATS_FORMAT_VERSION:
             raise FpaError(f"{where} has a newer statistics format; upgrade fpa-export")
         mean_key, cov_key = (MEAN_KEY, COV_KEY) if version >= 2 else ("mu", "sigma")  # v1: old names
-        if not {mean_key, cov_key} <= keys:
-            raise FpaError(f"{where} lacks {mean_key}/{cov_key}; not a complete statistics file")
-        seeds = [int(s) for s in np.asarray(arrays["seeds"]).reshape(-1)]
-        mu, sigma, n = np.asarray(arrays[mean_key]), np.asarray(arrays[cov_key]), int(arrays["n"])
+        if not {mean_key, cov_key, "seeds", "n", "resolution", "extractor", "extractor_ids"} <= keys:
+            raise FpaError(f"{where} lacks {mean_key}/{cov_key}; not a complete statistics file"
+                           if not {mean_key, cov_key} <= keys else
+                           f"{where} lacks its seeds, n, resolution or extractor; not a complete statistics file")
+        seeds, ids = np.asarray(arrays["seeds"]), np.asarray(arrays["extractor_ids"])
+        mu, sigma = np.asarray(arrays[mean_key]), np.asarray(arrays[cov_key])
+        n, resolution = stored_int(arrays, "n", where), stored_int(arrays, "resolution", where)
+        if seeds.ndim != 1 or not np.issubdtype(seeds.dtype, np.integer) or ids.shape != seeds.shape:
+            raise FpaError(f"{where} records extractor seeds {seeds.tolist()!r} and ids of shape {ids.shape}: "
+                           "one whole-number seed per extractor id (damaged or edited); prepare it again")
         if mu.ndim != 2 or mu.shape[0] != len(seeds) \
                 or sigma.shape != (len(seeds), mu.shape[1], mu.shape[1]):
-            raise FpaError(f"{where} has inconsistent shapes mu {mu.shape}, sigma {sigma.shape}")
-        if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-            raise FpaError(f"{where} holds NaN/inf statistics (damaged or edited); prepare it again")
-        if n < 2 or len(set(seeds)) != len(seeds):
-            raise FpaError(f"{where} records {n} image(s) and seeds {seeds}: statistics need at least 2 "
-                           "images and distinct seeds (damaged or edited); prepare it again")
+            raise FpaError(f"{where} has {len(seeds)} seed(s) and statistics of shapes mu {mu.shape}, "
+                           f"sigma {sigma.shape}, which do not fit together (damaged or edited)")
+        _check_values(mu, sigma, where)
+        seeds = [int(s) for s in seeds]
+        if n < 2 or len(set(seeds)) != len(seeds) or resolution < MIN_RESOLUTION:
+            raise FpaError(f"{where} records {n} image(s), seeds {seeds} and {resolution} px: statistics "
+                           f"need at least 2 images, distinct seeds and ≥ {MIN_RESOLUTION} px (damaged or "
+                           "edited); prepare it again")
         stats = {s: FeatureStats(torch.from_numpy(mu[i]).double(), torch.from_numpy(sigma[i]).double(), n)
                  for i, s in enumerate(seeds)}
-        ids = [str(x) for x in np.asarray(arrays["extractor_ids"]).reshape(-1)]
-        return cls(stats=stats, extractor=str(arrays["extractor"]), extractor_ids=dict(zip(seeds, ids)),
-                   resolution=int(arrays["resolution"]), source=str(arrays["source"]))
+        return cls(stats=stats, extractor=str(arrays["extractor"]),
+                   extractor_ids=dict(zip(seeds, (str(x) for x in ids))), resolution=resolution,
+                   source=str(arrays.get("source", "")))
+
+
+def stored_int(arrays, key: str, where: str) -> int:
+    """A whole number stored as a 0-d integer array; one line naming it otherwise."""
+    value = np.asarray(arrays[key]) if key in arrays else None
+    if value is None or value.ndim != 0 or not np.issubdtype(value.dtype, np.integer):
+        shown = "missing" if value is None else f"{value.tolist()!r} ({value.dtype})"
+        raise FpaError(f"{where}: its {key} is {shown}, not a whole number (damaged or edited); prepare "
+                       "it again")
+    return int(value)
+
+
+def _check_values(mu: np.ndarray, sigma: np.ndarray, where: str) -> None:
+    """Real, finite means and covariance matrices: symmetric, no eigenvalue below rounding error of 0."""
+    if not (np.issubdtype(mu.dtype, np.floating) and np.issubdtype(sigma.dtype, np.floating)):
+        raise FpaError(f"{where} holds statistics of type {mu.dtype}/{sigma.dtype}, not real numbers "
+                       "(damaged or edited); prepare it again")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise FpaError(f"{where} holds NaN/inf statistics (damaged or edited); prepare it again")
+    for cov in sigma.astype(np.float64):
+        scale = max(float(np.abs(cov).max()), 1e-300)
+        symmetric = np.abs(cov - cov.T).max() <= 1e-9 * scale
+        if not symmetric or np.linalg.eigvalsh(cov).min() < -1e-6 * scale:
+            raise FpaError(f"{where} holds a matrix that is not a covariance (not symmetric, or a "
+                           "negative eigenvalue; damaged or edited); prepare it again")
 
 
 def _describe_foreign(arrays, keys: set) -> str:
@@ -224,8 +258,8 @@ def compute_stats(batches: Iterable[torch.Tensor], seeds: Sequence[int] = (0,), 
 
     Images pass through every extractor batch by batch, so an iterator is consumed once.
     """
-    if resolution < 16:
-        raise FpaError(f"resolution {resolution} px is too small for five poolings (use ≥ 32)")
+    if resolution < MIN_RESOLUTION:
+        raise FpaError(f"resolution {resolution} px is too small for five poolings (use ≥ {MIN_RESOLUTION})")
     extractors = extractors or fd_extractors(seeds)
     running = {seed: RunningStats() for seed in extractors}
     for net in extractors.values():

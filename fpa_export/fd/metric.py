@@ -26,15 +26,14 @@ from fpa_export.common.errors import FpaError
 from fpa_export.common.atomic import atomic_write, check_outputs, check_replaceable, check_suffix, check_writable
 from fpa_export.export.options import ENGINE_SUFFIXES
 from fpa_export.models import DEFAULT_MODEL
-from fpa_export.fd.frechet import (FDResult, StatsSet, check_feature_memory, compare, compute_stats,  # noqa: F401
-                                   frechet_distance)
+from fpa_export.fd.frechet import (MIN_RESOLUTION, FDResult, StatsSet, check_feature_memory,  # noqa: F401
+                                   compare, compute_stats, frechet_distance)
 from fpa_export.common.images import IMAGE_SUFFIXES, iter_image_batches, list_images, resize_center_crop, to_hwc_array, to_uint8
 
 __all__ = ["compute_stats", "save_stats", "load_stats", "compare", "frechet_distance", "fd_between",
            "stats_only", "stats_of", "classify", "parse_seeds", "StatsSet", "FDResult"]
 
 DEFAULT_RESOLUTION = 64
-MIN_RESOLUTION = 32   # five poolings: 32 px leaves 2×2 positions at the last layer
 EXPORTED_SUFFIXES = (".onnx", *ENGINE_SUFFIXES)
 NOT_COMPARABLE = "a relative metric: NOT comparable with published (Inception) FID"
 

@@ -21,9 +21,9 @@ from fpa_export.common.errors import FpaError
 from fpa_export.common.atomic import atomic_write
 from fpa_export.common.images import IMAGE_SUFFIXES, UnreadableImage, list_images, load_image_array, to_hwc
 from ..sampling.imagefiles import decode, encode
+from .frechet import MIN_RESOLUTION, stored_int
 from ..runtime.modelfile import open_model
 
-MIN_RESOLUTION = 32  # the feature extractor's smallest input (five poolings)
 PIPELINE = ("pipeline_size", "pipeline_channels", "pipeline_format", "pipeline_jpeg_quality")
 
 
@@ -93,14 +93,20 @@ def load_reference(path: str | Path, config, fmt: str, jpeg_quality: int):
 
     stats = fd.load_stats(path)
     with np.load(path, allow_pickle=False) as data:
-        recorded = {key: data[key].item() for key in PIPELINE if key in data.files}
-    if len(recorded) != len(PIPELINE):
+        arrays = {key: data[key] for key in PIPELINE if key in data.files}
+    if len(arrays) != len(PIPELINE):
         raise FpaError(f"{path}: no pipeline record; prepare it with `fpa-sample stats IMAGE_DIR -o "
                          f"{Path(path).name}` so real and fake images are processed alike")
+    recorded = {key: stored_int(arrays, key, str(path)) for key in PIPELINE if key != "pipeline_format"}
+    if arrays["pipeline_format"].ndim != 0 or arrays["pipeline_format"].dtype.kind != "U":
+        raise FpaError(f"{path}: its pipeline_format is {arrays['pipeline_format'].tolist()!r}, not a "
+                       "format name (damaged or edited); prepare it again")
+    recorded["pipeline_format"] = str(arrays["pipeline_format"])
     wanted = {k: v.item() for k, v in _pipeline_arrays(config, fmt, jpeg_quality).items()}
     if recorded != wanted:
         def describe(p):
-            quality = f" q{p['pipeline_jpeg_quality']}" if p["pipeline_format"] == "jpg" else ""
+            quality = f" q{p['pipeline_jpeg_quality']}" if p["pipeline_format"] == "jpg" \
+                or p["pipeline_jpeg_quality"] else ""
             return (f"{p['pipeline_size']} px, {p['pipeline_channels']} channel(s), "
                     f"{p['pipeline_format']}{quality}")
         raise FpaError(f"{path} was prepared for {describe(recorded)} images, these samples are "
