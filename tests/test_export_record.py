@@ -390,3 +390,29 @@ def test_exporting_again_over_an_edited_sidecar_restores_it(exported, tmp_path):
     restored = read_sidecar(out)
     assert restored["config"] == good["config"] and restored["inputs"] == good["inputs"]
     assert read_export_record(result.path)["record_source"] == "sidecar"
+
+
+@pytest.mark.parametrize("results", [None, "x", {"verification": {"image": {"max_abs_diff": "big"}}},
+                                     {"verification": {"image": {"max_abs_diff": 0.5}}}, "deleted"])
+def test_edited_figures_in_a_sidecar_are_not_reported(exported, tmp_path, results):
+    """`fpa-export onnx` run again over a sidecar whose measured figures were edited (removed, made
+    text, or another number) reports the figures the graph itself records, not a traceback or the
+    edit; the sidecar is written back."""
+    from click.testing import CliRunner
+    from fpa_export.cli.export import main
+
+    checkpoint, _, path = exported
+    out = _without_sidecar(path, tmp_path, "figures.onnx")
+    good = read_sidecar(path)
+    edited = json.loads(json.dumps(good))
+    if results == "deleted":
+        del edited["results"]
+    else:
+        edited["results"] = results
+    sidecar_path(out).write_text(json.dumps(edited))
+    result = CliRunner().invoke(main, ["onnx", str(checkpoint), "-o", str(out), "--exporter",
+                                       "torchscript"])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    measured = good["results"]["verification"]["image"]["max_abs_diff"]
+    assert "Reused" in result.output and f"image {measured:.2g}" in result.output, result.output
+    assert read_sidecar(out)["results"] == good["results"]

@@ -10,9 +10,9 @@
 An artefact is reused only when its sidecar's `inputs` equal the new ones and its hash still matches.
 An .onnx file also carries the same record in its own metadata (`onnx_meta.py`); `read_export_record`
 is the one reader every command uses: the sidecar when it describes this very file (records its sha256,
-its config is its spec's and, for an .onnx, it says what the record inside the file says), else the
-embedded record, so a graph without its sidecar, with a sidecar of another graph or with one edited
-since, is still understood as what it is.
+its config is its spec's, its figures are numbers and, for an .onnx, it says what the record inside
+the file says), else the embedded record, so a graph without its sidecar, with a sidecar of another
+graph or with one edited since, is still understood as what it is.
 """
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def _read_export_record(path: Path) -> Optional[dict]:
     return {**record, "output": output, "record_source": "metadata"}
 
 
-RECORD_FIELDS = ("inputs", "config", "describe")  # what a sidecar repeats of the graph's own record
+RECORD_FIELDS = ("inputs", "config", "describe", "results")  # what a sidecar repeats of the graph's record
 
 
 def _agrees_with_embedded(path: Path, sidecar: dict) -> bool:
@@ -172,10 +172,24 @@ def _well_formed(record) -> bool:
     if not isinstance(claimed, dict) or _normalised(config.to_dict()) != _normalised(spec.config.to_dict()):
         return False
     try:
-        return all(_normalised(claimed.get(key, derived[key])) == _normalised(derived[key])
-                   for key in ("inputs", "outputs"))
+        return _results_readable(record.get("results", {})) and all(
+            _normalised(claimed.get(key, derived[key])) == _normalised(derived[key])
+            for key in ("inputs", "outputs"))
     except (TypeError, ValueError, RecursionError):
         return False
+
+
+def _results_readable(results) -> bool:
+    """The measured figures commands print: {"verification": {output: {"max_abs_diff" | "max_levels":
+    a number, …}}, …}; anything else (an edit) is not what an export wrote."""
+    if not isinstance(results, dict):
+        return False
+    report = results.get("verification", {})
+    return isinstance(report, dict) and all(
+        isinstance(entry, dict) and all(isinstance(entry.get(key, 0), (int, float))
+                                        and not isinstance(entry.get(key, 0), bool)
+                                        for key in ("max_abs_diff", "max_levels"))
+        for entry in report.values())
 
 
 def spec_from_record(path: str | os.PathLike):
