@@ -67,6 +67,10 @@ def test_a_stopped_folder_of_other_settings_or_with_a_strangers_file_is_refused(
     assert other.exit_code == 1 and "Traceback" not in other.output
     assert "stopped real-image folder of other settings (image_format 'png' vs 'jpg'" in other.output
     assert _contents(out) == before
+    (out / "000030.png").mkdir()  # named as an image of ours, but a folder: FID tools would trip on it
+    inside = _stats(real, out)
+    assert inside.exit_code == 1 and "holds 000030.png, which this command did not write" in inside.output
+    (out / "000030.png").rmdir()
     (out / "notes.txt").write_text("mine")
     stranger = _stats(real, out)
     assert stranger.exit_code == 1 and "holds notes.txt, which this command did not write" in stranger.output

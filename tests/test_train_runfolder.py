@@ -171,3 +171,19 @@ def test_weights_that_do_not_load_name_their_part_not_the_discriminator(tmp_path
     errors = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and text in errors[0] and "Missing key(s)" in errors[0], result.output
     assert "edited or damaged" in errors[0] and "discriminator options" not in errors[0]
+
+
+def test_a_discriminator_edited_away_from_its_own_train_config_says_to_restore_the_file(tmp_path):
+    """latest.pt's train_config claims another discriminator width than its weights have: resuming with
+    the run's options (what the first line used to advise) cannot help, so the line says the file
+    does not agree with itself."""
+    out = tmp_path / "run"
+    train_fpa(out, tiny_config(image_size=16), train_config(), options(steps=1))
+    ckpt = torch.load(out / "latest.pt", weights_only=True)
+    ckpt["train_state"]["train_config"]["fmap_max"] = 32
+    torch.save(ckpt, out / "latest.pt")
+    result = CliRunner().invoke(main, ["--out", str(out), "--resume", "--steps", "3", "--no-progress"])
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert result.exit_code == 1 and len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert "its discriminator does not load" in errors[0] and "though this run has the options it " \
+        "records" in errors[0] and "restore it" in errors[0], errors[0]

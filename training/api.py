@@ -13,10 +13,9 @@ from fpa_export.models import FPAConfig, FPAGenerator, UNetConfig, read_checkpoi
 from . import data as datasets
 from . import ddp, runfolder
 from .loop import Run, RunOptions, TrainingError
-from .trainer import Trainer, TrainConfig
+from .trainer import DISCRIMINATOR_FIELDS, Trainer, TrainConfig
 
 BASES = ("raw", "ema")
-D_FIELDS = ("fmap_max", "attn_res_layers", "attn_heads", "attn_dim_head", "minibatch_std")
 
 
 def train_fpa(out: str | Path, model: FPAConfig, train: TrainConfig, options: RunOptions,
@@ -51,7 +50,7 @@ def train_unet(out: str | Path, fpa_checkpoint: Optional[str | Path], unet: UNet
     d_init = None if fresh_d else _continued_d(fpa_checkpoint, state)
     if d_init is not None:
         source_train = TrainConfig.from_dict(state.get("train_config", {}))
-        train = dataclasses.replace(train, **{k: getattr(source_train, k) for k in D_FIELDS})
+        train = dataclasses.replace(train, **{k: getattr(source_train, k) for k in DISCRIMINATOR_FIELDS})
     model = model_base.replace(unet=unet)
     torch.manual_seed(train.seed)  # the U-Net's initial weights
     generator = FPAGenerator(model)
@@ -77,7 +76,7 @@ def _resume_unet(out: Path, fpa_checkpoint, unet: UNetConfig, train: TrainConfig
         raise TrainingError(f"{out}: holds an FPA run, not a U-Net run; resume it with train_fpa "
                             f"(fpa-train --out {out} --resume)")
     own = TrainConfig.from_dict((ckpt.get("train_state") or {}).get("train_config", {}))
-    train = dataclasses.replace(train, unet_stage=True, **{k: getattr(own, k) for k in D_FIELDS})
+    train = dataclasses.replace(train, unet_stage=True, **{k: getattr(own, k) for k in DISCRIMINATOR_FIELDS})
     record = runfolder.run_record(out) or {}
     meta = {key: record[key] for key in UNET_RECORD if key in record}
     if "from" not in meta and fpa_checkpoint is not None:  # config.json was lost: the given source

@@ -35,7 +35,7 @@ from fpa_export.common.images import arrange, grid, to_hwc, to_uint8
 from . import data as datasets
 from . import quality, runfolder
 from .ema import ema_notice, ema_record
-from .trainer import StateMismatch, Trainer
+from .trainer import DISCRIMINATOR_FIELDS, StateMismatch, TrainConfig, Trainer
 
 
 class TrainingError(FpaError, RuntimeError):
@@ -195,11 +195,15 @@ class Run:
         try:
             self.trainer.load_state(state, ckpt["state_dict"], ckpt["step"])
         except StateMismatch as err:
-            if err.part in StateMismatch.DISCRIMINATOR_PARTS:  # another discriminator layout, most often
+            own = TrainConfig.from_dict(state["train_config"])  # parses: `state_problem`
+            if err.part in StateMismatch.DISCRIMINATOR_PARTS and any(
+                    getattr(own, key) != getattr(self.trainer.config, key) for key in DISCRIMINATOR_FIELDS):
                 raise TrainingError(f"{path}: its {err.part} does not fit this run ({err.detail}); resume "
                                     "with the run's discriminator options (as latest.pt's train_config)") \
                     from None
-            raise TrainingError(f"{path}: {err} (edited or damaged since fpa-train wrote it?)") from None
+            raise TrainingError(f"{path}: {err}, though this run has the options it records (edited or "
+                                "damaged since fpa-train wrote it?); restore it, or resume from best.pt") \
+                from None
         self.best = float(state.get("best", math.inf))
         self.truncate_log(ckpt["step"])
         # The settings the run goes on with are written with its next latest.pt, so a resume that fails

@@ -288,12 +288,15 @@ class StateMismatch(FpaError):
 
     def __init__(self, part: str, err: Exception):
         self.part = part
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        self.detail = f"{type(err).__name__}: {' '.join(lines[:2])[:160]}"  # torch's "Error(s) in …:" + what
+        text = " ".join(line.strip() for line in str(err).splitlines()[:2] if line.strip())
+        if len(text) > 160:  # torch's "Error(s) in loading …:" and what, cut at a word
+            text = text[:160].rsplit(" ", 1)[0] + " …"
+        self.detail = f"{type(err).__name__}: {text}"
         super().__init__(f"its {part} does not load ({self.detail})")
 
 
 STATE_DICTS = ("train_config", "generator", "discriminator", "opt_g", "opt_d")  # `Trainer.state`'s dicts
+DISCRIMINATOR_FIELDS = ("fmap_max", "attn_res_layers", "attn_heads", "attn_dim_head", "minibatch_std")  # D's layout
 
 
 def state_problem(state: dict) -> "str | None":

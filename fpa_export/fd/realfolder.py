@@ -85,8 +85,9 @@ def _check_folder(out: Path, wanted: dict) -> None:
         raise FpaError(f"{out}: holds a stopped real-image folder of other settings ({'; '.join(differs)}); "
                        "give the same options to finish it, or a new folder")
     ours = re.compile(r"\d{6}\." + re.escape(wanted["image_format"]))
-    strangers = [entry.name for entry in os.scandir(out) if entry.name != PARTIAL
-                 and not ours.fullmatch(entry.name) and not TEMP_NAME.fullmatch(entry.name)]
+    strangers = [entry.name for entry in os.scandir(out) if entry.name != PARTIAL and not (
+        entry.is_file(follow_symlinks=False)  # a folder named 000030.png is no image of ours
+        and (ours.fullmatch(entry.name) or TEMP_NAME.fullmatch(entry.name)))]
     if strangers:
         raise FpaError(f"{out}: holds {strangers[0]}, which this command did not write (FID tools would "
                        "read it with the real images); move it away, or give a new folder")
