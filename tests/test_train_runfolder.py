@@ -187,3 +187,19 @@ def test_a_discriminator_edited_away_from_its_own_train_config_says_to_restore_t
     assert result.exit_code == 1 and len(errors) == 1 and "Traceback" not in result.output, result.output
     assert "its discriminator does not load" in errors[0] and "though this run has the options it " \
         "records" in errors[0] and "restore it" in errors[0], errors[0]
+
+
+def test_augmentations_a_run_records_are_checked_as_the_option_checks_them(tmp_path):
+    """An unknown augmentation given on the command line is a usage error of --aug-types; one that a
+    resumed run's latest.pt records (an edit) is one line naming latest.pt, not the option."""
+    out = tmp_path / "run"
+    given = CliRunner().invoke(main, ["--data", "digits", "--out", str(out), "--aug-types", "translation,bogus"])
+    assert given.exit_code == 2 and "unknown augmentation(s) bogus" in given.output and not out.exists()
+    train_fpa(out, tiny_config(image_size=16), train_config(), options(steps=1))
+    ckpt = torch.load(out / "latest.pt", weights_only=True)
+    ckpt["train_state"]["train_config"]["aug_types"] = ["bogus"]
+    torch.save(ckpt, out / "latest.pt")
+    result = CliRunner().invoke(main, ["--out", str(out), "--resume", "--steps", "3", "--no-progress"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert "latest.pt" in lines[0] and "bogus" in lines[0], lines[0]

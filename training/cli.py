@@ -41,6 +41,14 @@ def _options(specs):
     return apply
 
 
+def _aug_types(ctx, param, value: str) -> str:
+    """--aug-types as given (or as a resumed run records it): every name one of AUG_TYPES."""
+    bad = [x.strip() for x in value.split(",") if x.strip() and x.strip() not in AUG_TYPES]
+    if bad:
+        raise click.BadParameter(f"unknown augmentation(s) {', '.join(bad)}", ctx, param)
+    return value
+
+
 RUN_OPTIONS = [
     (("--data",), dict(default="mnist", callback=lambda ctx, param, value: nonempty_path(ctx, param, value) and value,
                        help="image folder (recursive) or built-in: mnist, digits, lfw")),
@@ -60,7 +68,7 @@ RUN_OPTIONS = [
     (("--ema-reset-every",), dict(default=1000, type=click.IntRange(1), help="hard reset EMA←G period")),
     (("--ema-reset-until",), dict(default=25000, type=click.IntRange(-1), help="no resets after this step")),
     (("--aug-prob",), dict(default=0.0, type=click.FloatRange(0, 1), help="DiffAugment probability")),
-    (("--aug-types",), dict(default=",".join(AUG_TYPES), help=f"comma list of {', '.join(AUG_TYPES)}")),
+    (("--aug-types",), dict(default=",".join(AUG_TYPES), callback=_aug_types, help=f"comma list of {', '.join(AUG_TYPES)}")),
     (("--d-preset",), dict(default="auto", type=click.Choice(list(D_PRESETS) + ["auto"]),
                            help="D size: 'paper' (lightweight-gan's), 'cpu-small' (the default model's); "
                                 "auto = paper for a paper-size generator (H >= 1024), else cpu-small")),
@@ -156,10 +164,7 @@ def _train_config(kw: dict):
     from .ema import EMASchedule
     from .trainer import TrainConfig
 
-    aug = tuple(x.strip() for x in kw["aug_types"].split(",") if x.strip())
-    bad = [x for x in aug if x not in AUG_TYPES]
-    if bad:
-        raise click.BadParameter(f"unknown augmentation(s) {', '.join(bad)}", param_hint="--aug-types")
+    aug = tuple(x.strip() for x in kw["aug_types"].split(",") if x.strip())  # checked: `_aug_types`
     ema = EMASchedule(beta=kw["ema_beta"], start=kw["ema_start"], every=kw["ema_every"],
                       reset_every=kw["ema_reset_every"], reset_until=kw["ema_reset_until"])
     return TrainConfig(batch_size=kw["batch_size"], grad_accum=kw["grad_accum"], lr=kw["lr"],
