@@ -61,11 +61,16 @@ def apply_schedule(schedule: EMASchedule, step: int, average, current) -> str:
     return action
 
 
+def first_update(schedule: EMASchedule) -> int:
+    """The first step the EMA averages at: the smallest s > start with s ≡ 0 (mod every)."""
+    return (schedule.start // schedule.every + 1) * schedule.every
+
+
 def ema_record(schedule: EMASchedule, steps: int) -> dict:
     """What the schedule did in iterations 0 … steps−1, for checkpoints and the start-of-run notice:
     {'started': first update step or None (the EMA never averaged: it is a copy of G at its last reset),
      'last_reset': last hard-reset step or None, 'beta': beta}."""
-    first = (schedule.start // schedule.every + 1) * schedule.every  # smallest s > start, s ≡ 0 (every)
+    first = first_update(schedule)
     last = min(steps - 1, schedule.reset_until)
     reset = None
     if last >= schedule.reset_offset:
@@ -80,7 +85,7 @@ def ema_notice(schedule: EMASchedule, steps: int) -> str:
         return ""
     copy = (f"a copy of G from step {record['last_reset']} (its last reset)" if record["last_reset"] is not None
             else "G's initial weights")
-    first = (schedule.start // schedule.every + 1) * schedule.every
+    first = first_update(schedule)
     last = (steps - 1) // schedule.every * schedule.every  # the last step of the run --ema-every allows
     if steps < 2:
         advice = "a run of 2 steps or more can average"

@@ -70,8 +70,8 @@ def read_sidecar(artefact: str | os.PathLike) -> Optional[dict]:
 
 
 def has_our_sidecar(artefact: str | os.PathLike) -> bool:
-    """Whether the sidecar of `artefact` is one fpa-export wrote (`_well_formed`), not another tool's
-    or a user's JSON of that name."""
+    """Whether the sidecar of `artefact` is one fpa-export wrote (`_parses`), edited since or not, and
+    not another tool's or a user's JSON of that name."""
     return _parses(read_sidecar(artefact))  # ours even when edited since: it may be replaced
 
 
@@ -169,7 +169,7 @@ def _well_formed(record) -> bool:
         return False
     spec, config = parsed
     claimed, derived = record["inputs"]["spec"], spec.to_dict()
-    if not isinstance(claimed, dict) or _normalised(config.to_dict()) != _normalised(spec.config.to_dict()):
+    if _normalised(config.to_dict()) != _normalised(spec.config.to_dict()):
         return False
     try:
         return _results_readable(record.get("results", {})) and all(
@@ -185,10 +185,9 @@ def _results_readable(results) -> bool:
     if not isinstance(results, dict):
         return False
     report = results.get("verification", {})
+    number = lambda value: isinstance(value, (int, float)) and not isinstance(value, bool)  # noqa: E731
     return isinstance(report, dict) and all(
-        isinstance(entry, dict) and all(isinstance(entry.get(key, 0), (int, float))
-                                        and not isinstance(entry.get(key, 0), bool)
-                                        for key in ("max_abs_diff", "max_levels"))
+        isinstance(entry, dict) and all(number(entry.get(key, 0)) for key in ("max_abs_diff", "max_levels"))
         for entry in report.values())
 
 

@@ -147,10 +147,11 @@ class StatsSet:
         if version > STATS_FORMAT_VERSION:
             raise FpaError(f"{where} has a newer statistics format; upgrade fpa-export")
         mean_key, cov_key = (MEAN_KEY, COV_KEY) if version >= 2 else ("mu", "sigma")  # v1: old names
-        if not {mean_key, cov_key, "seeds", "n", "resolution", "extractor", "extractor_ids"} <= keys:
-            raise FpaError(f"{where} lacks {mean_key}/{cov_key}; not a complete statistics file"
-                           if not {mean_key, cov_key} <= keys else
-                           f"{where} lacks its seeds, n, resolution or extractor; not a complete statistics file")
+        if not {mean_key, cov_key} <= keys:
+            raise FpaError(f"{where} lacks {mean_key}/{cov_key}; not a complete statistics file")
+        missing = sorted({"seeds", "n", "resolution", "extractor", "extractor_ids"} - keys)
+        if missing:
+            raise FpaError(f"{where} lacks {', '.join(missing)}; not a complete statistics file")
         seeds, ids = np.asarray(arrays["seeds"]), np.asarray(arrays["extractor_ids"])
         mu, sigma = np.asarray(arrays[mean_key]), np.asarray(arrays[cov_key])
         n, resolution = stored_int(arrays, "n", where), stored_int(arrays, "resolution", where)
