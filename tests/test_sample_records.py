@@ -129,6 +129,9 @@ def test_a_brief_lock_excludes_a_second_holder_and_leaves_no_file(tmp_path):
     ("versions", [1], "versions is [1]"), ("model_paths", [5], "model_paths is [5]"),
     ("model", "m.pt", "model is 'm.pt'"), ("format_version", 2, "format_version 2"),
     ("model", {"precision": ["fp32"]}, "model is {'precision': ['fp32']}"),
+    ("seed", None, "seed is None"), ("seed", "0", "seed is '0'"), ("seed", True, "seed is True"),
+    ("truncation", "1.0", "truncation is '1.0'"), ("truncation", 0, "truncation is 0"),
+    ("image_format", None, "image_format is None"), ("jpeg_quality", "95", "jpeg_quality is '95'"),
     ("the whole file", "[" * 100_000, "unreadable"),  # nested too deeply for Python's JSON reader
 ])
 def test_a_hand_edited_samples_json_of_wrong_types_is_one_line_and_overwrite_replaces_it(
