@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 TEMP_SUFFIX = ".tmp"
+STALE_AFTER_S = 15 * 60  # a temporary this old is a killed writer's: a live write is younger
 
 
 def atomic_write(path: str | os.PathLike, write, exclusive: bool = False) -> Path:
@@ -85,7 +86,8 @@ def refuse_special(path: Path) -> None:
 
 def check_writable(out: str | os.PathLike, what: str = "output") -> None:
     """Fail before slow work when `out` (a file to be written) cannot be: probe its nearest existing
-    folder with a temporary file. Raises a one-line FpaError."""
+    folder with a temporary file. Raises a one-line FpaError. Then remove the temporaries that killed
+    writes of `out` itself left beside it (`sweep_stale_temps`), so a kill -9 leaves nothing for good."""
     from .errors import FpaError
 
     out = Path(out)
@@ -102,6 +104,7 @@ def check_writable(out: str | os.PathLike, what: str = "output") -> None:
             pass
     except OSError as err:
         raise FpaError(f"{out}: cannot write to {folder} ({err.strerror or err})") from None
+    sweep_stale_temps(out.parent, STALE_AFTER_S, re.compile(re.escape(out.name)))
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -22,6 +22,18 @@ class MissingExtra(FpaError, ImportError):
         super().__init__(f"{package} is not installed{why}; install it with: {fix}")
 
 
+def reraise_interrupt(err: BaseException) -> None:
+    """Raise KeyboardInterrupt when `err` came from one: a library that catches Ctrl-C and raises its
+    own error (an extension's failed import, an exporter's error) must not be reported as a missing
+    package or a failure of ours. Otherwise return."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+
+
 def not_a_file(path) -> str:
     """Why `path` cannot be read as a file, for a one-line error: missing, a folder, or not a regular
     file (a device, a pipe such as /dev/null)."""

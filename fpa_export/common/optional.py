@@ -11,7 +11,7 @@ import importlib
 import importlib.util
 from types import ModuleType
 
-from .errors import MissingExtra
+from .errors import MissingExtra, reraise_interrupt
 
 # package → (extra of fpa-export, or None; pip line when the extra alone is not the fix)
 EXTRAS: dict[str, tuple[str | None, str | None]] = {
@@ -37,6 +37,7 @@ def require(package: str, purpose: str = "") -> ModuleType:
     try:
         return importlib.import_module(package)
     except ImportError as err:
+        reraise_interrupt(err)  # Ctrl-C during an extension's import is not an absent package
         root = package.split(".")[0]
         if err.name is not None and err.name.split(".")[0] != root:
             raise  # the package is there but one of *its* imports failed: a real problem, not ours

@@ -24,7 +24,7 @@ import warnings
 import torch
 
 from fpa_export.common.atomic import atomic_write, check_outputs, check_replaceable, check_suffix
-from fpa_export.common.errors import MissingExtra
+from fpa_export.common.errors import MissingExtra, reraise_interrupt
 from fpa_export.models import FPAGenerator, describe, load_checkpoint
 from fpa_export.loading import resolve_checkpoint
 from .fp16 import to_mixed_fp16
@@ -169,8 +169,10 @@ def trace(generator: FPAGenerator, spec: ExportSpec, opset: int = DEFAULT_OPSET,
                 return _trace_dynamo(module, z, spec, opset)
             return _trace_torchscript(module, z, spec, opset)
     except ImportError as err:
+        reraise_interrupt(err)
         raise MissingExtra(err.name or "onnx", "onnx", "by the ONNX exporters") from None
     except torch.onnx.errors.OnnxExporterError as err:
+        reraise_interrupt(err)  # torch wraps a Ctrl-C during the dynamo export in its own error
         first = (str(err).strip().splitlines() or ["no message"])[0]
         raise ExportError(f"the {exporter} exporter failed: {first}") from None
 

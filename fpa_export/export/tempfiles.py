@@ -13,9 +13,8 @@ import os
 from pathlib import Path
 import re
 
-from fpa_export.common.atomic import TEMP_NAME, sweep_stale_temps
+from fpa_export.common.atomic import STALE_AFTER_S, TEMP_NAME, sweep_stale_temps
 
-STALE_AFTER_S = 15 * 60
 _EXPORT_TARGET = re.compile(r".+\.(onnx|plan|engine|trt)(\.json)?")
 
 
