@@ -27,6 +27,8 @@ import numpy as np
 from fpa_export.common.errors import FpaError, size_text
 from fpa_export.runtime.names import SAMPLE_FORMATS as FORMATS
 
+JPEG_QUALITIES = range(1, 101)  # what --jpeg-quality takes and a samples.json may record
+
 PNG_BLOCK = 4096   # bytes: the allocation block of common file systems (ext4, xfs, NTFS, APFS)
 PNG_OVERHEAD = 68  # bytes of a stored PNG (< 64 KiB) beyond its rows: signature, chunks, zlib frame
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -73,7 +73,9 @@ def check_seed(seed: int) -> None:
 
 
 def check_truncation(truncation: float) -> None:
-    if not 0.0 < truncation <= 1.0:
+    """psi is a real number in (0, 1]."""
+    if isinstance(truncation, bool) or not isinstance(truncation, (int, float, np.integer, np.floating)) \
+            or not 0.0 < truncation <= 1.0:
         raise FpaError(f"--truncation must be in (0, 1] (1 = none), got {truncation}")
 
 

@@ -29,8 +29,8 @@ from fpa_export.common.errors import FpaError, not_a_file
 from fpa_export.common.atomic import atomic_write_json
 from fpa_export.common.lock import brief_lock
 from fpa_export.models import PACKAGE_VERSION
-from .imagefiles import existing_files
-from .latents import LATENT_RULE
+from .imagefiles import JPEG_QUALITIES, existing_files
+from .latents import LATENT_RULE, check_seed, check_truncation
 
 MANIFEST = "samples.json"
 FORMAT = "fpa-samples"
@@ -142,15 +142,15 @@ def field_problem(data: dict) -> str:
                 "a newer fpa-export wrote it?)")
     if not _is_int(data.get("n")) or data["n"] < 0:
         return f"n is {data.get('n')!r}, not a count of images"
-    if not _is_int(data.get("seed")) or data["seed"] < 0:
-        return f"seed is {data.get('seed')!r}, not a seed"
-    truncation = data.get("truncation")
-    if not isinstance(truncation, (int, float)) or isinstance(truncation, bool) or not 0 < truncation <= 1:
-        return f"truncation is {truncation!r}, not a psi in (0, 1]"
+    for key, check, what in (("seed", check_seed, "a seed"), ("truncation", check_truncation, "a psi in (0, 1]")):
+        try:
+            check(data.get(key))
+        except FpaError:
+            return f"{key} is {data.get(key)!r}, not {what}"
     if not isinstance(data.get("image_format"), str):
         return f"image_format is {data.get('image_format')!r}, not a file format"
     quality = data.get("jpeg_quality")
-    if not (quality is None or (_is_int(quality) and 1 <= quality <= 100)):
+    if not (quality is None or (_is_int(quality) and quality in JPEG_QUALITIES)):
         return f"jpeg_quality is {quality!r}, not a JPEG quality (1 to 100) or null"
     model = data.get("model")
     if not isinstance(model, dict) or not all(isinstance(model.get(key), (str, type(None)))

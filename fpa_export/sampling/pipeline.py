@@ -32,7 +32,7 @@ from fpa_export.common.lock import folder_lock
 from fpa_export.runtime.modelfile import open_model
 from fpa_export.runtime.precision import check_name
 from . import manifest
-from .imagefiles import (FORMATS, SampleFiles, check_room, encode_all, existing_files, file_name, image_shape,
+from .imagefiles import (FORMATS, JPEG_QUALITIES, SampleFiles, check_room, encode_all, existing_files, file_name, image_shape,
                          is_valid, not_files, png_level, smallest_file, stale_temporaries, stray_images)
 from .latents import check_seed, check_truncation, latent_array, shard_indices
 
@@ -77,7 +77,7 @@ class SampleRun:
             raise FpaError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.image_format not in FORMATS:
             raise FpaError(f"--format must be one of {FORMATS}, got {self.image_format!r}")
-        if not 1 <= self.jpeg_quality <= 100:
+        if self.jpeg_quality not in JPEG_QUALITIES:
             raise FpaError(f"--jpeg-quality must be in 1..100, got {self.jpeg_quality}")
         check_truncation(self.truncation)
         check_seed(self.seed)
